@@ -1,0 +1,72 @@
+"""Read a tile of a source image as display RGB, the way every consumer must see it.
+
+Used by the dataset reader, the benchmark and training so that a row's pixels are
+rendered identically everywhere (same bands, same scene-level stretch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from geoseg.errors import InputError
+
+
+@lru_cache(maxsize=8)
+def _load_npz(path: str, key: str) -> np.ndarray:
+    try:
+        with np.load(path) as z:
+            arr = np.asarray(z[key])
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"cannot read array {key!r} from {path} ({exc})", "check the file and the image_key") from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr  # H x W x C
+
+
+def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None = None,
+               image_key: str = "") -> np.ndarray:
+    """Read ``bands`` (1-based; all when ``None``) of ``window`` as a ``H x W x C`` array of the source dtype."""
+    c0, r0, w, h = int(window["col_off"]), int(window["row_off"]), int(window["width"]), int(window["height"])
+    if image_path.endswith(".npz"):
+        arr = _load_npz(image_path, image_key or "img")
+        idx = [b - 1 for b in bands] if bands else list(range(arr.shape[2]))
+        out = arr[r0:r0 + h, c0:c0 + w][:, :, idx]
+        if out.shape[:2] != (h, w):
+            raise InputError(f"window {dict(window)} exceeds {image_path} of size {arr.shape[:2]}", "rebuild the shards")
+        return out
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(image_path) as src:
+            idx = list(bands) if bands else list(range(1, src.count + 1))
+            data = src.read(idx, window=Window(c0, r0, w, h), boundless=False)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read image {image_path} ({exc})", "check that the file exists and is a raster") from exc
+    return np.transpose(data, (1, 2, 0))
+
+
+def apply_stretch(data: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
+    """Map each band linearly from its ``[lo, hi]`` to 0..255 (uint8 data passes through when no stretch)."""
+    if not stretch:
+        if data.dtype == np.uint8:
+            return data
+        return np.clip(data, 0, 255).astype(np.uint8)
+    out = np.empty(data.shape, dtype=np.uint8)
+    for i, (lo, hi) in enumerate(stretch):
+        band = (data[:, :, i].astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-12))
+        out[:, :, i] = np.clip(np.nan_to_num(band, nan=0.0), 0, 255).astype(np.uint8)
+    return out
+
+
+def read_rgb(row: Mapping) -> np.ndarray:
+    """The display RGB tile (``H x W x 3`` uint8) of a shard row."""
+    bands = list(row["bands"]) if row.get("bands") else None
+    data = read_bands(row["image_path"], row["window"], bands, row.get("image_key") or "")
+    rgb = apply_stretch(data, row.get("stretch"))
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return np.ascontiguousarray(rgb[:, :, :3])

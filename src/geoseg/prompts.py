@@ -1,0 +1,182 @@
+"""Prompt types shared by every segmenter, the CLI, the data engine and the benchmark.
+
+Coordinates are pixel coordinates ``(x, y)`` = (column, row) of the image given to
+``Segmenter.set_image``, with the origin at the top-left corner of the top-left pixel.
+A prompt may combine points, a box and text; the segmenter's ``capabilities`` say
+which parts it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from geoseg.errors import PromptError
+
+Task = Literal["interactive", "referring", "reasoning"]
+TASKS: tuple[str, ...] = ("interactive", "referring", "reasoning")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the user asks for.
+
+    Attributes:
+        points: ``(x, y)`` pixel coordinates.
+        labels: one per point, 1 = positive (on the target), 0 = negative (not the target).
+        box: ``(x0, y0, x1, y1)`` pixel coordinates, ``x0 < x1`` and ``y0 < y1``.
+        text: a referring expression or a reasoning query.
+        task: the task the text belongs to; ``None`` lets the segmenter decide
+            (points/box alone are always ``interactive``).
+    """
+
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    text: str | None = None
+    task: Task | None = None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if len(self.points) != len(self.labels):
+            raise PromptError(
+                f"{len(self.points)} points but {len(self.labels)} labels",
+                "give one label (1 positive, 0 negative) per point",
+            )
+        if any(lab not in (0, 1) for lab in self.labels):
+            raise PromptError("point labels must be 0 or 1", "use 1 for positive and 0 for negative points")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not (x0 < x1 and y0 < y1):
+                raise PromptError(
+                    f"box {self.box} is empty or inverted", "give the box as X0,Y0,X1,Y1 with X0<X1 and Y0<Y1"
+                )
+        if self.text is not None and not self.text.strip():
+            raise PromptError("the text prompt is empty", "give an instruction such as --text 'the largest building'")
+        if self.task is not None and self.task not in TASKS:
+            raise PromptError(f"unknown task {self.task!r}", f"use one of {', '.join(TASKS)}")
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The prompt kinds present: a subset of ``{"point", "box", "text"}``."""
+        out = set()
+        if self.points:
+            out.add("point")
+        if self.box is not None:
+            out.add("box")
+        if self.text is not None:
+            out.add("text")
+        return frozenset(out)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.kinds
+
+    @property
+    def resolved_task(self) -> Task:
+        """The task this prompt belongs to (geometry without text is always interactive)."""
+        if self.text is None:
+            return "interactive"
+        if self.task is not None:
+            return self.task
+        return infer_task(self.text)
+
+    def shifted(self, dx: float, dy: float) -> Prompt:
+        """The same prompt in a frame whose origin is at ``(dx, dy)`` of this one (for crops/tiles)."""
+        pts = tuple((x - dx, y - dy) for x, y in self.points)
+        box = None if self.box is None else (self.box[0] - dx, self.box[1] - dy, self.box[2] - dx, self.box[3] - dy)
+        return replace(self, points=pts, box=box)
+
+    def scaled(self, sx: float, sy: float) -> Prompt:
+        """The same prompt after resizing the image by ``(sx, sy)``."""
+        pts = tuple((x * sx, y * sy) for x, y in self.points)
+        box = None if self.box is None else (self.box[0] * sx, self.box[1] * sy, self.box[2] * sx, self.box[3] * sy)
+        return replace(self, points=pts, box=box)
+
+    def check_inside(self, width: int, height: int) -> None:
+        """Raise :class:`PromptError` when a point or the box lies outside a ``width`` x ``height`` image."""
+        for x, y in self.points:
+            if not (0 <= x < width and 0 <= y < height):
+                raise PromptError(
+                    f"point ({x:g}, {y:g}) is outside the {width}x{height} image",
+                    "give pixel coordinates inside the image, or map coordinates with --prompt-crs",
+                )
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+                raise PromptError(
+                    f"box {tuple(round(v, 3) for v in self.box)} does not overlap the {width}x{height} image",
+                    "give pixel coordinates inside the image, or map coordinates with --prompt-crs",
+                )
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly description (used in output metadata and caches)."""
+        d: dict = {}
+        if self.points:
+            d["points"] = [[float(x), float(y)] for x, y in self.points]
+            d["labels"] = list(self.labels)
+        if self.box is not None:
+            d["box"] = [float(v) for v in self.box]
+        if self.text is not None:
+            d["text"] = self.text
+        if self.task is not None:
+            d["task"] = self.task
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prompt:
+        pts = tuple((float(p[0]), float(p[1])) for p in d.get("points", []))
+        labels = tuple(int(v) for v in d.get("labels", [1] * len(pts)))
+        box = tuple(float(v) for v in d["box"]) if d.get("box") is not None else None
+        return cls(points=pts, labels=labels, box=box, text=d.get("text"), task=d.get("task"))
+
+    def describe(self) -> str:
+        """A short human-readable form for metadata fields such as the vector ``prompt`` column."""
+        parts = []
+        if self.text is not None:
+            parts.append(self.text)
+        if self.points:
+            parts.append(
+                "points " + "; ".join(f"{'+' if lab else '-'}({x:.1f},{y:.1f})" for (x, y), lab in zip(self.points, self.labels))
+            )
+        if self.box is not None:
+            parts.append("box ({:.1f},{:.1f},{:.1f},{:.1f})".format(*self.box))
+        return " | ".join(parts)
+
+
+_REASONING_CUES = (
+    "where could", "where can", "where would", "where should", "where might", "which area could",
+    "which place", "what could", "what would", "what can", "suitable", "could be used", "would be",
+    "find the place", "find somewhere", "find where", "what hides", "what is hiding", "?",
+)
+
+
+def infer_task(text: str) -> Task:
+    """Guess whether an instruction is a referring expression or a reasoning query.
+
+    Reasoning queries ask for a purpose or implication ("where could a boat sail?");
+    referring expressions name the target ("the large building at the top left").
+    A model that knows better may ignore this and use its own classifier.
+    """
+    t = text.strip().lower()
+    if any(cue in t for cue in _REASONING_CUES):
+        return "reasoning"
+    return "referring"
+
+
+def parse_xy(value: str) -> tuple[float, float]:
+    """Parse ``"X,Y"`` from the command line."""
+    try:
+        x, y = (float(v) for v in value.split(","))
+    except ValueError:
+        raise PromptError(f"cannot read point {value!r}", "write points as X,Y, e.g. --point 120,45") from None
+    return x, y
+
+
+def parse_box(value: str) -> tuple[float, float, float, float]:
+    """Parse ``"X0,Y0,X1,Y1"`` from the command line."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value.split(","))
+    except ValueError:
+        raise PromptError(f"cannot read box {value!r}", "write the box as X0,Y0,X1,Y1, e.g. --box 10,20,200,180") from None
+    return x0, y0, x1, y1

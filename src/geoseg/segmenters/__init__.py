@@ -1,0 +1,64 @@
+"""Registry of segmenter backends.
+
+Backends are registered by name with the dotted path of their factory, so that
+importing geoseg never imports torch or an optional extra; the module is imported
+only when the backend is built. Third-party code may add backends with
+:func:`register_segmenter`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+from geoseg.errors import GeosegError
+from geoseg.segmenters.base import Prediction, Segmenter
+
+__all__ = ["Prediction", "Segmenter", "available_segmenters", "build_segmenter", "register_segmenter"]
+
+# name -> "module:attribute" (a Segmenter subclass or a factory returning one)
+_REGISTRY: dict[str, str | Callable[..., Segmenter]] = {
+    "unified": "geoseg.unified.segmenter:UnifiedSegmenter",
+    "classical": "geoseg.segmenters.classical:GrabCutSegmenter",
+    "trainfree": "geoseg.trainfree.segmenter:TrainFreeSegmenter",
+    "sam": "geoseg.segmenters.sam:SamSegmenter",
+    "sam2": "geoseg.segmenters.sam2:Sam2Segmenter",
+}
+
+DEFAULT_BACKEND = "unified"
+
+
+def register_segmenter(name: str, factory: str | Callable[..., Segmenter]) -> None:
+    """Add or replace a backend: ``factory`` is a callable or a ``"module:attr"`` path."""
+    _REGISTRY[name] = factory
+
+
+def available_segmenters() -> list[str]:
+    """Registered backend names (some may need an optional extra to build)."""
+    return sorted(_REGISTRY)
+
+
+def _resolve(factory: str | Callable[..., Segmenter]) -> Callable[..., Segmenter]:
+    if callable(factory):
+        return factory
+    module, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_segmenter(name_or_checkpoint: str, **kwargs: Any) -> Segmenter:
+    """Build a backend by registry name, or the unified model from a checkpoint path.
+
+    Keyword arguments go to the backend's constructor (``checkpoint=``, ``device=``, ...).
+    """
+    if name_or_checkpoint in _REGISTRY:
+        factory = _resolve(_REGISTRY[name_or_checkpoint])
+        return factory(**kwargs)
+    if os.path.isfile(name_or_checkpoint):
+        factory = _resolve(_REGISTRY["unified"])
+        return factory(checkpoint=name_or_checkpoint, **kwargs)
+    raise GeosegError(
+        f"unknown segmenter backend {name_or_checkpoint!r}",
+        f"use one of {', '.join(available_segmenters())} or the path of a checkpoint file",
+    )
