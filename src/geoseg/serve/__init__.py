@@ -9,7 +9,7 @@ from __future__ import annotations
 from geoseg.errors import require
 
 require("fastapi", "serve")
-require("multipart", "serve")
+require("python_multipart", "serve")
 
 from geoseg.serve.app import create_app  # noqa: E402
 

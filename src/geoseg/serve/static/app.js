@@ -571,5 +571,12 @@
     }
     document.body.dataset.ready = "1";
   }
+  // a small handle for automation (tests, scripts): map coordinates and the current result
+  window.geosegMap = {
+    pixelToScreen: (x, y) => pixelToScreen(x, y),
+    screenToPixel: (x, y) => screenToPixel(x, y),
+    result: () => S.result,
+    image: () => S.img,
+  };
   start();
 })();
