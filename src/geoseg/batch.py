@@ -246,7 +246,7 @@ def get_segmenter(spec: BackendSpec):
 def resolve_backend(spec: BackendSpec) -> tuple[str, dict, list[str]]:
     """Build (or reuse) the segmenter and return its name, provenance and fallback notes."""
     seg, notes = get_segmenter(spec)
-    return seg.name, seg.provenance(), list(notes)
+    return seg.name, {**seg.provenance(), "backend": seg.name}, list(notes)
 
 
 def _seed_everything(seed: int = 0) -> None:

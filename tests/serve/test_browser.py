@@ -2,7 +2,8 @@
 
 Open a real Dubai image, click a point on a building, type an instruction, and check
 that the mask overlay appears and that a GeoJSON download is produced. A screenshot is
-kept in the test's tmp dir (and in ``$GEOSEG_TEST_ARTIFACTS`` when set).
+kept in the test's tmp dir and in ``test-artifacts/serve/`` (git-ignored), and in
+``$GEOSEG_TEST_ARTIFACTS`` when set.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ def browser():
             b.close()
 
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "serve"  # git-ignored
+
+
 def _keep_artifact(path: Path) -> None:
-    dest = os.environ.get("GEOSEG_TEST_ARTIFACTS")
-    if dest:
-        os.makedirs(dest, exist_ok=True)
-        shutil.copy(path, dest)
+    """Copy a screenshot to test-artifacts/serve/ (and to $GEOSEG_TEST_ARTIFACTS when set)."""
+    for dest in (ARTIFACTS, os.environ.get("GEOSEG_TEST_ARTIFACTS")):
+        if dest:
+            os.makedirs(dest, exist_ok=True)
+            shutil.copy(path, dest)
 
 
 def test_point_and_instruction_on_a_dubai_building(browser, live_server, dubai_building, tmp_path):

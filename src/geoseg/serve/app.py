@@ -169,10 +169,16 @@ def create_app(
         def segmenter_factory() -> Segmenter:
             return build_segmenter(backend, **kwargs)
 
-    store = SessionStore(segmenter_factory, max_images=max_images)
     roots = [Path(r).resolve() for r in image_roots]
     updir = Path(upload_dir) if upload_dir else Path(tempfile.mkdtemp(prefix="geoseg-serve-"))
     updir.mkdir(parents=True, exist_ok=True)
+
+    def _remove_upload(record: ImageRecord) -> None:
+        path = Path(record.source_path)
+        if path.parent.resolve() == updir.resolve() and path.exists():
+            path.unlink()
+
+    store = SessionStore(segmenter_factory, max_images=max_images, on_drop=_remove_upload)
     upload_limit = int(max_upload_mb * 1024 * 1024)
 
     app = FastAPI(
@@ -320,9 +326,16 @@ def create_app(
                 raise InputError("the uploaded file is empty", "send a GeoTIFF, JPG or PNG file")
             image_id = image_id_for(tmp, band_t)
             final = updir / f"{image_id}{Path(name).suffix.lower()}"
+            try:
+                store.get(image_id)
+                return _open(final, name, band_t, image_id)  # already open: reuse it and its embedding
+            except UnknownImageError:
+                pass
             os.replace(tmp, final)
+            tmp = str(final)  # removed below if it cannot be opened
+            info = _open(final, name, band_t, image_id)
             tmp = None
-            return _open(final, name, band_t, image_id)
+            return info
         finally:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)

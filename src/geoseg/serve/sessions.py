@@ -63,8 +63,10 @@ class Session:
 class SessionStore:
     """Thread-safe LRU of :class:`Session` keyed by image id."""
 
-    def __init__(self, segmenter_factory: Callable[[], Segmenter], max_images: int = 8, max_masks: int = 16) -> None:
+    def __init__(self, segmenter_factory: Callable[[], Segmenter], max_images: int = 8, max_masks: int = 16,
+                 on_drop: Callable[[ImageRecord], None] | None = None) -> None:
         self._factory = segmenter_factory
+        self._on_drop = on_drop
         self._prototype: Segmenter | None = None
         self._proto_lock = threading.Lock()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
@@ -92,9 +94,13 @@ class SessionStore:
                 sess = Session(record=record)
                 self._sessions[record.image_id] = sess
             self._sessions.move_to_end(record.image_id)
+            dropped = []
             while len(self._sessions) > self.max_images:
-                old_id, _ = self._sessions.popitem(last=False)
+                old_id, old = self._sessions.popitem(last=False)
+                dropped.append(old.record)
                 log.info("dropped image %s (more than %d open)", old_id, self.max_images)
+        for rec in dropped:
+            self._drop(rec)
         if embed:
             self.ensure_embedding(sess)
         return sess
@@ -113,8 +119,17 @@ class SessionStore:
 
     def remove(self, image_id: str) -> None:
         with self._lock:
-            if self._sessions.pop(image_id, None) is None:
-                raise UnknownImageError(f"unknown image id {image_id!r}", "list open images with GET /api/images")
+            sess = self._sessions.pop(image_id, None)
+        if sess is None:
+            raise UnknownImageError(f"unknown image id {image_id!r}", "list open images with GET /api/images")
+        self._drop(sess.record)
+
+    def _drop(self, record: ImageRecord) -> None:
+        if self._on_drop is not None:
+            try:
+                self._on_drop(record)
+            except OSError as exc:  # never fail a request because a file could not be removed
+                log.warning("could not clean up image %s: %s", record.image_id, exc)
 
     def list(self) -> list[Session]:
         with self._lock:
