@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,48 @@ def Bright():  # noqa: N802 - the fixture is the class
 @pytest.fixture(name="write_bench")
 def write_bench_fixture():
     return write_bench
+
+
+class TableParser(HTMLParser):
+    """Collects each <table>'s rows as lists of cell texts, plus <img> and <svg> counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self.imgs: list[str] = []
+        self.svgs = 0
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append({"section": a.get("data-section", a.get("class", "")), "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag == "svg":
+            self.svgs += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables:
+            self.tables[-1]["rows"][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse_html(text: str) -> TableParser:
+    p = TableParser()
+    p.feed(text)
+    return p
+
+
+@pytest.fixture(name="parse_html")
+def parse_html_fixture():
+    """Parse an HTML report: ``.tables`` (section + rows of cell texts), ``.imgs``, ``.svgs``."""
+    return _parse_html

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
@@ -12,45 +11,6 @@ from click.testing import CliRunner
 from geoseg.bench.report import html_report, markdown_report, pick_gallery, svg_histogram
 from geoseg.cli import cli, main
 from geoseg.segmenters import register_segmenter
-
-
-class TableParser(HTMLParser):
-    """Collects each <table>'s rows as lists of cell texts, plus <img> and <svg> counts."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables: list[dict] = []
-        self.imgs: list[str] = []
-        self.svgs = 0
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "table":
-            self.tables.append({"section": a.get("data-section", a.get("class", "")), "rows": []})
-        elif tag == "tr" and self.tables:
-            self.tables[-1]["rows"].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "img":
-            self.imgs.append(a.get("src", ""))
-        elif tag == "svg":
-            self.svgs += 1
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None and self.tables:
-            self.tables[-1]["rows"][-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def parse_html(text: str) -> TableParser:
-    p = TableParser()
-    p.feed(text)
-    return p
 
 
 def fake_metrics():
@@ -64,7 +24,7 @@ def fake_metrics():
             "seconds_per_sample": 0.01, "sample_ids_digest": "abc"}
 
 
-def test_markdown_and_html_tables():
+def test_markdown_and_html_tables(parse_html):
     md = markdown_report(fake_metrics())
     assert "empty-target rule**: unigeoseg" in md and "## Per category" in md
     assert "| interactive | 4 | 4 | 50.0 | 25.0 | 50.0 | 25.0 | 25.0 | 0.0 | 0.0 | 60.0 | 100.0 | 75.0 |" in md
@@ -78,7 +38,7 @@ def test_markdown_and_html_tables():
     assert re.search(r">1</text>", svg_histogram([0.05, 0.95], "x"))
 
 
-def test_cli_end_to_end_with_test_backend(tmp_path, Bright, write_bench, monkeypatch):
+def test_cli_end_to_end_with_test_backend(tmp_path, Bright, write_bench, monkeypatch, parse_html):
     import geoseg.segmenters as segs
 
     monkeypatch.setattr(segs, "_REGISTRY", dict(segs._REGISTRY))  # the test backend is gone after the test

@@ -104,28 +104,55 @@ def svg_histogram(values: Sequence[float], title: str, bins: int = 10, width: in
             + "".join(bars) + ticks + "</svg>")
 
 
-def overlay_png(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, prompt=None, max_side: int = 320) -> str:
-    """Base64 PNG of the image with the prediction (red fill) and the target outline (green)."""
+def focus_window(gt: np.ndarray, pred: np.ndarray, prompt=None, min_side: int = 128) -> tuple[int, int, int, int]:
+    """``(r0, r1, c0, c1)``: the target, the prediction and the prompt with a margin (small targets stay visible)."""
+    h, w = gt.shape
+    any_ = gt | pred
+    rows, cols = np.flatnonzero(any_.any(axis=1)), np.flatnonzero(any_.any(axis=0))
+    ys = [float(rows[0]), float(rows[-1] + 1)] if rows.size else []
+    xs = [float(cols[0]), float(cols[-1] + 1)] if cols.size else []
+    if prompt is not None:
+        if prompt.box is not None:
+            xs += [prompt.box[0], prompt.box[2]]
+            ys += [prompt.box[1], prompt.box[3]]
+        xs += [p[0] for p in prompt.points]
+        ys += [p[1] for p in prompt.points]
+    if not xs:
+        return 0, h, 0, w
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    side = max(min_side, 1.5 * (max(xs) - min(xs)), 1.5 * (max(ys) - min(ys)))
+    r0 = int(np.clip(cy - side / 2, 0, max(h - side, 0)))
+    c0 = int(np.clip(cx - side / 2, 0, max(w - side, 0)))
+    return r0, min(h, int(r0 + side)), c0, min(w, int(c0 + side))
+
+
+def overlay_png(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, prompt=None, max_side: int = 288) -> str:
+    """Base64 PNG of the region around the target: prediction in red, target outline in green, prompt in yellow."""
     from PIL import Image, ImageDraw
     from scipy import ndimage
 
+    r0, r1, c0, c1 = focus_window(gt, pred, prompt)
+    image, gt, pred = image[r0:r1, c0:c1], gt[r0:r1, c0:c1], pred[r0:r1, c0:c1]
     img = image.astype(np.float32).copy()
     red = np.array([255, 40, 40], np.float32)
     img[pred] = 0.55 * img[pred] + 0.45 * red
-    edge = gt & ~ndimage.binary_erosion(gt, iterations=max(1, max(gt.shape) // 256))
+    scale = min(1.0, max_side / max(gt.shape))
+    edge = gt & ~ndimage.binary_erosion(gt, iterations=max(1, round(1 / scale)))
     img[edge] = (40, 255, 40)
     pil = Image.fromarray(img.clip(0, 255).astype(np.uint8))
+    if scale < 1:
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
     if prompt is not None:
         d = ImageDraw.Draw(pil)
         if prompt.box is not None:
-            d.rectangle(list(prompt.box), outline=(255, 230, 0), width=2)
+            x0, y0, x1, y1 = prompt.box
+            d.rectangle([(x0 - c0) * scale, (y0 - r0) * scale, (x1 - c0) * scale, (y1 - r0) * scale],
+                        outline=(255, 230, 0), width=2)
         for (x, y), lab in zip(prompt.points, prompt.labels):
+            x, y = (x - c0) * scale, (y - r0) * scale
             d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(255, 230, 0) if lab else (0, 160, 255), outline=(0, 0, 0))
-    scale = max_side / max(pil.size)
-    if scale < 1:
-        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=True)
+    buf = io.BytesIO()  # a 256-colour palette keeps a report of a dozen examples near 1 MB
+    pil.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -183,7 +210,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:
 table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th:first-child,td:first-child{text-align:left}thead{background:#f0f0f0}.facts td{text-align:left}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}.card{margin:0;width:330px;font-size:12px}
-.card.best figcaption b{color:#2a7}.card.worst figcaption b{color:#c33}.hists{display:flex;flex-wrap:wrap;gap:12px}
+.card img{width:320px;height:auto}.card.best figcaption b{color:#2a7}.card.worst figcaption b{color:#c33}.hists{display:flex;flex-wrap:wrap;gap:12px}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}"""
 
 
