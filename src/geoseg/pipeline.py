@@ -1,0 +1,437 @@
+"""The main job: segment one scene of any size from point, box or text prompts.
+
+:func:`segment` is the Python twin of ``geoseg segment``. It is built from three
+reusable stages so that a batch runner (e.g. Dask over many scenes or windows) can
+call them separately:
+
+1. **Planning** — :func:`plan_windows` turns a scene size and its prompts into
+   :class:`WindowTask` objects. Point/box prompts touch one context window around
+   them (read decimated when the prompt is larger than a tile); text prompts touch
+   every tile of an overlapping grid whose cores partition the scene.
+   :func:`group_tasks` groups tasks that share a read window so the image is set once.
+2. **Processing** — :func:`process_window` is a pure function of (source, tasks of one
+   window, segmenter): it reads the window as display RGB with the scene-level
+   stretch, runs the segmenter once per prompt, and returns
+   :class:`~geoseg.raster.writer.WindowResult` objects (mask, score, optional
+   probability, cropped to the task's core and to valid pixels). It writes nothing,
+   so it can run on any worker that can open the source path.
+3. **Writing** — :class:`~geoseg.raster.writer.SceneWriter` accepts results in any
+   order and produces the mask GeoTIFF, the optional score raster and vectors,
+   window by window, with temp files moved into place at the end.
+
+Example (what :func:`segment` does)::
+
+    src = open_source("scene.tif")
+    prompts = prepare_prompts(src, [Prompt(box=(10, 10, 90, 90))])
+    seg, notes = build_backend("classical", prompts)
+    tasks = plan_windows(src.width, src.height, prompts, tile_size=1024, overlap=128)
+    with SceneWriter(src, "mask.tif", prompts, seg.provenance(), vector="out.gpkg") as w:
+        for group in group_tasks(tasks):
+            for result in process_window(src, group, seg):
+                w.add(result)
+        summary = w.finish()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegError, PromptError
+from geoseg.progress import progress
+from geoseg.prompts import Prompt
+from geoseg.raster.io import RasterSource, open_source
+from geoseg.raster.tiling import check_tiling, context_window, plan_tiles
+from geoseg.raster.writer import SceneWriter, WindowResult, check_output_paths
+from geoseg.segmenters import DEFAULT_BACKEND as _DEFAULT_BACKEND
+from geoseg.segmenters import Segmenter, build_segmenter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKEND = _DEFAULT_BACKEND
+FALLBACK_BACKEND = "classical"
+
+PromptLike = Prompt | dict
+
+
+# --------------------------------------------------------------------------------------
+# prompts
+# --------------------------------------------------------------------------------------
+def build_prompts(points: Iterable[Sequence[float]] = (), negative_points: Iterable[Sequence[float]] = (),
+                  boxes: Iterable[Sequence[float]] = (), texts: Iterable[str] = ()) -> list[Prompt]:
+    """Group command-line style prompts into :class:`Prompt` objects (one per target).
+
+    Rules: every box is one target; points (positive or negative) that fall inside a box
+    refine that box; the remaining points form one more target (SAM semantics: several
+    positive points mark one object) when at least one of them is positive; every text
+    is its own target over the whole scene. Combine text and geometry in one target
+    through the Python API (``Prompt(text=..., box=...)``).
+
+    Raises:
+        PromptError: nothing given, or negative points with nothing to refine.
+    """
+    pos = [(float(x), float(y)) for x, y in points]
+    neg = [(float(x), float(y)) for x, y in negative_points]
+    tagged = [(p, 1) for p in pos] + [(p, 0) for p in neg]
+    out: list[Prompt] = []
+    used: set[int] = set()
+    for box in boxes:
+        b = tuple(float(v) for v in box)
+        mine = [i for i, ((x, y), _) in enumerate(tagged) if i not in used and b[0] <= x <= b[2] and b[1] <= y <= b[3]]
+        used.update(mine)
+        out.append(Prompt(points=tuple(tagged[i][0] for i in mine), labels=tuple(tagged[i][1] for i in mine), box=b))
+    rest = [tagged[i] for i in range(len(tagged)) if i not in used]
+    if rest:
+        if not any(lab == 1 for _, lab in rest):
+            if not out:
+                raise PromptError("negative points alone do not mark a target", "add a --point or a --box on the target")
+            log.warning("%d negative point(s) outside every box were ignored", len(rest))
+        else:
+            out.append(Prompt(points=tuple(p for p, _ in rest), labels=tuple(lab for _, lab in rest)))
+    for text in texts:
+        out.append(Prompt(text=text))
+    if not out:
+        raise PromptError("no prompt given", "give --point X,Y, --box X0,Y0,X1,Y1 or --text '...'")
+    return out
+
+
+def normalize_prompts(prompts: PromptLike | Iterable[PromptLike] | None) -> list[Prompt]:
+    """Accept a :class:`Prompt`, a dict (``Prompt.to_dict`` form) or a sequence of them."""
+    if prompts is None:
+        return []
+    if isinstance(prompts, (Prompt, dict)):
+        prompts = [prompts]
+    out = [p if isinstance(p, Prompt) else Prompt.from_dict(p) for p in prompts]
+    for p in out:
+        if p.is_empty:
+            raise PromptError("a prompt is empty", "give points, a box or text in every prompt")
+    return out
+
+
+def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs: str | None = None) -> list[Prompt]:
+    """Prompts in scene pixels, checked to lie on the image, boxes clipped to it.
+
+    Raises:
+        PromptError / InputError: a prompt outside the image or a CRS that cannot be used.
+    """
+    from dataclasses import replace
+
+    from geoseg.georef import prompt_to_pixels
+
+    out = []
+    for p in prompts:
+        q = prompt_to_pixels(p, prompt_crs, source.crs, source.transform) if prompt_crs else p
+        q.check_inside(source.width, source.height)
+        if q.box is not None:
+            x0, y0, x1, y1 = q.box
+            q = replace(q, box=(max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1)))
+        out.append(q)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# 1. planning
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowTask:
+    """One prompt in one window.
+
+    Attributes:
+        prompt_index: index of the prompt in the scene's prompt list (its label in outputs).
+        prompt: the prompt in scene pixel coordinates.
+        read: the scene window to read.
+        core: the part of ``read`` whose result is kept (equal to ``read`` for point/box prompts).
+        out_shape: ``(h, w)`` the window is read at (smaller than ``read`` = decimated read).
+    """
+
+    prompt_index: int
+    prompt: Prompt
+    read: Window
+    core: Window
+    out_shape: tuple[int, int]
+
+    @property
+    def key(self) -> tuple:
+        """Tasks with the same key read the same pixels (set the image once)."""
+        r = self.read
+        return (int(r.col_off), int(r.row_off), int(r.width), int(r.height), self.out_shape)
+
+
+def _geometry_bounds(p: Prompt) -> tuple[float, float, float, float]:
+    xs = [x for x, _ in p.points]
+    ys = [y for _, y in p.points]
+    if p.box is not None:
+        xs += [p.box[0], p.box[2]]
+        ys += [p.box[1], p.box[3]]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def plan_windows(width: int, height: int, prompts: Sequence[Prompt], tile_size: int = 1024,
+                 overlap: int = 128) -> list[WindowTask]:
+    """Plan the windows to process for a ``width`` x ``height`` scene.
+
+    Point/box prompts get one context window around them (the geometry plus half its
+    size as margin, at least 256 px for boxes and 512 px for points); when that window
+    is larger than ``tile_size`` it is read decimated to fit ``tile_size``. Text-only
+    prompts get every tile of the overlapping grid (:func:`geoseg.raster.tiling.plan_tiles`).
+    Tasks are ordered so that tasks reading the same window are adjacent.
+    """
+    check_tiling(tile_size, overlap)
+    tasks: list[WindowTask] = []
+    text_prompts: list[int] = []
+    for i, p in enumerate(prompts):
+        if not p.points and p.box is None:
+            text_prompts.append(i)
+            continue
+        bounds = _geometry_bounds(p)
+        win = context_window(bounds, width, height, margin=0.5, min_size=256 if p.box is not None else 512)
+        h, w = int(win.height), int(win.width)
+        scale = min(1.0, tile_size / max(h, w))
+        out_shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+        tasks.append(WindowTask(i, p, win, win, out_shape))
+    if text_prompts:
+        for tile in plan_tiles(width, height, tile_size, overlap):
+            shape = (int(tile.read.height), int(tile.read.width))
+            for i in text_prompts:
+                tasks.append(WindowTask(i, prompts[i], tile.read, tile.core, shape))
+    return tasks
+
+
+def group_tasks(tasks: Sequence[WindowTask]) -> list[list[WindowTask]]:
+    """Consecutive groups of tasks that share a read window (order preserved)."""
+    groups: dict[tuple, list[WindowTask]] = {}
+    for t in tasks:
+        groups.setdefault(t.key, []).append(t)
+    return list(groups.values())
+
+
+# --------------------------------------------------------------------------------------
+# 2. processing one window
+# --------------------------------------------------------------------------------------
+def process_window(source: RasterSource, tasks: Sequence[WindowTask], segmenter: Segmenter,
+                   image: tuple[np.ndarray, np.ndarray] | None = None) -> list[WindowResult]:
+    """Run ``segmenter`` on one window for each task; pure (reads, never writes).
+
+    Args:
+        source: the scene (reads use its bands and scene-level stretch).
+        tasks: tasks sharing one read window (see :func:`group_tasks`).
+        segmenter: any :class:`~geoseg.segmenters.Segmenter`; ``set_image`` is called once.
+        image: optional pre-read ``(rgb, valid)`` for the window.
+
+    Returns:
+        One :class:`WindowResult` per task, cropped to its core; pixels that are nodata in
+        the source are never part of a mask.
+    """
+    if not tasks:
+        return []
+    first = tasks[0]
+    if any(t.key != first.key for t in tasks):
+        raise ValueError("process_window() takes tasks that share one read window")
+    rgb, valid = image if image is not None else source.read_rgb(first.read, first.out_shape)
+    segmenter.set_image(rgb)
+    oh, ow = first.out_shape
+    sy, sx = oh / first.read.height, ow / first.read.width
+    results = []
+    for t in tasks:
+        local = t.prompt.shifted(t.read.col_off, t.read.row_off)
+        if (sx, sy) != (1.0, 1.0):
+            local = local.scaled(sx, sy)
+        if local.box is not None:
+            from dataclasses import replace
+
+            b = local.box
+            local = replace(local, box=(max(0.0, b[0]), max(0.0, b[1]), min(float(ow), b[2]), min(float(oh), b[3])))
+        pred = segmenter.predict(local)
+        mask = pred.mask & valid
+        prob = pred.prob.astype(np.float32, copy=False) if pred.prob is not None else None
+        if t.core != t.read:
+            r0 = round((t.core.row_off - t.read.row_off) * sy)
+            c0 = round((t.core.col_off - t.read.col_off) * sx)
+            r1 = r0 + max(1, round(t.core.height * sy))
+            c1 = c0 + max(1, round(t.core.width * sx))
+            mask = mask[r0:r1, c0:c1]
+            prob = prob[r0:r1, c0:c1] if prob is not None else None
+        results.append(WindowResult(t.prompt_index, t.core, mask, float(pred.score), prob))
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------------------
+def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), checkpoint: str | None = None,
+                  device: str = "auto") -> tuple[Segmenter, list[str]]:
+    """Build the segmenter for these prompts, falling back from ``unified`` to ``classical``.
+
+    When the default ``unified`` backend cannot be built (module missing, no checkpoint)
+    point/box prompts fall back to ``classical`` with a logged notice, and text prompts
+    fail with a one-line error naming the fix.
+
+    Returns:
+        ``(segmenter, notes)`` where ``notes`` lists what was changed (for ``--json``).
+    """
+    name = backend or DEFAULT_BACKEND
+    kinds = set().union(*(p.kinds for p in prompts)) if prompts else set()
+    kw: dict[str, Any] = {"device": device}
+    if checkpoint:
+        kw["checkpoint"] = checkpoint
+    notes: list[str] = []
+    try:
+        seg = build_segmenter(name, **kw)
+    except Exception as exc:  # noqa: BLE001 - any failure of the optional default model
+        if name != DEFAULT_BACKEND or checkpoint:
+            if isinstance(exc, GeosegError):
+                raise
+            if isinstance(exc, ImportError):
+                raise GeosegError(
+                    f"backend {name!r} cannot be loaded ({exc})", "install the extra it needs or pick another --backend"
+                ) from None
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "text" in kinds:
+            raise GeosegError(
+                f"--text needs the unified model, which is not available here ({reason})",
+                "pass --checkpoint PATH to a model trained with 'geoseg train', or use --point/--box",
+            ) from None
+        note = f"the unified backend is not available ({reason}); using the classical backend for point/box prompts"
+        log.warning(note)
+        notes.append(note)
+        seg = build_segmenter(FALLBACK_BACKEND, **kw)
+    for p in prompts:
+        seg.check_prompt(p)
+        if "text" in p.kinds and "text" not in seg.capabilities:
+            log.warning("backend %s ignores the text of prompt %r", seg.name, p.describe())
+    return seg, notes
+
+
+# --------------------------------------------------------------------------------------
+# the whole job
+# --------------------------------------------------------------------------------------
+@dataclass
+class SegmentResult:
+    """What :func:`segment` did; ``to_dict()`` is the ``--json`` summary."""
+
+    image: str
+    outputs: dict[str, str]
+    backend: str
+    n_prompts: int
+    n_windows: int
+    n_objects: int | None
+    mask_pixels: int
+    mask_area: float
+    area_unit: str
+    prompt_scores: list[float | None]
+    timings: dict[str, float]
+    width: int
+    height: int
+    crs: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike] | None = None,
+            output: str | os.PathLike = "mask.tif", *, points: Iterable[Sequence[float]] = (),
+            negative_points: Iterable[Sequence[float]] = (), boxes: Iterable[Sequence[float]] = (),
+            text: str | Iterable[str] | None = None, backend: str | None = None,
+            segmenter: Segmenter | None = None, checkpoint: str | None = None, device: str = "auto",
+            bands: str | Sequence[int] | None = None, tile_size: int = 1024, overlap: int = 128,
+            prompt_crs: str | None = None, vector: str | os.PathLike | None = None,
+            score_raster: str | os.PathLike | None = None, stretch: list[list[float]] | None = None,
+            ) -> SegmentResult:
+    """Segment one scene and write a mask GeoTIFF (and optionally vectors and a score raster).
+
+    Args:
+        image: GeoTIFF (any bands/dtype, with or without CRS/nodata), JPG or PNG.
+        prompts: :class:`Prompt` objects (or dicts); each is one target. May be combined
+            with the CLI-style ``points``/``negative_points``/``boxes``/``text`` keywords,
+            grouped by :func:`build_prompts`.
+        output: the mask GeoTIFF (uint8: 1 target, 0 background, 255 nodata).
+        backend: registry name (default ``unified``, falling back to ``classical`` for
+            point/box prompts when it is unavailable); ignored when ``segmenter`` is given.
+        segmenter: an already built segmenter (e.g. reused across scenes).
+        checkpoint, device: passed to the backend.
+        bands: 1-based bands to read as RGB (``"4,3,2"``), or one band for grey.
+        tile_size, overlap: the window grid for text prompts and the largest window
+            a point/box prompt is processed at.
+        prompt_crs: CRS of the prompt coordinates (``"EPSG:4326"``); pixels when ``None``.
+        vector: ``.gpkg`` (source CRS) or ``.geojson`` (EPSG:4326) polygons.
+        score_raster: optional float32 score GeoTIFF.
+        stretch: a precomputed scene stretch (per band ``[lo, hi]``).
+
+    Returns:
+        A :class:`SegmentResult` summary.
+
+    Raises:
+        GeosegError: bad input (one line naming the fix); no output is left behind.
+    """
+    t0 = time.perf_counter()
+    output = os.fspath(output)
+    vector = os.fspath(vector) if vector else None
+    score_raster = os.fspath(score_raster) if score_raster else None
+    texts = [text] if isinstance(text, str) else list(text or [])
+    plist = normalize_prompts(prompts)
+    if points or negative_points or boxes or texts:
+        plist += build_prompts(points, negative_points, boxes, texts)
+    if not plist:
+        raise PromptError("no prompt given", "give --point X,Y, --box X0,Y0,X1,Y1 or --text '...'")
+    check_tiling(tile_size, overlap)
+    check_output_paths(output, score_raster, vector, os.fspath(image))
+    if vector:
+        from geoseg.vector import vector_driver
+
+        vector_driver(vector)
+    src = open_source(image, bands, stretch=stretch)
+    try:
+        if vector and vector.lower().endswith((".geojson", ".json")) and src.crs is None:
+            raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
+                              "write a .gpkg instead (pixel coordinates) or georeference the image")
+        plist = prepare_prompts(src, plist, prompt_crs)
+        notes: list[str] = []
+        if segmenter is None:
+            segmenter, notes = build_backend(backend, plist, checkpoint, device)
+        else:
+            for p in plist:
+                segmenter.check_prompt(p)
+        t_open = time.perf_counter() - t0
+        tasks = plan_windows(src.width, src.height, plist, tile_size, overlap)
+        groups = group_tasks(tasks)
+        provenance = {**segmenter.provenance(), "backend": segmenter.name, "prompts": [p.to_dict() for p in plist]}
+        t_read = t_pred = 0.0
+        with SceneWriter(src, output, plist, provenance, score_raster=score_raster, vector=vector) as writer:
+            for group in progress(groups, desc="segment", total=len(groups), unit="window"):
+                ta = time.perf_counter()
+                image_data = src.read_rgb(group[0].read, group[0].out_shape)
+                tb = time.perf_counter()
+                results = process_window(src, group, segmenter, image=image_data)
+                tc = time.perf_counter()
+                t_read += tb - ta
+                t_pred += tc - tb
+                for r in results:
+                    writer.add(r)
+            tw = time.perf_counter()
+            summary = writer.finish()
+            t_finish = time.perf_counter() - tw
+        t_total = time.perf_counter() - t0
+    finally:
+        src.close()
+    t_write = t_total - t_open - t_read - t_pred - t_finish
+    res = SegmentResult(
+        image=os.fspath(image), outputs=summary.outputs, backend=segmenter.name, n_prompts=len(plist),
+        n_windows=len(groups), n_objects=summary.n_polygons if vector else None, mask_pixels=summary.mask_pixels,
+        mask_area=summary.mask_area, area_unit=summary.area_unit, prompt_scores=summary.prompt_scores,
+        timings={"open": round(t_open, 3), "read": round(t_read, 3), "predict": round(t_pred, 3),
+                 "paint": round(max(0.0, t_write), 3),
+                 "finish": round(t_finish, 3), "total": round(t_total, 3)},
+        width=src.width, height=src.height, crs=src.crs.to_string() if src.crs else None, notes=notes,
+    )
+    log.info("segmented %s: %d prompt(s), %d window(s), %d mask pixels in %.2fs", image, len(plist), len(groups),
+             summary.mask_pixels, t_total)
+    return res

@@ -1,0 +1,257 @@
+"""Open and validate a source image and read display-RGB windows from it.
+
+A :class:`RasterSource` is the one way the pipeline, the predictor and the batch
+runner look at a scene: it validates the file and the ``--bands`` choice once,
+computes the scene-level stretch once (:mod:`geoseg.raster.stretch`), and then
+reads any window as ``H x W x 3`` uint8 RGB plus a validity mask that honours the
+source's nodata value, alpha band or internal mask (and NaN in float data).
+
+The object is cheap to pickle (the open dataset handle is dropped and reopened
+lazily), so a Dask worker can receive it and read its own windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: GDAL settings used for every read/write: a bounded block cache keeps memory flat on big scenes.
+GDAL_ENV: dict[str, Any] = {"GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": "1"}
+
+
+def parse_bands(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Parse ``--bands`` (``"4,3,2"`` or a sequence) into 1-based band indices.
+
+    Raises:
+        InputError: when the text is not a comma-separated list of positive integers.
+    """
+    if value is None or value == "" or value == ():
+        return None
+    if isinstance(value, str):
+        try:
+            out = tuple(int(v) for v in value.split(","))
+        except ValueError:
+            raise InputError(f"cannot read --bands {value!r}", "give 1-based band numbers such as --bands 4,3,2") from None
+    else:
+        out = tuple(int(v) for v in value)
+    if any(b < 1 for b in out):
+        raise InputError(f"band numbers start at 1, got {value!r}", "give 1-based band numbers such as --bands 4,3,2")
+    if len(out) not in (1, 3):
+        raise InputError(f"--bands needs 1 or 3 bands, got {len(out)}", "pick three bands for RGB (e.g. 4,3,2) or one for grey")
+    return out
+
+
+def _default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
+    """RGB by colour interpretation when declared, else the first three bands, else band 1 as grey."""
+    ci = list(ds.colorinterp)
+    if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return tuple(ci.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue))
+    if ds.count >= 3:
+        return (1, 2, 3)
+    return (1,)
+
+
+class RasterSource:
+    """A validated source image: size, georeference, chosen bands, nodata handling and stretch.
+
+    Build it with :func:`open_source`. Use it as a context manager (or call :meth:`close`)
+    to release the dataset handle; reads reopen it lazily when needed.
+
+    Attributes:
+        path: the file.
+        width, height: pixel size.
+        count: number of bands in the file.
+        dtype: the bands' numpy dtype name.
+        crs: ``rasterio.crs.CRS`` or ``None`` when the image has no georeference.
+        transform: the affine pixel→map transform (identity when not georeferenced).
+        nodata: the declared nodata value or ``None``.
+        bands: the 1-based bands read as display RGB (1 band = grey, repeated).
+        stretch: per display band ``[lo, hi]`` mapped to 0..255, or ``None`` (uint8 as is).
+        has_mask: whether some pixels may be invalid (nodata, alpha, internal mask, float NaN).
+    """
+
+    def __init__(self, path: str, bands: Sequence[int] | None = None, stretch: list[list[float]] | None = None,
+                 compute_stretch: bool = True) -> None:
+        self.path = str(path)
+        self._ds: rasterio.DatasetReader | None = None
+        ds = self._open()
+        self.width, self.height, self.count = ds.width, ds.height, ds.count
+        self.dtype = ds.dtypes[0]
+        self.crs = ds.crs
+        self.transform = ds.transform
+        self.nodata = ds.nodata
+        self.res = ds.res
+        self.driver = ds.driver
+        if self.width == 0 or self.height == 0 or self.count == 0:
+            raise InputError(f"{self.path} is empty ({self.width}x{self.height}, {self.count} bands)", "give a non-empty image")
+        if bands:
+            bad = [b for b in bands if b > self.count]
+            if bad:
+                raise InputError(
+                    f"band {bad[0]} is out of range: {os.path.basename(self.path)} has {self.count} band(s)",
+                    f"give --bands between 1 and {self.count}",
+                )
+            self.bands = tuple(int(b) for b in bands)
+        else:
+            self.bands = _default_bands(ds)
+        flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
+        self.has_mask = not all(f == [MaskFlags.all_valid] for f in flags) or np.dtype(self.dtype).kind == "f"
+        self.stretch = stretch
+        if compute_stretch and stretch is None:
+            from geoseg.raster.stretch import scene_stretch
+
+            self.stretch = scene_stretch(self)
+
+    # -- handle management -----------------------------------------------------------
+    def _open(self) -> rasterio.DatasetReader:
+        if self._ds is None or self._ds.closed:
+            if not os.path.exists(self.path):
+                raise InputError(f"image {self.path} does not exist", "check the path")
+            if os.path.isdir(self.path):
+                raise InputError(f"{self.path} is a folder, not an image", "give the path of a GeoTIFF, JPG or PNG file")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    self._ds = rasterio.open(self.path)
+            except RasterioIOError as exc:
+                first = str(exc).splitlines()[0] if str(exc) else "unknown format"
+                raise InputError(
+                    f"cannot read image {self.path} ({first})", "give a GeoTIFF, JPG or PNG that GDAL can open"
+                ) from None
+        return self._ds
+
+    @property
+    def dataset(self) -> rasterio.DatasetReader:
+        """The open rasterio dataset (reopened on demand, e.g. after unpickling)."""
+        return self._open()
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_ds"] = None
+        return state
+
+    # -- facts -----------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.height, self.width
+
+    @property
+    def is_georeferenced(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def is_projected(self) -> bool:
+        return self.crs is not None and bool(self.crs.is_projected)
+
+    def profile_for_output(self) -> dict:
+        """CRS and transform to copy into outputs (none for non-georeferenced images)."""
+        out: dict = {"width": self.width, "height": self.height}
+        if self.crs is not None:
+            out["crs"] = self.crs
+            out["transform"] = self.transform
+        elif not self.transform.is_identity:
+            out["transform"] = self.transform
+        return out
+
+    # -- reading ---------------------------------------------------------------------
+    def read_raw(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Read the chosen bands of ``window`` as ``C x h x w`` in the source dtype (decimated to ``out_shape``)."""
+        ds = self._open()
+        kw: dict = {}
+        if out_shape is not None and tuple(out_shape) != (int(window.height), int(window.width)):
+            kw = {"out_shape": (len(self.bands), int(out_shape[0]), int(out_shape[1])), "resampling": Resampling.bilinear}
+        with rasterio.Env(**GDAL_ENV):
+            return ds.read(list(self.bands), window=window, **kw)
+
+    def read_valid(self, window: Window, out_shape: tuple[int, int] | None = None,
+                   raw: np.ndarray | None = None) -> np.ndarray:
+        """A boolean ``h x w`` mask of valid pixels (``True`` everywhere when the source has no mask)."""
+        h, w = out_shape if out_shape is not None else (int(window.height), int(window.width))
+        if not self.has_mask:
+            return np.ones((h, w), dtype=bool)
+        ds = self._open()
+        kw: dict = {}
+        if (h, w) != (int(window.height), int(window.width)):
+            kw = {"out_shape": (len(self.bands), h, w), "resampling": Resampling.nearest}
+        with rasterio.Env(**GDAL_ENV):
+            masks = ds.read_masks(list(self.bands), window=window, **kw)
+        # as rasterio's dataset_mask(): a pixel is nodata only when every chosen band is
+        valid = np.any(masks > 0, axis=0)
+        if np.dtype(self.dtype).kind == "f":
+            if raw is None or raw.shape[1:] != (h, w):
+                raw = self.read_raw(window, (h, w))
+            valid &= np.any(np.isfinite(raw), axis=0)
+        return valid
+
+    def read_rgb(self, window: Window | None = None, out_shape: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``window`` (whole image when ``None``) as display RGB.
+
+        Returns:
+            ``(rgb, valid)``: ``h x w x 3`` uint8 with invalid pixels set to 0, and the
+            boolean validity mask. ``out_shape`` reads a decimated version (GDAL uses
+            overviews when present).
+        """
+        if window is None:
+            window = Window(0, 0, self.width, self.height)
+        raw = self.read_raw(window, out_shape)
+        valid = self.read_valid(window, raw.shape[1:], raw=raw)
+        rgb = to_display_rgb(raw, self.stretch)
+        if not valid.all():
+            rgb[~valid] = 0
+        return rgb, valid
+
+
+def to_display_rgb(raw: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
+    """Turn ``C x h x w`` source data (C = 1 or 3) into ``h x w x 3`` uint8 with a scene-level stretch.
+
+    Uses :func:`geoseg.data.imagery.apply_stretch` so every part of geoseg renders pixels alike.
+    """
+    from geoseg.data.imagery import apply_stretch
+
+    data = np.transpose(raw, (1, 2, 0))
+    rgb = apply_stretch(data, stretch)
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return np.ascontiguousarray(rgb[:, :, :3])
+
+
+def open_source(path: str | os.PathLike, bands: str | Sequence[int] | None = None,
+                stretch: list[list[float]] | None = None) -> RasterSource:
+    """Open and validate an image: existence, format, ``--bands`` range, and a non-empty valid area.
+
+    Args:
+        path: GeoTIFF (any band count and dtype, with or without CRS/nodata), JPG or PNG.
+        bands: 1-based band indices (``"4,3,2"`` or a sequence); default RGB / first three / grey.
+        stretch: a known scene stretch to reuse (e.g. computed once by a batch driver);
+            computed from an overview or a sample of windows otherwise.
+
+    Raises:
+        InputError: one-line message naming the problem and the fix.
+    """
+    return RasterSource(os.fspath(path), parse_bands(bands), stretch=stretch)

@@ -1,0 +1,330 @@
+"""Assemble per-window results into the scene outputs, window by window.
+
+:class:`SceneWriter` receives :class:`WindowResult` objects in any order (from one
+process, or gathered from Dask workers) and paints them into a scratch label raster
+(an uncompressed, sparse, tiled GeoTIFF next to the output; pixel = 1 + index of the
+prompt that claimed it, first come first served) and, when asked, a scratch score
+raster. :meth:`SceneWriter.finish` then streams the scratch rasters block by block
+into the final outputs:
+
+* the mask GeoTIFF: uint8, 1 = target, 0 = background, 255 = nodata (where the source
+  is nodata), tiled, deflate, CRS and transform of the source, provenance tags;
+* the optional float32 score raster (nodata -1);
+* the optional vectors (see :mod:`geoseg.vector`), polygonized from the same blocks.
+
+Every output is written to a temporary file in its destination folder and moved
+into place with :func:`os.replace` only when everything succeeded; on error all
+temporary files are removed. Memory is bounded by the block size, not the scene.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegError
+from geoseg.prompts import Prompt
+from geoseg.raster.io import GDAL_ENV, RasterSource
+from geoseg.raster.tiling import intersect, iter_blocks
+
+log = logging.getLogger(__name__)
+
+MASK_NODATA = 255
+SCORE_NODATA = -1.0
+BLOCK = 1024
+
+
+@dataclass
+class WindowResult:
+    """The answer of one prompt in one window, in scene pixel coordinates.
+
+    Attributes:
+        prompt_index: index of the prompt in the scene's prompt list.
+        window: the scene window the arrays cover.
+        mask: boolean array covering ``window``; it may be coarser than the window
+            (a large context read decimated): it is then upsampled (nearest) when written.
+        score: the segmenter's confidence for this window's mask.
+        prob: optional float32 per-pixel probability with the shape of ``mask``.
+    """
+
+    prompt_index: int
+    window: Window
+    mask: np.ndarray
+    score: float
+    prob: np.ndarray | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not bool(self.mask.any())
+
+
+@dataclass
+class WriteSummary:
+    """What :meth:`SceneWriter.finish` wrote."""
+
+    outputs: dict[str, str]
+    mask_pixels: int
+    mask_area: float
+    area_unit: str
+    n_polygons: int
+    prompt_scores: list[float | None] = field(default_factory=list)
+
+
+def _resample_part(arr: np.ndarray, window: Window, part: Window) -> np.ndarray:
+    """The piece of ``arr`` (covering ``window``, possibly at lower resolution) that covers ``part``."""
+    h, w = arr.shape[:2]
+    r0 = int(part.row_off - window.row_off)
+    c0 = int(part.col_off - window.col_off)
+    ph, pw = int(part.height), int(part.width)
+    if (h, w) == (int(window.height), int(window.width)):
+        return arr[r0:r0 + ph, c0:c0 + pw]
+    rows = np.minimum(((np.arange(r0, r0 + ph) + 0.5) * h / window.height).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(c0, c0 + pw) + 0.5) * w / window.width).astype(np.int64), w - 1)
+    return arr[rows][:, cols]
+
+
+def temp_path_for(path: str) -> str:
+    """A fresh temporary path in the folder of ``path`` (so :func:`os.replace` is atomic)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    ext = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + ext, dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+    return tmp
+
+
+def _open(path: str, mode: str, **kw):
+    """rasterio.open without the warning a non-georeferenced image's outputs would raise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path, mode, **kw)
+
+
+def _remove(path: str | None) -> None:
+    if path and os.path.exists(path):
+        try:
+            os.unlink(path)
+        except OSError:  # pragma: no cover
+            log.warning("could not remove temporary file %s", path)
+
+
+class SceneWriter:
+    """Paint window results into scene outputs; see the module docstring.
+
+    Use as a context manager: leaving the block with an exception removes every
+    temporary file and leaves no output behind; call :meth:`finish` inside the block
+    to produce the outputs.
+
+    Args:
+        source: the scene (gives size, CRS, transform and the nodata mask).
+        output: path of the mask GeoTIFF.
+        prompts: the scene's prompts (their index is the label in the scratch raster;
+            ``describe()`` fills the vector ``prompt`` field).
+        provenance: model/version facts written into tags and vector metadata.
+        score_raster: optional path of the float32 score raster.
+        vector: optional ``.gpkg`` (source CRS) or ``.geojson`` (EPSG:4326) path.
+    """
+
+    def __init__(self, source: RasterSource, output: str, prompts: Sequence[Prompt], provenance: dict,
+                 score_raster: str | None = None, vector: str | None = None, block: int = BLOCK) -> None:
+        self.source = source
+        self.output = os.fspath(output)
+        self.prompts = list(prompts)
+        self.provenance = dict(provenance)
+        self.score_raster = os.fspath(score_raster) if score_raster else None
+        self.vector = os.fspath(vector) if vector else None
+        self.block = block
+        self._label_dtype = "uint16" if len(self.prompts) < 65535 else "int32"
+        self._labels_path: str | None = None
+        self._scores_path: str | None = None
+        self._labels: rasterio.io.DatasetWriter | None = None
+        self._scores: rasterio.io.DatasetWriter | None = None
+        self._temps: list[str] = []
+        self._score_sum = np.zeros(len(self.prompts), dtype=np.float64)
+        self._score_px = np.zeros(len(self.prompts), dtype=np.int64)
+        self._env: rasterio.Env | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> SceneWriter:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abort=exc_type is not None)
+
+    def open(self) -> None:
+        """Create the scratch rasters next to the output."""
+        for p in (self.output, self.score_raster, self.vector):
+            if p:
+                os.makedirs(os.path.dirname(os.path.abspath(p)) or ".", exist_ok=True)
+        self._env = rasterio.Env(**GDAL_ENV)
+        self._env.__enter__()
+        src = self.source
+        base = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "tiled": True,
+                "blockxsize": 256, "blockysize": 256, "SPARSE_OK": "TRUE", "BIGTIFF": "IF_SAFER",
+                **src.profile_for_output()}
+        self._labels_path = temp_path_for(self.output)
+        self._temps.append(self._labels_path)
+        self._labels = _open(self._labels_path, "w+", dtype=self._label_dtype, **base)
+        if self.score_raster:
+            self._scores_path = temp_path_for(self.score_raster)
+            self._temps.append(self._scores_path)
+            self._scores = _open(self._scores_path, "w+", dtype="float32", **base)
+
+    def close(self, abort: bool = False) -> None:
+        """Close scratch files and remove every temporary file (outputs already moved stay)."""
+        for ds in (self._labels, self._scores):
+            if ds is not None and not ds.closed:
+                ds.close()
+        self._labels = self._scores = None
+        for p in self._temps:
+            _remove(p)
+        self._temps = []
+        if self._env is not None:
+            self._env.__exit__(None, None, None)
+            self._env = None
+
+    # -- painting --------------------------------------------------------------------
+    def add(self, result: WindowResult) -> None:
+        """Paint one window result: claim unclaimed pixels for its prompt, keep the max score."""
+        if self._labels is None:
+            raise RuntimeError("SceneWriter.add() outside its context")
+        scene = Window(0, 0, self.source.width, self.source.height)
+        win = intersect(result.window, scene)
+        if win is None:
+            return
+        has_mask = not result.is_empty
+        if has_mask:
+            self._score_sum[result.prompt_index] += float(result.score) * float(result.mask.sum())
+            self._score_px[result.prompt_index] += int(result.mask.sum())
+        if not has_mask and self._scores is None:
+            return
+        label = result.prompt_index + 1
+        for part in iter_blocks(int(win.width), int(win.height), self.block):
+            part = Window(win.col_off + part.col_off, win.row_off + part.row_off, part.width, part.height)
+            m = _resample_part(result.mask, result.window, part).astype(bool, copy=False)
+            if m.any():
+                cur = self._labels.read(1, window=part)
+                claim = m & (cur == 0)
+                if claim.any():
+                    cur[claim] = label
+                    self._labels.write(cur, 1, window=part)
+            if self._scores is not None:
+                if result.prob is not None:
+                    p = _resample_part(result.prob, result.window, part).astype(np.float32)
+                else:
+                    p = m.astype(np.float32) * np.float32(result.score)
+                cur_s = self._scores.read(1, window=part)
+                np.maximum(cur_s, p, out=cur_s)
+                self._scores.write(cur_s, 1, window=part)
+
+    def prompt_scores(self) -> list[float | None]:
+        """Per prompt: the pixel-weighted mean score of its non-empty window results (``None`` if empty)."""
+        return [float(s / n) if n else None for s, n in zip(self._score_sum, self._score_px)]
+
+    # -- final pass ------------------------------------------------------------------
+    def _tags(self) -> dict:
+        prompts = [p.describe() for p in self.prompts]
+        return {
+            "prompt": " || ".join(prompts)[:4000],
+            "prompts_json": json.dumps([p.to_dict() for p in self.prompts])[:30000],
+            "model": str(self.provenance.get("model", "")),
+            "geoseg_version": str(self.provenance.get("geoseg_version", "")),
+            "provenance_json": json.dumps(self.provenance, default=str)[:8000],
+            "source": os.path.basename(self.source.path),
+            "values": "1=target, 0=background, 255=nodata",
+        }
+
+    def finish(self) -> WriteSummary:
+        """Stream the scratch rasters into the final outputs and move them into place."""
+        from geoseg.vector import PolygonCollector, write_vectors
+
+        if self._labels is None:
+            raise RuntimeError("SceneWriter.finish() outside its context")
+        src = self.source
+        prof = {"driver": "GTiff", "count": 1, "tiled": True, "blockxsize": 256, "blockysize": 256,
+                "compress": "deflate", "BIGTIFF": "IF_SAFER", **src.profile_for_output()}
+        tmp_mask = temp_path_for(self.output)
+        self._temps.append(tmp_mask)
+        tmp_score = None
+        if self._scores is not None and self.score_raster:
+            tmp_score = temp_path_for(self.score_raster)
+            self._temps.append(tmp_score)
+        collector = PolygonCollector(src.width, src.height) if self.vector else None
+        mask_px = 0
+        tags = self._tags()
+        dst_s = None
+        with _open(tmp_mask, "w", dtype="uint8", nodata=MASK_NODATA, predictor=2, **prof) as dst:
+            dst.update_tags(**tags)
+            dst.set_band_description(1, "mask")
+            if tmp_score:
+                dst_s = _open(tmp_score, "w", dtype="float32", nodata=SCORE_NODATA, **prof)
+                dst_s.update_tags(**tags)
+                dst_s.set_band_description(1, "score")
+            try:
+                for win in iter_blocks(src.width, src.height, self.block):
+                    labels = self._labels.read(1, window=win)
+                    valid = src.read_valid(win)
+                    if not valid.all():
+                        labels[~valid] = 0
+                    mask = (labels > 0).astype(np.uint8)
+                    mask_px += int(mask.sum())
+                    mask[~valid] = MASK_NODATA
+                    dst.write(mask, 1, window=win)
+                    if dst_s is not None and self._scores is not None:
+                        sc = self._scores.read(1, window=win)
+                        sc[~valid] = SCORE_NODATA
+                        dst_s.write(sc, 1, window=win)
+                    if collector is not None and mask_px:
+                        collector.add_block(labels, win)
+            finally:
+                if dst_s is not None:
+                    dst_s.close()
+        outputs = {"mask": self.output}
+        n_polygons = 0
+        tmp_vec = None
+        scores = self.prompt_scores()
+        if collector is not None and self.vector:
+            tmp_vec = temp_path_for(self.vector)
+            self._temps.append(tmp_vec)
+            n_polygons = write_vectors(collector.polygons(), tmp_vec, self.vector, src, self.prompts, scores,
+                                       self.provenance)
+        # everything succeeded: move into place
+        os.replace(tmp_mask, self.output)
+        if tmp_score and self.score_raster:
+            os.replace(tmp_score, self.score_raster)
+            outputs["score_raster"] = self.score_raster
+        if tmp_vec and self.vector:
+            os.replace(tmp_vec, self.vector)
+            outputs["vector"] = self.vector
+        from geoseg.vector import pixel_area
+
+        unit_area, unit = pixel_area(src)
+        return WriteSummary(outputs=outputs, mask_pixels=mask_px, mask_area=mask_px * unit_area, area_unit=unit,
+                            n_polygons=n_polygons, prompt_scores=scores)
+
+
+def check_output_paths(output: str, score_raster: str | None = None, vector: str | None = None,
+                       source_path: str | None = None) -> None:
+    """Raise a :class:`GeosegError` before any work when an output path cannot be used."""
+    paths = [p for p in (output, score_raster, vector) if p]
+    if len(set(map(os.path.abspath, paths))) != len(paths):
+        raise GeosegError("two outputs have the same path", "give distinct paths to -o, --score-raster and --vector")
+    for p in paths:
+        if source_path and os.path.abspath(p) == os.path.abspath(source_path):
+            raise GeosegError(f"output {p} would overwrite the input image", "write the outputs to another path")
+        if os.path.isdir(p):
+            raise GeosegError(f"output {p} is a folder", "give a file path such as out/mask.tif")
+    for p in (output, score_raster):
+        if p and not p.lower().endswith((".tif", ".tiff")):
+            raise GeosegError(f"raster output {p} must be a GeoTIFF", "give a path ending in .tif")

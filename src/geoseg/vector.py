@@ -1,0 +1,144 @@
+"""Polygons from the written mask: block-wise polygonize, merge across block borders, write GPKG/GeoJSON.
+
+The mask is polygonized block by block (:class:`PolygonCollector`, fed by the scene
+writer's final pass, so memory follows the block size). A polygon that touches an
+internal block border may be one piece of an object split by that border: such
+pieces are unioned per prompt with shapely and split back into connected parts, so
+an object cut by a tile or block border comes out as one polygon.
+
+Outputs: ``.gpkg`` in the source CRS, ``.geojson`` in EPSG:4326 (RFC 7946), with the
+fields ``id``, ``prompt``, ``score`` and ``area`` (m² when the CRS is projected, pixels
+otherwise), written through pyogrio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.features import shapes
+from rasterio.windows import Window
+from shapely.geometry import shape
+
+from geoseg.errors import GeosegError
+from geoseg.prompts import Prompt
+
+log = logging.getLogger(__name__)
+
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+def vector_driver(path: str) -> str:
+    """The OGR driver for an output path, or a :class:`GeosegError` naming the supported extensions."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in VECTOR_DRIVERS:
+        raise GeosegError(f"unsupported vector output {path}", "use a .gpkg (source CRS) or .geojson (EPSG:4326) path")
+    return VECTOR_DRIVERS[ext]
+
+
+def pixel_area(src) -> tuple[float, str]:
+    """Area of one pixel and its unit: m² for projected CRSs, 1 pixel otherwise."""
+    if src.crs is not None and src.crs.is_projected:
+        t = src.transform
+        factor = float(src.crs.linear_units_factor[1] or 1.0)
+        return abs(t.a * t.e - t.b * t.d) * factor * factor, "m2"
+    return 1.0, "px"
+
+
+class PolygonCollector:
+    """Collect per-prompt polygons (in scene pixel coordinates) from label blocks."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self._done: list[tuple[int, shapely.Geometry]] = []
+        self._edge: dict[int, list[shapely.Geometry]] = defaultdict(list)
+
+    def add_block(self, labels: np.ndarray, window: Window) -> None:
+        """Polygonize a block of the label raster (0 = nothing, k = prompt k-1)."""
+        if not labels.any():
+            return
+        c0, r0 = int(window.col_off), int(window.row_off)
+        c1, r1 = c0 + int(window.width), r0 + int(window.height)
+        data = labels if labels.dtype in (np.uint8, np.uint16, np.int16, np.int32) else labels.astype(np.int32)
+        for geom, value in shapes(data, mask=labels > 0, connectivity=4, transform=Affine.translation(c0, r0)):
+            poly = shape(geom)
+            minx, miny, maxx, maxy = poly.bounds
+            on_edge = (minx <= c0 and c0 > 0) or (miny <= r0 and r0 > 0) or \
+                      (maxx >= c1 and c1 < self.width) or (maxy >= r1 and r1 < self.height)
+            if on_edge:
+                self._edge[int(value)].append(poly)
+            else:
+                self._done.append((int(value), poly))
+
+    def polygons(self) -> list[tuple[int, shapely.Geometry]]:
+        """``(label, polygon)`` pairs with pieces split by block borders merged."""
+        out = list(self._done)
+        for label, pieces in self._edge.items():
+            merged = shapely.unary_union(pieces)
+            for part in shapely.get_parts(merged):
+                if isinstance(part, shapely.Polygon) and not part.is_empty:
+                    out.append((label, part))
+        out.sort(key=lambda lp: (lp[0], lp[1].bounds[1], lp[1].bounds[0]))
+        return out
+
+
+def _to_4326(geoms: np.ndarray, crs) -> np.ndarray:
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: str, final_path: str, src,
+                  prompts: Sequence[Prompt], scores: Sequence[float | None], provenance: dict) -> int:
+    """Write ``polygons`` (pixel coordinates, label = prompt index + 1) to ``tmp_path``.
+
+    The driver and CRS follow ``final_path``'s extension: GPKG keeps the source CRS
+    (none for a non-georeferenced image: pixel coordinates), GeoJSON is EPSG:4326.
+
+    Returns:
+        The number of features written.
+    """
+    import pyogrio.raw
+
+    driver = vector_driver(final_path)
+    t = src.transform
+    labels = np.array([lab for lab, _ in polygons], dtype=np.int64)
+    pix = np.array([g for _, g in polygons], dtype=object)
+    if src.crs is not None or not t.is_identity:
+        geoms = shapely.transform(pix, lambda xy: np.column_stack(
+            (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)))
+    else:
+        geoms = pix
+    unit_area, unit = pixel_area(src)
+    area = np.array([g.area for g in pix], dtype=np.float64) * unit_area
+    crs = src.crs.to_wkt() if src.crs is not None else None
+    layer_options: dict = {}
+    if driver == "GeoJSON":
+        if src.crs is None:
+            raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
+                              "write a .gpkg instead (pixel coordinates) or georeference the image")
+        if len(geoms):
+            geoms = _to_4326(geoms, src.crs)
+        crs = "EPSG:4326"
+        layer_options = {"RFC7946": "YES"}
+    ids = np.arange(1, len(polygons) + 1, dtype=np.int64)
+    prompt_text = np.array([prompts[lab - 1].describe() for lab in labels], dtype=object)
+    score = np.array([scores[lab - 1] if scores[lab - 1] is not None else np.nan for lab in labels],
+                     dtype=np.float64)
+    wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.array([], dtype=object)
+    meta = {"model": str(provenance.get("model", "")), "geoseg_version": str(provenance.get("geoseg_version", "")),
+            "area_unit": unit, "provenance": json.dumps(provenance, default=str)[:8000]}
+    pyogrio.raw.write(
+        tmp_path, wkb, [ids, prompt_text, score, area], ["id", "prompt", "score", "area"],
+        layer=os.path.splitext(os.path.basename(final_path))[0], driver=driver, geometry_type="Polygon", crs=crs,
+        layer_options=layer_options or None, layer_metadata=meta if driver == "GPKG" else None,
+    )
+    log.info("wrote %d polygons to %s", len(ids), final_path)
+    return len(ids)
