@@ -1,0 +1,132 @@
+"""``geoseg bench``: run a model over a benchmark, compare runs, run the baseline rows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, EMPTY_RULES
+from geoseg.bench.readers import FORMATS
+
+_rule_opt = click.option("--empty-rule", type=click.Choice(list(EMPTY_RULES)), default=DEFAULT_EMPTY_RULE,
+                         show_default=True, help="How an empty target is scored (stated in every report).")
+_data_opts = [
+    click.option("--data", required=True, type=click.Path(exists=True), help="Benchmark file or folder."),
+    click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
+                 help="Benchmark format (autodetected when left out)."),
+    click.option("--split", default=None, help="Only this split of the benchmark (e.g. test)."),
+    click.option("--limit", type=int, default=None, help="Only the first N samples (quick checks)."),
+]
+
+
+def _data(f):
+    for opt in reversed(_data_opts):
+        f = opt(f)
+    return f
+
+
+def _load(data: str, fmt: str | None, split: str | None, limit: int | None):
+    from geoseg.bench.readers import load_benchmark
+
+    samples, fmt = load_benchmark(data, fmt, split)
+    if limit is not None:
+        samples = samples[:limit]
+    return samples, fmt
+
+
+def _summary(metrics: dict) -> str:
+    from geoseg.bench.report import fmt_pct
+
+    lines = [f"{'group':<22}{'n':>6}{'gIoU':>8}{'cIoU':>8}{'Pr@0.5':>8}{'Dice':>8}"]
+    entries = [("all", metrics["overall"])] + [(f"task {k}", v) for k, v in metrics["per_task"].items()]
+    for label, s in entries:
+        lines.append(f"{label:<22}{s['n']:>6}{fmt_pct(s['gIoU']):>8}{fmt_pct(s['cIoU']):>8}"
+                     f"{fmt_pct(s['Pr@0.5']):>8}{fmt_pct(s['Dice']):>8}")
+    for task, n in metrics["unsupported_per_task"].items():
+        lines.append(f"{'task ' + task:<22}{n:>6}  not supported by this backend (not scored)")
+    lines.append(f"empty-target rule: {metrics['empty_rule']}")
+    return "\n".join(lines)
+
+
+@click.group()
+def bench() -> None:
+    """Evaluate segmenters on benchmarks (GeoSeg-Bench, RRSIS-D, EarthReason, ...)."""
+
+
+@bench.command("run")
+@click.option("--model", "-m", required=True, help="Backend name, checkpoint path, oracle-box[:B] or category-only:M.")
+@_data
+@_rule_opt
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Run folder (resumed when it exists).")
+@click.option("--rescore-only", is_flag=True, help="Never run the model: score the cached predictions.")
+@click.option("--overwrite", is_flag=True, help="Discard cached predictions in the run folder.")
+@click.option("--device", default=None, help="Device for model backends (auto when left out).")
+@click.option("--gallery", default=4, show_default=True, help="Best/median/worst examples each in the HTML report.")
+def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery) -> None:
+    """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports."""
+    from geoseg.bench.baselines import resolve_model
+    from geoseg.bench.runner import run_benchmark
+
+    samples, fmt = _load(data, fmt, split, limit)
+    click.echo(f"{len(samples)} samples ({fmt}) from {data}", err=True)
+    spec = resolve_model(model, **({"device": device} if device else {}))
+    metrics = run_benchmark(spec, samples, out_dir, empty_rule=empty_rule, data=data, fmt=fmt, split=split,
+                            rescore_only=rescore_only, overwrite=overwrite, gallery_size=gallery)
+    click.echo(_summary(metrics))
+    click.echo(f"wrote {Path(out_dir) / 'metrics.json'}, report.md, report.html")
+
+
+@bench.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@_rule_opt
+@click.option("-o", "--out", "out_dir", default=None, type=click.Path(), help="Write compare.md/html/json here.")
+def compare_cmd(run_dirs, empty_rule, out_dir) -> None:
+    """Put several runs side by side (re-scored under one empty-target rule)."""
+    from geoseg.bench.compare import compare_runs, markdown_compare, write_compare
+
+    cmp = compare_runs(run_dirs, empty_rule)
+    click.echo(markdown_compare(cmp))
+    if out_dir:
+        paths = write_compare(cmp, out_dir)
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
+
+
+@bench.command("baselines")
+@_data
+@_rule_opt
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="One sub-folder per row + compare.*")
+@click.option("--models", default=",".join(("classical", "oracle-box:classical", "category-only:unified")),
+              show_default=True, help="Comma-separated rows to run.")
+@click.option("--device", default=None, help="Device for model backends.")
+def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) -> None:
+    """Run the baseline rows on one benchmark and put them side by side."""
+    from geoseg.bench.baselines import resolve_model
+    from geoseg.bench.compare import compare_runs, markdown_compare, write_compare
+    from geoseg.bench.runner import run_benchmark
+    from geoseg.errors import GeosegError
+
+    samples, fmt = _load(data, fmt, split, limit)
+    click.echo(f"{len(samples)} samples ({fmt}) from {data}", err=True)
+    done = []
+    for m in [m.strip() for m in models.split(",") if m.strip()]:
+        run_dir = Path(out_dir) / _safe(m)
+        spec = resolve_model(m, **({"device": device} if device else {}))
+        try:
+            _ = spec.segmenter  # build now: a row whose model is not available is skipped, not half-run
+        except (GeosegError, ImportError, OSError, RuntimeError) as exc:
+            click.echo(f"skipped row {m}: {exc}", err=True)
+            continue
+        run_benchmark(spec, samples, run_dir, empty_rule=empty_rule, data=data, fmt=fmt, split=split)
+        done.append(run_dir)
+    if not done:
+        raise GeosegError("no baseline row could be run", "check the --models list and the installed backends")
+    cmp = compare_runs(done, empty_rule)
+    click.echo(markdown_compare(cmp))
+    write_compare(cmp, out_dir)
+    click.echo(f"wrote {Path(out_dir) / 'compare.md'} and compare.html", err=True)

@@ -1,0 +1,83 @@
+"""``geoseg data``: build instruction shards, export them to GeoSeg-Bench, report statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from geoseg.errors import InputError
+
+
+def _parse_source(value: str) -> dict:
+    kind, sep, path = value.partition("=")
+    if not sep or not kind or not path:
+        raise InputError(f"cannot read --source {value!r}", "write it as TYPE=PATH, e.g. --source dubai=../shared/data/dubai")
+    return {"type": kind.strip(), "path": path.strip()}
+
+
+@click.group()
+def data() -> None:
+    """Build and inspect instruction datasets (the GeoSeg-1M data engine)."""
+
+
+@data.command("build")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Build config YAML (configs/data/*.yaml).")
+@click.option("--source", "sources", multiple=True, metavar="TYPE=PATH",
+              help="Add a source: dubai, dk_fields, ukis or coco (COCO: PATH is the annotation JSON).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--seed", type=int, default=None, help="Random seed (same seed -> identical shards).")
+@click.option("--tile-size", type=int, default=None, help="Tile size in pixels (default 512).")
+@click.option("--stride", type=int, default=None, help="Tile stride in pixels (default 256).")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Local Dask worker processes; 0 runs in this process.")
+@click.option("--scheduler", default=None, metavar="ADDR", help="Address of an existing Dask scheduler.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable scene instead of skipping it.")
+@click.pass_context
+def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, ...], out_dir: str, seed: int | None,
+              tile_size: int | None, stride: int | None, workers: int, scheduler: str | None, strict: bool) -> None:
+    """Turn segmentation datasets into image-mask-instruction Parquet shards."""
+    import logging
+
+    from geoseg.data.engine import BuildConfig, build
+
+    if (ctx.obj or {}).get("verbose", 0) < 2:  # Dask's own INFO chatter only with -vv
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    raw: dict = {}
+    if config_path:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"cannot read config {config_path} ({exc})", "pass a YAML file like configs/data/dubai.yaml") from exc
+    raw.setdefault("sources", [])
+    raw["sources"] = list(raw["sources"]) + [_parse_source(s) for s in sources]
+    for key, val in (("seed", seed), ("tile_size", tile_size), ("stride", stride)):
+        if val is not None:
+            raw[key] = val
+    cfg = BuildConfig.from_dict(raw)
+    manifest = build(cfg, out_dir, workers=workers, scheduler=scheduler, strict=strict)
+    quiet = (ctx.obj or {}).get("quiet", False)
+    if not quiet:
+        counts = manifest["counts"]
+        by_split = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("split/")}
+        click.echo(f"{manifest['rows']} samples in {len(manifest['shards'])} shards -> {out_dir} "
+                   f"({manifest['elapsed_s']:.1f} s, {manifest['rows'] / max(manifest['elapsed_s'], 1e-9):.0f} samples/s)")
+        click.echo("splits: " + ", ".join(f"{k}={v}" for k, v in sorted(by_split.items())))
+        if manifest["skipped"]:
+            click.echo(f"skipped {len(manifest['skipped'])} scenes (see manifest.json)")
+
+
+@data.command("info")
+@click.argument("shards", type=click.Path(exists=True))
+def info_cmd(shards: str) -> None:
+    """Print a shard folder's manifest counts as JSON."""
+    path = Path(shards)
+    man = path / "manifest.json" if path.is_dir() else path
+    try:
+        manifest = json.loads(man.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {man} ({exc})", "pass a folder built by 'geoseg data build'") from exc
+    click.echo(json.dumps({"rows": manifest["rows"], "splits": manifest["splits"], "counts": manifest["counts"]}, indent=2))

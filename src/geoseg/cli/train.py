@@ -1,0 +1,54 @@
+"""``geoseg train``: train the unified model from an experiment YAML."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Experiment YAML, e.g. configs/unigeoseg_default.yaml.")
+@click.option("--resume", is_flag=True, help="Continue from OUT_DIR/last.pt (optimiser, step, schedule).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--shards", default=None, help="Override train.shards (folder of Parquet shards).")
+@click.option("--out", "out_dir", default=None, help="Override train.out_dir.")
+@click.option("--max-minutes", type=float, default=None, help="Override the wall-clock budget (0 = none).")
+@click.option("--text-cache", default=None, help="Instruction-embedding cache file shared between runs.")
+@click.option("--export", "export_path", default=None, type=click.Path(dir_okay=False),
+              help="After training, write best.pt as a float16 bundle here (e.g. the shipped default).")
+@click.pass_context
+def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
+          max_minutes: float | None, text_cache: str | None, export_path: str | None) -> None:
+    """Train the unified model (progressive multi-task schedule) and validate every epoch."""
+    from geoseg.errors import require
+
+    require("torch", "train")
+    from geoseg.unified.config import load_config
+    from geoseg.unified.train import export_checkpoint
+    from geoseg.unified.train import train as run_train
+
+    cfg = load_config(config_path)
+    if shards:
+        cfg.train.shards = shards
+    if out_dir:
+        cfg.train.out_dir = out_dir
+    if max_minutes is not None:
+        cfg.train.max_minutes = max_minutes
+    quiet = bool((ctx.obj or {}).get("quiet"))
+    if not quiet:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logging.getLogger("geoseg.unified").addHandler(h)
+        logging.getLogger("geoseg.unified").propagate = False
+    summary = run_train(cfg, resume=resume, device=device, text_cache=text_cache)
+    click.echo(f"trained {cfg.name}: {summary.get('steps', 0)} steps in {summary.get('minutes', 0)} min, "
+               f"best mean task gIoU {summary.get('best', float('nan')):.1f}; checkpoints in {cfg.train.out_dir}")
+    if export_path:
+        from pathlib import Path
+
+        best = Path(cfg.train.out_dir) / "best.pt"
+        dst = export_checkpoint(best, export_path)
+        click.echo(f"exported {best} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")

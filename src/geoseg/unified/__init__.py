@@ -1,0 +1,1 @@
+"""The unified model (UniGeoSeg): configs, builder registry, text encoder, checkpoints, segmenter, training."""

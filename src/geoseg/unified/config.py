@@ -1,0 +1,146 @@
+"""Configuration of the unified model and its training run (one YAML file = one experiment).
+
+A config has two parts: ``model`` (what is saved in every checkpoint and rebuilds the
+network) and ``train`` (data, schedule, optimiser, budget). Unknown keys are errors, so
+a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from geoseg.errors import InputError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture hyper-parameters (saved in the checkpoint)."""
+
+    arch: str = "unigeoseg_tiny"
+    channels: tuple[int, ...] = (32, 64, 128, 192)
+    depths: tuple[int, ...] = (1, 2, 2, 1)
+    fpn_dim: int = 64
+    query_dim: int = 128
+    heads: int = 4
+    decoder_layers: int = 2
+    tate: bool = True
+    latent_memory: int = 4
+    memory_lambda: float = 0.2
+    prompt_map: bool = True
+    class_memory: bool = False
+    class_memory_slots: int = 4
+    classes: tuple[str, ...] = ("land", "water", "building", "vegetation", "road")
+    text_encoder: str = "all-MiniLM-L6-v2"
+    text_dim: int = 384
+    max_tokens: int = 128
+    tile_size: int = 512      # the pixel size of a training tile
+    input_size: int = 256     # the size a tile is resized to before the network (sets the working scale)
+
+    @property
+    def scale(self) -> float:
+        """Resize factor from source pixels to network pixels."""
+        return self.input_size / self.tile_size
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`geoseg.models.UniGeoSeg`."""
+        return dict(channels=self.channels, depths=self.depths, fpn_dim=self.fpn_dim, text_dim=self.text_dim,
+                    query_dim=self.query_dim, heads=self.heads, decoder_layers=self.decoder_layers, tate=self.tate,
+                    latent_memory=self.latent_memory, memory_lambdas=(0.0, self.memory_lambda, self.memory_lambda),
+                    prompt_map=self.prompt_map,
+                    class_memory_classes=len(self.classes) if self.class_memory else 0,
+                    class_memory_slots=self.class_memory_slots)
+
+
+@dataclass
+class TrainConfig:
+    """Training run settings."""
+
+    shards: str = "data/dubai"              # folder (or glob) of Parquet shards with train/val splits
+    out_dir: str = "runs/default"
+    seed: int = 0
+    batch_size: int = 16
+    epochs: int = 6
+    steps_per_epoch: int = 400
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    # progressive multi-task schedule: interactive weight goes from ``interactive_start`` to
+    # ``interactive_end`` over the first ``ramp_frac`` of the steps; the rest is shared
+    # between referring and reasoning in proportion ``reasoning_share``.
+    progressive: bool = True
+    interactive_start: float = 1.0
+    interactive_end: float = 0.7
+    ramp_frac: float = 0.4
+    reasoning_share: float = 0.4
+    augment: bool = True                   # dihedral flips (orientation-free instructions only) + photometric jitter
+    no_target_weight: float = 0.5
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    class_memory_weight: float = 0.2
+    val_samples: int = 240                 # validation rows per epoch (balanced across tasks), 0 = all
+    max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
+    threads: int = 0                        # torch threads on CPU (0 = torch default)
+    amp: bool = True                        # bf16/fp16 autocast on CUDA only
+    num_workers: int = 0
+    log_every: int = 20
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: ``model`` + ``train`` + a name."""
+
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise InputError(f"unknown key(s) {sorted(unknown)} in {where}", f"valid keys: {', '.join(sorted(known))}")
+    kwargs = {}
+    for k, v in data.items():
+        default = getattr(cls(), k) if dataclasses.is_dataclass(cls) else None
+        kwargs[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Rebuild a :class:`ModelConfig` from a dict: the architecture's registered defaults, then ``data``."""
+    from geoseg.unified.build import default_config  # late: build imports this module
+
+    data = dict(data)
+    base = asdict(default_config(str(data.get("arch", "unigeoseg_tiny"))))
+    unknown = set(data) - set(base)
+    if unknown:
+        raise InputError(f"unknown key(s) {sorted(unknown)} in the model config", f"valid keys: {', '.join(sorted(base))}")
+    base.update(data)
+    return _fill(ModelConfig, base, "the model config")
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an experiment YAML (``name``, ``model: {...}``, ``train: {...}``)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {p} does not exist", "pass --config configs/NAME.yaml")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"cannot parse {p} ({exc})", "fix the YAML syntax") from exc
+    unknown = set(data) - {"name", "model", "train"}
+    if unknown:
+        raise InputError(f"unknown top-level key(s) {sorted(unknown)} in {p}", "use name, model and train")
+    return ExperimentConfig(
+        name=str(data.get("name", p.stem)),
+        model=model_config_from_dict(data.get("model") or {}),
+        train=_fill(TrainConfig, data.get("train") or {}, f"{p}: train"),
+    )

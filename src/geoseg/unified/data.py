@@ -1,0 +1,239 @@
+"""Training data for the unified model: shard rows → batched tensors at the working scale.
+
+Rows come from the data engine's Parquet shards (:mod:`geoseg.data.schema`). Tiles are
+decoded once (one read per source image, then cropped) and kept in memory at the
+network input size, because on a CPU decoding JPEG tiles every step would cost more
+than the network; masks are decoded from RLE per batch (cheap).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from geoseg.data.imagery import apply_stretch, read_bands, read_rgb
+from geoseg.data.schema import prompt_of
+from geoseg.errors import InputError
+from geoseg.models import TASK_IDS
+from geoseg.progress import progress
+from geoseg.rle import rle_decode
+from geoseg.unified.text_encoder import canonical_instruction
+
+log = logging.getLogger(__name__)
+
+MAX_POINTS = 3
+
+
+def shard_files(shards: str | Path) -> list[str]:
+    """Parquet files of a shard folder (recursively) or a glob."""
+    s = str(shards)
+    if os.path.isdir(s):
+        files = sorted(glob.glob(os.path.join(s, "**", "*.parquet"), recursive=True))
+    else:
+        files = sorted(glob.glob(s))
+    if not files:
+        raise InputError(f"no Parquet shards found at {s}", "build them with: geoseg data build ... -o DIR")
+    return files
+
+
+def load_rows(shards: str | Path, split: str | None = None, sources: Sequence[str] | None = None) -> list[dict]:
+    """All rows of the shards (optionally one split / some sources) as dicts."""
+    rows: list[dict] = []
+    for f in shard_files(shards):
+        table = pq.read_table(f)
+        for r in table.to_pylist():
+            if split is not None and r["split"] != split:
+                continue
+            if sources and r["source"] not in sources:
+                continue
+            rows.append(r)
+    return rows
+
+
+def tile_key(row: dict) -> tuple:
+    w = row["window"]
+    return (row["image_path"], row.get("image_key") or "", w["col_off"], w["row_off"], w["width"], w["height"],
+            tuple(row.get("bands") or ()), tuple(tuple(s) for s in (row.get("stretch") or ())))
+
+
+def row_text(row: dict) -> str:
+    """The canonical instruction the text encoder sees for a row."""
+    p = prompt_of(row)
+    has_geom = bool(p.get("points") or p.get("box"))
+    return canonical_instruction(row["instruction"], has_geom)
+
+
+class TileCache:
+    """Display-RGB tiles resized to ``size×size`` uint8, decoded once per source image."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tiles: dict[tuple, np.ndarray] = {}
+
+    def _resize(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb.shape[:2] == (self.size, self.size):
+            return rgb
+        return cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def fill(self, rows: Sequence[dict]) -> None:
+        """Decode every tile the rows point at (grouped by source image)."""
+        groups: dict[tuple, dict[tuple, dict]] = defaultdict(dict)
+        for r in rows:
+            k = tile_key(r)
+            if k not in self.tiles:
+                groups[(r["image_path"], r.get("image_key") or "", k[6], k[7])][k] = r
+        for (path, key, bands, stretch), members in progress(groups.items(), desc="decode tiles", total=len(groups)):
+            full = None
+            if len(members) > 1:
+                try:
+                    full = read_bands(path, _full_window(path, key), list(bands) or None, key)
+                except Exception:  # noqa: BLE001 - fall back to per-tile reads
+                    full = None
+            for k, r in members.items():
+                if full is not None:
+                    c0, r0, w, h = k[2:6]
+                    rgb = apply_stretch(full[r0:r0 + h, c0:c0 + w], [list(s) for s in stretch] or None)
+                    if rgb.shape[2] == 1:
+                        rgb = np.repeat(rgb, 3, axis=2)
+                    rgb = np.ascontiguousarray(rgb[:, :, :3])
+                else:
+                    rgb = read_rgb(r)
+                self.tiles[k] = self._resize(rgb)
+
+    def get(self, row: dict) -> np.ndarray:
+        k = tile_key(row)
+        if k not in self.tiles:
+            self.tiles[k] = self._resize(read_rgb(row))
+        return self.tiles[k]
+
+
+def _full_window(path: str, key: str) -> dict:
+    if path.endswith(".npz"):
+        with np.load(path) as z:
+            h, w = z[key or "img"].shape[:2]
+    else:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            h, w = src.height, src.width
+    return {"col_off": 0, "row_off": 0, "width": w, "height": h}
+
+
+def norm_stats(tiles: Sequence[np.ndarray]) -> dict[str, list[float]]:
+    """Per-channel mean and std of uint8 RGB tiles (recorded in the checkpoint)."""
+    if not tiles:
+        return {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    x = np.stack([t[::4, ::4] for t in tiles]).reshape(-1, 3).astype(np.float64)
+    return {"mean": x.mean(0).round(3).tolist(), "std": np.maximum(x.std(0), 1.0).round(3).tolist()}
+
+
+def geometry(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Normalised points (P×2), labels (P, -1 padding), box (4) and box validity of a row."""
+    p = prompt_of(row)
+    w, h = row["window"]["width"], row["window"]["height"]
+    pts = np.zeros((MAX_POINTS, 2), np.float32)
+    labels = np.full(MAX_POINTS, -1, np.int64)
+    src = p.get("points_norm") or ([[x / w, y / h] for x, y in p["points"]] if p.get("points") else [])
+    for i, xy in enumerate(src[:MAX_POINTS]):
+        pts[i] = xy
+        labels[i] = int((p.get("labels") or [1] * len(src))[i])
+    box = np.zeros(4, np.float32)
+    valid = False
+    b = p.get("box_norm") or ([p["box"][0] / w, p["box"][1] / h, p["box"][2] / w, p["box"][3] / h]
+                              if p.get("box") else None)
+    if b:
+        box[:] = b
+        valid = True
+    return np.clip(pts, 0, 1), labels, np.clip(box, 0, 1), valid
+
+
+def mask_target(row: dict, size: int) -> np.ndarray:
+    """The row's mask at ``size×size`` as float32 coverage in [0, 1]."""
+    m = rle_decode(row["mask"]).astype(np.float32)
+    if m.shape != (size, size):
+        m = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA)
+    return m
+
+
+# words whose meaning changes under a flip or transpose of the tile
+_ORIENTED = re.compile(r"\b(left\w*|right\w*|top\w*|bottom\w*|upper|lower|north\w*|south\w*|east\w*|west\w*|"
+                       r"corner|cent(?:re|er|ral)|middle|above|below|horizontal\w*|vertical\w*|diagonal\w*|"
+                       r"orient\w*|beside|side)\b", re.IGNORECASE)
+
+
+def orientation_free(row: dict) -> bool:
+    """True when flipping/transposing the tile keeps the instruction correct (no position words)."""
+    return row["task"] == "interactive" or not _ORIENTED.search(row["instruction"])
+
+
+def augment(img: np.ndarray, mask: np.ndarray, geo: tuple, rng: np.random.Generator, geometric: bool
+            ) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Random dihedral transform (when ``geometric``) and brightness/contrast jitter of one sample."""
+    pts, labels, box, valid = geo
+    pts, box = pts.copy(), box.copy()
+    if geometric:
+        if rng.random() < 0.5:  # horizontal flip
+            img, mask = img[:, ::-1], mask[:, ::-1]
+            pts[:, 0] = 1 - pts[:, 0]
+            box[[0, 2]] = 1 - box[[2, 0]]
+        if rng.random() < 0.5:  # vertical flip
+            img, mask = img[::-1], mask[::-1]
+            pts[:, 1] = 1 - pts[:, 1]
+            box[[1, 3]] = 1 - box[[3, 1]]
+        if rng.random() < 0.5:  # transpose
+            img, mask = img.transpose(1, 0, 2), mask.T
+            pts = pts[:, ::-1].copy()
+            box = box[[1, 0, 3, 2]]
+    gain = rng.uniform(0.85, 1.15)
+    bias = rng.uniform(-12, 12)
+    img = np.clip(img.astype(np.float32) * gain + bias, 0, 255)
+    pts = np.where(labels[:, None] >= 0, pts, 0).astype(np.float32)
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask), (pts, labels, box.astype(np.float32), valid)
+
+
+def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.Tensor], classes: Sequence[str],
+            mean: torch.Tensor, std: torch.Tensor, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Stack rows into the model's inputs and training targets (augmented when ``rng`` is given)."""
+    size = tiles.size
+    images = [tiles.get(r) for r in rows]
+    masks = [mask_target(r, size) for r in rows]
+    geo = [geometry(r) for r in rows]
+    if rng is not None:
+        for i, r in enumerate(rows):
+            images[i], masks[i], geo[i] = augment(images[i], masks[i], geo[i], rng, orientation_free(r))
+    imgs = torch.from_numpy(np.stack(images).astype(np.float32)).permute(0, 3, 1, 2)
+    imgs = (imgs - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    embs = [text_cache[row_text(r)] for r in rows]
+    n = max(e.shape[0] for e in embs)
+    tokens = torch.zeros(len(rows), n, embs[0].shape[1])
+    tmask = torch.zeros(len(rows), n, dtype=torch.bool)
+    for i, e in enumerate(embs):
+        tokens[i, : e.shape[0]] = e.float()
+        tmask[i, : e.shape[0]] = True
+    cls_index = {c: i for i, c in enumerate(classes)}
+    return {
+        "image": imgs,
+        "tokens": tokens,
+        "token_mask": tmask,
+        "task": torch.tensor([TASK_IDS[r["task"]] for r in rows]),
+        "points": torch.from_numpy(np.stack([g[0] for g in geo])),
+        "point_labels": torch.from_numpy(np.stack([g[1] for g in geo])),
+        "box": torch.from_numpy(np.stack([g[2] for g in geo])),
+        "box_valid": torch.tensor([g[3] for g in geo]),
+        "target": torch.from_numpy(np.stack(masks)).unsqueeze(1),
+        "empty": torch.tensor([bool(r["empty_target"]) for r in rows]),
+        "category": torch.tensor([cls_index.get(r["category"], -1) for r in rows]),
+    }
+
+
+MODEL_INPUTS = ("tokens", "token_mask", "task", "points", "point_labels", "box", "box_valid")

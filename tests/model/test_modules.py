@@ -1,0 +1,132 @@
+"""Shapes and behaviour of the network modules (random weights, no data)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geoseg.models import TASK_IDS, TATE, ClassWiseMemory, ConvBackbone, LatentKnowledgeMemory, UniGeoSeg
+from geoseg.models.decoder import render_prompt_map
+
+
+def _inputs(b: int = 2, size: int = 64, task: str = "referring"):
+    torch.manual_seed(0)
+    return dict(
+        image=torch.randn(b, 3, size, size),
+        tokens=torch.randn(b, 7, 384),
+        token_mask=torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:b],
+        task=torch.full((b,), TASK_IDS[task]),
+        points=torch.rand(b, 3, 2),
+        point_labels=torch.tensor([[1, 0, -1], [1, -1, -1]])[:b],
+        box=torch.tensor([[0.1, 0.2, 0.6, 0.7], [0.0, 0.0, 0.5, 0.5]])[:b],
+        box_valid=torch.tensor([True, False])[:b],
+    )
+
+
+def _small(**kw) -> UniGeoSeg:
+    return UniGeoSeg(channels=(8, 16, 24, 32), depths=(1, 1, 1, 1), fpn_dim=16, query_dim=32, **kw)
+
+
+def test_backbone_strides():
+    feats = ConvBackbone((8, 16, 24, 32), (1, 1, 1, 1))(torch.randn(1, 3, 96, 64))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(24, 16), (12, 8), (6, 4), (3, 2)]
+    assert [f.shape[1] for f in feats] == [8, 16, 24, 32]
+
+
+def test_unigeoseg_output_shapes():
+    m = _small().eval()
+    with torch.no_grad():
+        out = m(**_inputs(2, 64))
+    assert out["logits"].shape == (2, 1, 16, 16)
+    assert out["presence"].shape == (2,)
+    assert out["similarity"].shape == (2, 1, 8, 8)
+    assert torch.isfinite(out["logits"]).all()
+
+
+def _tate_query(tate: TATE, task: str, **over) -> torch.Tensor:
+    x = _inputs(2, task=task)
+    x.update(over)
+    return tate(x["tokens"], x["token_mask"], x["task"], x["points"], x["point_labels"], x["box"], x["box_valid"])
+
+
+@pytest.mark.parametrize("task, own", [("interactive", "inter_fuse"), ("referring", "ref_query"),
+                                       ("reasoning", "reason_query")])
+def test_each_tate_path_uses_its_own_parameters(task, own):
+    tate = TATE(384, 32)
+    _tate_query(tate, task).sum().backward()
+    with_grad = {n.split(".")[0] for n, p in tate.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    paths = {"inter_fuse", "ref_query", "reason_query"}
+    assert own in with_grad
+    assert not (paths - {own}) & with_grad
+
+
+def test_interactive_query_reads_coordinates_and_text_queries_ignore_them():
+    tate = TATE(384, 32).eval()
+    moved = {"points": torch.rand(2, 3, 2) * 0.5, "box": torch.tensor([[0.5, 0.5, 0.9, 0.9]] * 2)}
+    with torch.no_grad():
+        a, b = _tate_query(tate, "interactive"), _tate_query(tate, "interactive", **moved)
+        r1, r2 = _tate_query(tate, "referring"), _tate_query(tate, "referring", **moved)
+    assert not torch.allclose(a, b)
+    assert torch.allclose(r1, r2)
+
+
+def test_referring_pool_ignores_padding_tokens():
+    tate = TATE(384, 32).eval()
+    x = _inputs(2)
+    garbage = x["tokens"].clone()
+    garbage[1, 4:] = 100.0  # padded positions of row 1
+    with torch.no_grad():
+        a = _tate_query(tate, "referring")
+        b = _tate_query(tate, "referring", tokens=garbage)
+    assert torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_tate_ablation_pools_every_task_the_same_way():
+    tate = TATE(384, 32, enabled=False).eval()
+    with torch.no_grad():
+        qs = [_tate_query(tate, t) for t in TASK_IDS]
+    assert torch.allclose(qs[0], qs[1]) and torch.allclose(qs[1], qs[2])
+
+
+def test_latent_memory_lambda_zero_for_interactive():
+    mem = LatentKnowledgeMemory(32, 4, (0.0, 0.2, 0.2))
+    q = torch.randn(3, 32)
+    out = mem(q, torch.tensor([0, 1, 2]))
+    assert torch.equal(out[0], q[0])
+    assert not torch.allclose(out[1], q[1]) and not torch.allclose(out[2], q[2])
+    _, att = mem.read(q)
+    assert att.shape == (3, 4) and torch.allclose(att.sum(-1), torch.ones(3))
+
+
+def test_memory_lambda_is_configurable():
+    mem = LatentKnowledgeMemory(32, 4, (0.0, 0.0, 0.0))
+    q = torch.randn(2, 32)
+    assert torch.equal(mem(q, torch.tensor([1, 2])), q)
+
+
+def test_class_wise_memory_attention_is_a_distribution_over_classes():
+    cm = ClassWiseMemory(16, num_classes=5, slots=3)
+    feat, att = cm(torch.randn(2, 16, 6, 7))
+    assert feat.shape == (2, 16, 6, 7)
+    assert att.shape == (2, 5, 6, 7)
+    assert torch.allclose(att.sum(1), torch.ones(2, 6, 7), atol=1e-5)
+
+
+def test_class_memory_in_decoder_gives_pre_and_post_memory_masks():
+    m = _small(class_memory_classes=4).eval()
+    with torch.no_grad():
+        out = m(**_inputs(2, 64))
+    assert out["aux_logits"].shape == (2, 1, 8, 8)
+    assert out["class_attention"].shape == (2, 4, 8, 8)
+    assert out["logits"].shape == (2, 1, 16, 16)
+
+
+def test_prompt_map_marks_points_and_box():
+    pts = torch.tensor([[[4.5 / 16, 4.5 / 16], [12.5 / 16, 12.5 / 16]]])  # cell centres
+    pm = render_prompt_map(pts, torch.tensor([[1, 0]]), torch.tensor([[0.5, 0.0, 1.0, 0.5]]), torch.tensor([True]), 16, 16)
+    pos, neg, box = pm[0]
+    assert pos[4, 4] > 0.9 and pos[12, 12] < 0.01
+    assert neg[12, 12] > 0.9 and neg[4, 4] < 0.01
+    assert box[3, 12] > 0.9 and box[12, 3] < 0.1
+    no_box = render_prompt_map(pts, torch.tensor([[1, 0]]), torch.zeros(1, 4), torch.tensor([False]), 16, 16)
+    assert no_box[0, 2].abs().max() == 0

@@ -1,0 +1,101 @@
+"""The UnifiedSegmenter honours the Segmenter contract on a real Dubai image."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from geoseg.errors import GeosegError, PromptError
+from geoseg.prompts import Prompt
+from geoseg.segmenters import build_segmenter
+from geoseg.unified.segmenter import UnifiedSegmenter, default_checkpoint_path
+
+
+@pytest.fixture(scope="module")
+def dubai_image(dubai_dir) -> np.ndarray:
+    img = cv2.imread(str(dubai_dir / "tile_2" / "images" / "image_part_001.jpg"), cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+@pytest.fixture(scope="module")
+def segmenter(trained_run, dubai_image) -> UnifiedSegmenter:
+    seg = build_segmenter(str(trained_run["out"] / "best.pt"), device="cpu")
+    seg.set_image(dubai_image)
+    return seg
+
+
+def test_registry_builds_the_unified_backend(segmenter):
+    assert isinstance(segmenter, UnifiedSegmenter)
+    assert segmenter.name == "unified" and segmenter.capabilities == {"point", "box", "text"}
+    prov = segmenter.provenance()
+    assert prov["model"] == "unified" and prov["checkpoint"] == "best.pt" and prov["geoseg_version"]
+
+
+@pytest.mark.parametrize("prompt, task", [
+    (Prompt(text="the buildings"), "referring"),
+    (Prompt(text="Where could a boat sail?"), "reasoning"),
+    (Prompt(points=((200.0, 300.0), (50.0, 60.0)), labels=(1, 0)), "interactive"),
+    (Prompt(box=(100.0, 120.0, 300.0, 400.0)), "interactive"),
+])
+def test_predict_returns_a_full_size_mask(segmenter, dubai_image, prompt, task):
+    pred = segmenter.predict(prompt)
+    h, w = dubai_image.shape[:2]
+    assert pred.mask.shape == (h, w) and pred.mask.dtype == bool
+    assert pred.prob.shape == (h, w) and pred.prob.dtype == np.float32
+    assert 0.0 <= pred.score <= 1.0 and pred.info["task"] == task
+    assert np.array_equal(pred.mask, (pred.prob > 0.5) & (pred.score >= 0.5)) or not pred.mask.any()
+
+
+def test_set_image_caches_features_and_predict_is_cheap(segmenter, dubai_image):
+    calls = []
+    hook = segmenter.model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        segmenter.predict(Prompt(text="the water"))
+        segmenter.predict(Prompt(box=(10.0, 10.0, 200.0, 200.0)))
+        assert calls == []
+        segmenter.set_image(dubai_image)
+        assert calls == [1]
+    finally:
+        hook.remove()
+    assert "the water" in segmenter.text._cache
+
+
+def test_geometry_changes_the_answer(segmenter):
+    a = segmenter.predict(Prompt(box=(0.0, 0.0, 150.0, 150.0))).prob
+    b = segmenter.predict(Prompt(box=(300.0, 350.0, 500.0, 540.0))).prob
+    assert not np.allclose(a, b)
+
+
+def test_similarity_map_for_the_training_free_route(segmenter, dubai_image):
+    sim = segmenter.similarity_map("the water")
+    assert sim.shape == dubai_image.shape[:2] and sim.dtype == np.float32
+    assert 0.0 <= sim.min() and sim.max() <= 1.0
+    np.testing.assert_allclose(sim, segmenter.predict(Prompt(text="the water", task="referring")).prob, atol=1e-6)
+
+
+def test_bad_instructions_give_clear_errors(segmenter):
+    with pytest.raises(PromptError, match="empty"):
+        Prompt(text="   ")
+    with pytest.raises(PromptError, match="at most"):
+        segmenter.predict(Prompt(text="the large building next to the road " * 40))
+
+
+def test_other_sizes_round_to_the_working_scale(segmenter):
+    small = np.zeros((70, 45, 3), np.uint8)
+    segmenter.set_image(small)
+    assert segmenter.predict(Prompt(text="the road")).mask.shape == (70, 45)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(GeosegError, match="does not exist"):
+        build_segmenter("unified", checkpoint=str(tmp_path / "none.pt"))
+
+
+def test_default_checkpoint_is_shipped_and_loads():
+    path = default_checkpoint_path()
+    if not path.is_file():
+        pytest.skip(f"{path} not built yet (geoseg train --config configs/unigeoseg_default.yaml --export ...)")
+    assert path.stat().st_size < 50e6
+    seg = build_segmenter("unified", device="cpu")
+    assert seg.cfg.arch == "unigeoseg_tiny" and seg.checkpoint_path == path

@@ -1,0 +1,88 @@
+"""A few CPU training steps on the generated shard: the loss falls, checkpoints resume, the schedule progresses."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from geoseg.errors import InputError
+from geoseg.unified.config import load_config
+from geoseg.unified.train import compute_losses, task_weights
+
+from .conftest import tiny_config
+
+
+def test_loss_falls_over_a_few_cpu_steps(trained_run):
+    hist = [json.loads(line) for line in (trained_run["out"] / "history.jsonl").read_text().splitlines()]
+    assert len(hist) == 3
+    assert hist[-1]["train_loss"] < 0.85 * hist[0]["train_loss"], hist
+    assert (trained_run["out"] / "best.pt").is_file() and (trained_run["out"] / "last.pt").is_file()
+    log = (trained_run["out"] / "train.log").read_text()
+    assert "epoch 3 done" in log and "| interactive |" in log
+
+
+def test_resume_continues_from_last_checkpoint(trained_run, tiny_shard, text_cache_path, tmp_path):
+    import shutil
+
+    from geoseg.unified.train import train
+
+    shutil.copy(trained_run["out"] / "last.pt", tmp_path / "last.pt")
+    cfg = tiny_config(tiny_shard, tmp_path, epochs=4)
+    summary = train(cfg, resume=True, device="cpu", text_cache=str(text_cache_path))
+    assert summary["epochs"] == 4 and summary["steps"] == 4 * 12
+    assert "resumed from" in (tmp_path / "train.log").read_text()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_shard, text_cache_path, tmp_path):
+    from geoseg.unified.train import train
+
+    with pytest.raises(InputError, match="--resume"):
+        train(tiny_config(tiny_shard, tmp_path), resume=True, device="cpu", text_cache=str(text_cache_path))
+
+
+def test_progressive_schedule_starts_interactive_and_decays_to_0_7():
+    tc = SimpleNamespace(progressive=True, interactive_start=1.0, interactive_end=0.7, ramp_frac=0.4,
+                         reasoning_share=0.4)
+    assert task_weights(tc, 0.0) == {"interactive": 1.0, "referring": 0.0, "reasoning": 0.0}
+    mid = task_weights(tc, 0.2)
+    assert 0.7 < mid["interactive"] < 1.0 and mid["referring"] > mid["reasoning"] > 0
+    end = task_weights(tc, 0.9)
+    assert end["interactive"] == pytest.approx(0.7) and sum(end.values()) == pytest.approx(1.0)
+    tc.progressive = False
+    assert task_weights(tc, 0.0)["interactive"] == pytest.approx(1 / 3)
+
+
+def test_losses_dice_only_on_targets_and_presence_on_all():
+    tc = SimpleNamespace(bce_weight=1.0, dice_weight=1.0, no_target_weight=0.5, class_memory_weight=0.2)
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, :, 2:6, 2:6] = 1
+    batch = {"target": target, "empty": torch.tensor([False, True]), "category": torch.tensor([0, -1])}
+    good = {"logits": (target * 20 - 10), "presence": torch.tensor([10.0, -10.0])}
+    bad = {"logits": -(target * 20 - 10), "presence": torch.tensor([-10.0, 10.0])}
+    lg, lb = compute_losses(good, batch, tc), compute_losses(bad, batch, tc)
+    assert lg["total"] < 0.01 and lb["total"] > 5
+    assert lg["dice"] < 1e-3 and lb["presence"] > 5
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("model:\n  chanels: [1, 2]\n")
+    with pytest.raises(InputError, match="chanels"):
+        load_config(p)
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    cfgs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    assert len(cfgs) >= 5
+    names = {load_config(c).name for c in cfgs}
+    assert len(names) == len(cfgs)
+    ablations = {c.stem: load_config(c) for c in cfgs}
+    assert ablations["ablation_no_tate"].model.tate is False
+    assert ablations["ablation_no_memory"].model.latent_memory == 0
+    assert ablations["ablation_no_progressive"].train.progressive is False
+    assert ablations["ablation_classwise_memory"].model.class_memory is True
