@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import click
@@ -77,4 +78,4 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
     elif not quiet:
         click.echo(summary.report())
     if summary.failed:
-        ctx.exit(1)
+        sys.exit(1)  # not ctx.exit: the group runs click with standalone_mode=False, which swallows it
