@@ -2,6 +2,6 @@
 # Run the whole test suite (and lint) on a fresh or existing checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --with-browser
 .venv/bin/ruff check src tests benchmarks
 exec .venv/bin/python -m pytest -q "$@"

@@ -11,6 +11,7 @@ import json
 
 import click
 
+from geoseg.cli.batch import batch_options
 from geoseg.prompts import parse_box, parse_xy
 
 
@@ -29,8 +30,8 @@ def _fmt_area(value: float, unit: str) -> str:
 @click.option("--box", "boxes", multiple=True, metavar="X0,Y0,X1,Y1", help="Box around a target (repeatable: one target each).")
 @click.option("--prompt-crs", default=None, metavar="EPSG:XXXX",
               help="CRS of the prompt coordinates (default: pixel column,row of the image).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Mask GeoTIFF to write (uint8: 1 target, 0 background, 255 nodata).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str),
+              help="Mask GeoTIFF to write (uint8: 1 target, 0 background, 255 nodata); batch: output folder.")
 @click.option("--vector", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Polygons: .gpkg (source CRS) or .geojson (EPSG:4326).")
 @click.option("--score-raster", default=None, type=click.Path(dir_okay=False, path_type=str),
@@ -43,11 +44,12 @@ def _fmt_area(value: float, unit: str) -> str:
               help="Model checkpoint (builds the unified model from it).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@batch_options
 @click.pass_context
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
-            backend: str | None, checkpoint: str | None, device: str, as_json: bool) -> None:
+            backend: str | None, checkpoint: str | None, device: str, as_json: bool, **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -56,7 +58,19 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
       geoseg segment scene.tif --point 120,80 --negative-point 140,90 -o mask.tif
       geoseg segment scene.tif --box 9.51,55.70,9.52,55.71 --prompt-crs EPSG:4326 -o m.tif
       geoseg segment scene.tif --text "the largest building" --checkpoint model.pt -o m.tif
+      geoseg segment 'scenes/*.tif' --text "buildings" -o out/ --vector gpkg --workers 4
+
+    IMAGE may also be a folder, a glob pattern or a list file (batch mode, see docs/serve.md).
     """
+    from geoseg.batch import is_batch_input
+
+    if is_batch_input(image):
+        from geoseg.cli.batch import run_batch_command
+
+        return run_batch_command(ctx, image, texts=texts, points=points, negative_points=negative_points,
+                                 boxes=boxes, prompt_crs=prompt_crs, output=output, vector=vector,
+                                 score_raster=score_raster, bands=bands, tile_size=tile_size, overlap=overlap,
+                                 backend=backend, checkpoint=checkpoint, device=device, as_json=as_json, **batch)
     from geoseg.pipeline import segment as run_segment
 
     result = run_segment(

@@ -75,6 +75,7 @@ class TrainConfig:
     interactive_end: float = 0.7
     ramp_frac: float = 0.4
     reasoning_share: float = 0.4
+    augment: bool = True                   # dihedral flips (orientation-free instructions only) + photometric jitter
     no_target_weight: float = 0.5
     dice_weight: float = 1.0
     bce_weight: float = 1.0

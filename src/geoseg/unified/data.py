@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,11 +165,53 @@ def mask_target(row: dict, size: int) -> np.ndarray:
     return m
 
 
+# words whose meaning changes under a flip or transpose of the tile
+_ORIENTED = re.compile(r"\b(left\w*|right\w*|top\w*|bottom\w*|upper|lower|north\w*|south\w*|east\w*|west\w*|"
+                       r"corner|cent(?:re|er|ral)|middle|above|below|horizontal\w*|vertical\w*|diagonal\w*|"
+                       r"orient\w*|beside|side)\b", re.IGNORECASE)
+
+
+def orientation_free(row: dict) -> bool:
+    """True when flipping/transposing the tile keeps the instruction correct (no position words)."""
+    return row["task"] == "interactive" or not _ORIENTED.search(row["instruction"])
+
+
+def augment(img: np.ndarray, mask: np.ndarray, geo: tuple, rng: np.random.Generator, geometric: bool
+            ) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Random dihedral transform (when ``geometric``) and brightness/contrast jitter of one sample."""
+    pts, labels, box, valid = geo
+    pts, box = pts.copy(), box.copy()
+    if geometric:
+        if rng.random() < 0.5:  # horizontal flip
+            img, mask = img[:, ::-1], mask[:, ::-1]
+            pts[:, 0] = 1 - pts[:, 0]
+            box[[0, 2]] = 1 - box[[2, 0]]
+        if rng.random() < 0.5:  # vertical flip
+            img, mask = img[::-1], mask[::-1]
+            pts[:, 1] = 1 - pts[:, 1]
+            box[[1, 3]] = 1 - box[[3, 1]]
+        if rng.random() < 0.5:  # transpose
+            img, mask = img.transpose(1, 0, 2), mask.T
+            pts = pts[:, ::-1].copy()
+            box = box[[1, 0, 3, 2]]
+    gain = rng.uniform(0.85, 1.15)
+    bias = rng.uniform(-12, 12)
+    img = np.clip(img.astype(np.float32) * gain + bias, 0, 255)
+    pts = np.where(labels[:, None] >= 0, pts, 0).astype(np.float32)
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask), (pts, labels, box.astype(np.float32), valid)
+
+
 def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.Tensor], classes: Sequence[str],
-            mean: torch.Tensor, std: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Stack rows into the model's inputs and training targets."""
+            mean: torch.Tensor, std: torch.Tensor, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Stack rows into the model's inputs and training targets (augmented when ``rng`` is given)."""
     size = tiles.size
-    imgs = torch.from_numpy(np.stack([tiles.get(r) for r in rows])).permute(0, 3, 1, 2).float()
+    images = [tiles.get(r) for r in rows]
+    masks = [mask_target(r, size) for r in rows]
+    geo = [geometry(r) for r in rows]
+    if rng is not None:
+        for i, r in enumerate(rows):
+            images[i], masks[i], geo[i] = augment(images[i], masks[i], geo[i], rng, orientation_free(r))
+    imgs = torch.from_numpy(np.stack(images).astype(np.float32)).permute(0, 3, 1, 2)
     imgs = (imgs - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     embs = [text_cache[row_text(r)] for r in rows]
     n = max(e.shape[0] for e in embs)
@@ -177,7 +220,6 @@ def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.
     for i, e in enumerate(embs):
         tokens[i, : e.shape[0]] = e.float()
         tmask[i, : e.shape[0]] = True
-    geo = [geometry(r) for r in rows]
     cls_index = {c: i for i, c in enumerate(classes)}
     return {
         "image": imgs,
@@ -188,7 +230,7 @@ def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.
         "point_labels": torch.from_numpy(np.stack([g[1] for g in geo])),
         "box": torch.from_numpy(np.stack([g[2] for g in geo])),
         "box_valid": torch.tensor([g[3] for g in geo]),
-        "target": torch.from_numpy(np.stack([mask_target(r, size) for r in rows])).unsqueeze(1),
+        "target": torch.from_numpy(np.stack(masks)).unsqueeze(1),
         "empty": torch.tensor([bool(r["empty_target"]) for r in rows]),
         "category": torch.tensor([cls_index.get(r["category"], -1) for r in rows]),
     }

@@ -213,6 +213,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     sampler = TaskSampler(train_rows, tc.seed)
+    aug_rng = np.random.default_rng(tc.seed)
     total_steps = tc.epochs * tc.steps_per_epoch
     budget_s = tc.max_minutes * 60
     step, epoch, elapsed_before, best = 0, 0, 0.0, -1.0
@@ -258,7 +259,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                 g["lr"] = tc.lr * lr_factor(step, frac, tc.warmup_steps)
             rows = sampler.batch(tc.batch_size, task_weights(tc, frac))
             seen.update(r["task"] for r in rows)
-            batch = collate(rows, tiles, texts, mc.classes, mean, std)
+            batch = collate(rows, tiles, texts, mc.classes, mean, std, aug_rng if tc.augment else None)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 out = model(batch["image"], *[batch[k] for k in MODEL_INPUTS])

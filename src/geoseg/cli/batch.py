@@ -1,0 +1,81 @@
+"""Batch mode of ``geoseg segment``: IMAGE is a folder, a glob pattern or a list file of scenes.
+
+Kept out of ``cli/segment.py`` so the single-scene command stays small: the command
+adds :func:`batch_options` and hands over to :func:`run_batch_command` when
+:func:`geoseg.batch.is_batch_input` says IMAGE names several scenes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+
+import click
+
+from geoseg.errors import GeosegError
+from geoseg.prompts import parse_box, parse_xy
+
+
+def batch_options(f: Callable) -> Callable:
+    """The options only batch mode uses (added to ``geoseg segment``)."""
+    options = [
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
+                     help="Batch: local Dask workers (0 = run in this process)."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Batch: address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786."),
+        click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+                     help="Batch: skip a failed scene (reported at the end) or stop the batch."),
+        click.option("--merged-vector", default=None, type=click.Path(dir_okay=False, path_type=str),
+                     help="Batch: one .gpkg/.geojson with every scene's polygons (EPSG:4326, field 'scene')."),
+        click.option("--no-resume", is_flag=True,
+                     help="Batch: redo scenes a previous run already completed."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _vector_format(value: str | None) -> str | None:
+    if not value:
+        return None
+    v = value.lower().lstrip(".")
+    for fmt in ("gpkg", "geojson"):
+        if v == fmt or v.endswith("." + fmt):
+            return fmt
+    if v == "json" or v.endswith(".json"):
+        return "geojson"
+    raise GeosegError(f"--vector {value!r} in batch mode", "give the per-scene format: --vector gpkg or --vector geojson")
+
+
+def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative_points, boxes, prompt_crs,
+                      output: str, vector, score_raster, bands, tile_size, overlap, backend, checkpoint, device,
+                      as_json: bool, workers: int, scheduler: str | None, on_error: str,
+                      merged_vector: str | None, no_resume: bool) -> None:
+    """Run the batch and print its summary; exit code 1 when some scenes failed."""
+    from geoseg.batch import run_batch
+    from geoseg.pipeline import build_prompts
+    from geoseg.raster.io import parse_bands
+
+    quiet = bool((ctx.obj or {}).get("quiet"))
+    verbose = int((ctx.obj or {}).get("verbose") or 0)
+    if not verbose:  # Dask workers are other processes: tell them through the environment
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+        import logging
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    prompts = build_prompts([parse_xy(p) for p in points], [parse_xy(p) for p in negative_points],
+                            [parse_box(b) for b in boxes], list(texts))
+    summary = run_batch(
+        image, output, prompts, backend=backend, checkpoint=checkpoint, device=device,
+        bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
+        vector=_vector_format(vector), score_raster=bool(score_raster), merged_vector=merged_vector,
+        workers=workers, scheduler=scheduler, on_error=on_error, resume=not no_resume,
+    )
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+    elif not quiet:
+        click.echo(summary.report())
+    if summary.failed:
+        sys.exit(1)  # not ctx.exit: the group runs click with standalone_mode=False, which swallows it

@@ -1,0 +1,234 @@
+"""Open an image for interactive prompting: display RGB plus where it lies on Earth.
+
+The server keeps the whole image in memory (interactive use is about one scene
+at a time, bounded by ``max_pixels``); big scenes belong to ``geoseg segment``,
+which tiles. Any raster GDAL reads is accepted: GeoTIFF of any dtype and band
+count, JPG, PNG. Non-uint8 data are stretched with statistics of the whole image
+(2nd–98th percentile per band, nodata excluded), never per tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.errors import InputError
+
+# rasterio's Affine coefficients (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f
+AffineTuple = tuple[float, float, float, float, float, float]
+
+
+@dataclass
+class GeoInfo:
+    """Georeference of an image: its CRS and transform, and how pixels map to lon/lat.
+
+    ``pixel_to_lonlat`` is an affine fitted by least squares on a grid of pixels
+    transformed to EPSG:4326; for the scene sizes served interactively the fit is
+    within ``fit_error_px`` pixels, good enough to place clicks and draw the map.
+    """
+
+    crs: str
+    transform: AffineTuple
+    corners_lonlat: list[list[float]]
+    pixel_to_lonlat: AffineTuple
+    fit_error_px: float
+    units: str
+    pixel_size: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        return {
+            "crs": self.crs,
+            "transform": list(self.transform),
+            "corners_lonlat": self.corners_lonlat,
+            "pixel_to_lonlat": list(self.pixel_to_lonlat),
+            "fit_error_px": self.fit_error_px,
+            "units": self.units,
+            "pixel_size": list(self.pixel_size),
+        }
+
+
+@dataclass
+class ImageRecord:
+    """One image as the server sees it."""
+
+    image_id: str
+    name: str
+    rgb: np.ndarray  # H x W x 3 uint8
+    geo: GeoInfo | None
+    source_path: str
+    band_count: int
+    dtype: str
+    valid: np.ndarray | None = field(default=None, repr=False)  # H x W bool where the source has data
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    def to_dict(self) -> dict:
+        return {
+            "image_id": self.image_id,
+            "name": self.name,
+            "width": self.width,
+            "height": self.height,
+            "bands": self.band_count,
+            "dtype": self.dtype,
+            "georeferenced": self.geo is not None,
+            "geo": self.geo.to_dict() if self.geo else None,
+        }
+
+
+class ImageTooLargeError(InputError):
+    """An image with more pixels than the server holds in memory."""
+
+
+def image_id_for(path: str | Path, bands: tuple[int, ...] | None) -> str:
+    """A content hash of the file (and band choice): the same image uploaded twice gets the same id."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    h.update(repr(bands).encode())
+    return h.hexdigest()[:16]
+
+
+def _stretch(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Bands x H x W of any dtype -> uint8 with whole-image 2–98 % percentiles per band."""
+    if data.dtype == np.uint8:
+        return data
+    out = np.zeros(data.shape, dtype=np.uint8)
+    for i, band in enumerate(data):
+        vals = band[valid] if valid is not None else band.ravel()
+        vals = vals[np.isfinite(vals)] if np.issubdtype(vals.dtype, np.floating) else vals
+        if vals.size == 0:
+            continue
+        if vals.size > 2_000_000:  # statistics from a seeded sample: same answer every time
+            vals = np.random.default_rng(0).choice(vals, 2_000_000, replace=False)
+        lo, hi = np.percentile(vals, [2, 98]).astype(np.float64)
+        scaled = (band.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-12))
+        out[i] = np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).astype(np.uint8)
+    return out
+
+
+def _geo_info(src) -> GeoInfo | None:
+    """Georeference of an open rasterio dataset, or ``None`` for a plain image."""
+    from rasterio.transform import Affine
+    from rasterio.warp import transform as warp_transform
+
+    if src.crs is None or src.transform == Affine.identity():
+        return None
+    h, w = src.height, src.width
+    t = src.transform
+    # a 5 x 5 grid of pixel positions -> source CRS -> lon/lat, then least-squares affine
+    cols, rows = np.meshgrid(np.linspace(0, w, 5), np.linspace(0, h, 5))
+    cols, rows = cols.ravel(), rows.ravel()
+    xs = t.a * cols + t.b * rows + t.c
+    ys = t.d * cols + t.e * rows + t.f
+    try:
+        lons, lats = warp_transform(src.crs, "EPSG:4326", xs.tolist(), ys.tolist())
+    except Exception as exc:  # noqa: BLE001 - any PROJ failure means "cannot place it on the map"
+        raise InputError(
+            f"the image's CRS cannot be transformed to lon/lat ({exc})",
+            "reproject the image with gdalwarp or remove its CRS to open it as a plain image",
+        ) from exc
+    lons, lats = np.asarray(lons), np.asarray(lats)
+    design = np.column_stack([cols, rows, np.ones_like(cols)])
+    (a, b, c), *_ = np.linalg.lstsq(design, lons, rcond=None)
+    (d, e, f), *_ = np.linalg.lstsq(design, lats, rcond=None)
+    # fit error in pixels: distance between the fitted and the true lon/lat, in pixel units
+    fit_lon = design @ np.array([a, b, c])
+    fit_lat = design @ np.array([d, e, f])
+    det = a * e - b * d
+    err_px = 0.0
+    if det != 0:
+        dcol = (e * (lons - fit_lon) - b * (lats - fit_lat)) / det
+        drow = (-d * (lons - fit_lon) + a * (lats - fit_lat)) / det
+        err_px = float(np.max(np.hypot(dcol, drow)))
+    corners = [[float(lon), float(lat)] for lon, lat in zip(
+        *warp_transform(src.crs, "EPSG:4326", [t.c, t.c + t.a * w, t.c + t.a * w + t.b * h, t.c + t.b * h],
+                        [t.f, t.f + t.d * w, t.f + t.d * w + t.e * h, t.f + t.e * h]))]
+    units = "degree" if src.crs.is_geographic else (src.crs.linear_units or "metre")
+    epsg = src.crs.to_epsg()
+    return GeoInfo(
+        crs=f"EPSG:{epsg}" if epsg else src.crs.to_wkt(),
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        corners_lonlat=corners,
+        pixel_to_lonlat=(float(a), float(b), float(c), float(d), float(e), float(f)),
+        fit_error_px=round(err_px, 4),
+        units=units,
+        pixel_size=(abs(t.a), abs(t.e)),
+    )
+
+
+def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...] | None = None,
+               max_pixels: int = 64_000_000, image_id: str | None = None) -> ImageRecord:
+    """Read ``path`` into an :class:`ImageRecord` (display RGB + georeference).
+
+    Args:
+        path: any raster GDAL can open.
+        name: the name shown to the user (the upload's file name).
+        bands: 1-based band indices for R, G, B (default: 1, 2, 3, or band 1 as grey).
+        max_pixels: larger images are refused with a pointer to ``geoseg segment``.
+        image_id: the id to use (default: a content hash of the file).
+
+    Raises:
+        InputError: unreadable file, too many pixels, bad band indices.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    path = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(f"cannot read the image ({exc})", "send a GeoTIFF, JPG or PNG file") from exc
+    with src:
+        if src.width * src.height > max_pixels:
+            raise ImageTooLargeError(
+                f"the image has {src.width}x{src.height} pixels, more than the server's limit of {max_pixels:,}",
+                "crop it, or segment the whole scene with 'geoseg segment', which tiles",
+            )
+        if bands:
+            bad = [b for b in bands if not 1 <= b <= src.count]
+            if bad or len(bands) not in (1, 3):
+                raise InputError(
+                    f"bands {list(bands)} do not fit an image with {src.count} band(s)",
+                    f"give one or three 1-based indices between 1 and {src.count}",
+                )
+            idx = list(bands)
+        else:
+            idx = [1, 2, 3] if src.count >= 3 else [1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            data = src.read(idx)
+            valid = None
+            if src.nodata is not None or any(f.name != "all_valid" for f in src.mask_flag_enums[0]):
+                valid = src.dataset_mask() > 0
+        geo = _geo_info(src)
+        dtype = src.dtypes[0]
+        count = src.count
+    rgb8 = _stretch(data, valid)
+    if rgb8.shape[0] == 1:
+        rgb8 = np.repeat(rgb8, 3, axis=0)
+    rgb = np.ascontiguousarray(np.transpose(rgb8, (1, 2, 0)))
+    if valid is not None:
+        rgb[~valid] = 0
+    return ImageRecord(
+        image_id=image_id or image_id_for(path, bands),
+        name=name or Path(path).name,
+        rgb=rgb,
+        geo=geo,
+        source_path=path,
+        band_count=count,
+        dtype=dtype,
+        valid=valid,
+    )

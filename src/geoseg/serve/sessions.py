@@ -1,0 +1,178 @@
+"""Images the server holds, each with its cached embedding, and the masks predicted on them.
+
+The backend's weights are loaded once (the *prototype* segmenter). Each image gets
+a shallow copy of the prototype on which ``set_image`` is called once: the copy
+shares the weights and keeps its own cached embedding, so prompts on several
+open images never recompute an embedding. This relies on the segmenter contract:
+``_set_image`` *assigns* its cached state to attributes (it does not mutate
+shared buffers in place). Memory is bounded: the least recently used image is
+dropped beyond ``max_images``, and each image keeps its last ``max_masks`` masks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoseg.errors import GeosegError
+from geoseg.prompts import Prompt
+from geoseg.segmenters import Prediction, Segmenter
+from geoseg.serve.images import ImageRecord
+
+log = logging.getLogger(__name__)
+
+
+class UnknownImageError(GeosegError):
+    """An image id the server does not hold (never uploaded, deleted or evicted)."""
+
+
+class UnknownMaskError(GeosegError):
+    """A mask id the server does not hold for this image."""
+
+
+@dataclass
+class StoredMask:
+    mask_id: str
+    mask: np.ndarray
+    score: float
+    prompt: Prompt
+    provenance: dict
+
+
+@dataclass
+class Session:
+    """One open image: its pixels, its segmenter copy (holding the embedding) and recent masks."""
+
+    record: ImageRecord
+    segmenter: Segmenter | None = None
+    embed_count: int = 0
+    embed_ms: float = 0.0
+    predict_count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    masks: OrderedDict[str, StoredMask] = field(default_factory=OrderedDict)
+
+
+class SessionStore:
+    """Thread-safe LRU of :class:`Session` keyed by image id."""
+
+    def __init__(self, segmenter_factory: Callable[[], Segmenter], max_images: int = 8, max_masks: int = 16,
+                 on_drop: Callable[[ImageRecord], None] | None = None) -> None:
+        self._factory = segmenter_factory
+        self._on_drop = on_drop
+        self._prototype: Segmenter | None = None
+        self._proto_lock = threading.Lock()
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_images = max_images
+        self.max_masks = max_masks
+
+    # -- the backend ------------------------------------------------------------------
+    @property
+    def prototype(self) -> Segmenter:
+        """The backend with its weights, built on first use and shared by every image."""
+        with self._proto_lock:
+            if self._prototype is None:
+                t0 = time.perf_counter()
+                self._prototype = self._factory()
+                log.info("loaded backend %s in %.2fs", self._prototype.name, time.perf_counter() - t0)
+            return self._prototype
+
+    # -- images -----------------------------------------------------------------------
+    def add(self, record: ImageRecord, embed: bool = True) -> Session:
+        """Hold ``record`` (or return the session that already holds the same image id)."""
+        with self._lock:
+            sess = self._sessions.get(record.image_id)
+            if sess is None:
+                sess = Session(record=record)
+                self._sessions[record.image_id] = sess
+            self._sessions.move_to_end(record.image_id)
+            dropped = []
+            while len(self._sessions) > self.max_images:
+                old_id, old = self._sessions.popitem(last=False)
+                dropped.append(old.record)
+                log.info("dropped image %s (more than %d open)", old_id, self.max_images)
+        for rec in dropped:
+            self._drop(rec)
+        if embed:
+            self.ensure_embedding(sess)
+        return sess
+
+    def get(self, image_id: str) -> Session:
+        with self._lock:
+            sess = self._sessions.get(image_id)
+            if sess is None:
+                raise UnknownImageError(
+                    f"unknown image id {image_id!r}",
+                    f"upload the image with POST /api/images first (the server keeps the {self.max_images} "
+                    "most recently used images)",
+                )
+            self._sessions.move_to_end(image_id)
+            return sess
+
+    def remove(self, image_id: str) -> None:
+        with self._lock:
+            sess = self._sessions.pop(image_id, None)
+        if sess is None:
+            raise UnknownImageError(f"unknown image id {image_id!r}", "list open images with GET /api/images")
+        self._drop(sess.record)
+
+    def _drop(self, record: ImageRecord) -> None:
+        if self._on_drop is not None:
+            try:
+                self._on_drop(record)
+            except OSError as exc:  # never fail a request because a file could not be removed
+                log.warning("could not clean up image %s: %s", record.image_id, exc)
+
+    def list(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    # -- embedding and prediction -----------------------------------------------------
+    def ensure_embedding(self, sess: Session) -> bool:
+        """Run ``set_image`` for the session once; return whether it was already cached."""
+        with sess.lock:
+            if sess.segmenter is not None:
+                return True
+            seg = copy.copy(self.prototype)
+            t0 = time.perf_counter()
+            seg.set_image(sess.record.rgb)
+            sess.embed_ms = (time.perf_counter() - t0) * 1000
+            sess.embed_count += 1
+            sess.segmenter = seg
+            log.info("embedded image %s in %.0f ms", sess.record.image_id, sess.embed_ms)
+            return False
+
+    def predict(self, sess: Session, prompt: Prompt) -> tuple[StoredMask, bool, float]:
+        """Answer ``prompt`` on the session's image; return the stored mask, cache hit, predict ms."""
+        cached = self.ensure_embedding(sess)
+        with sess.lock:
+            t0 = time.perf_counter()
+            pred: Prediction = sess.segmenter.predict(prompt)
+            ms = (time.perf_counter() - t0) * 1000
+            sess.predict_count += 1
+            stored = StoredMask(
+                mask_id=uuid.uuid4().hex[:12], mask=pred.mask, score=float(pred.score), prompt=prompt,
+                provenance={**sess.segmenter.provenance(), "prompt": prompt.to_dict()},
+            )
+            sess.masks[stored.mask_id] = stored
+            while len(sess.masks) > self.max_masks:
+                sess.masks.popitem(last=False)
+        return stored, cached, ms
+
+    def get_mask(self, sess: Session, mask_id: str) -> StoredMask:
+        with sess.lock:
+            stored = sess.masks.get(mask_id)
+        if stored is None:
+            raise UnknownMaskError(
+                f"unknown mask id {mask_id!r} for image {sess.record.image_id!r}",
+                f"predict again; the server keeps the last {self.max_masks} masks per image",
+            )
+        return stored

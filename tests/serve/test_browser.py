@@ -1,0 +1,180 @@
+"""Drive the map page in headless Chromium (Debian's package, never a downloaded browser).
+
+Open a real Dubai image, click a point on a building, type an instruction, and check
+that the mask overlay appears and that a GeoJSON download is produced. A screenshot is
+kept in the test's tmp dir and in ``test-artifacts/serve/`` (git-ignored), and in
+``$GEOSEG_TEST_ARTIFACTS`` when set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
+                       "(apt-get install -y chromium); the browser test never downloads a browser"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "serve"  # git-ignored
+
+
+def _keep_artifact(path: Path) -> None:
+    """Copy a screenshot to test-artifacts/serve/ (and to $GEOSEG_TEST_ARTIFACTS when set)."""
+    for dest in (ARTIFACTS, os.environ.get("GEOSEG_TEST_ARTIFACTS")):
+        if dest:
+            os.makedirs(dest, exist_ok=True)
+            shutil.copy(path, dest)
+
+
+def test_point_and_instruction_on_a_dubai_building(browser, live_server, dubai_building, tmp_path):
+    image, (bx, by), building = dubai_building
+    page = browser.new_page(viewport={"width": 1200, "height": 850}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    assert "classical" in page.inner_text("#backend")
+
+    page.set_input_files("#file-input", str(image))
+    page.wait_for_selector("#map[data-image]", timeout=20_000)
+    info = page.evaluate("window.geosegMap.image()")
+    assert (info["width"], info["height"]) == (building.shape[1], building.shape[0])
+    assert info["georeferenced"] is False  # a JPG: shown as a plain image in pixel coordinates
+
+    # click the building: page pixel position of image pixel (bx, by)
+    sx, sy = page.evaluate("([x, y]) => window.geosegMap.pixelToScreen(x + 0.5, y + 0.5)", [bx, by])
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + sx, box["y"] + sy)
+    page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+    first = page.evaluate("window.geosegMap.result()")
+    assert first["area_px"] > 0
+
+    # type an instruction (the classical backend uses the point, the text travels with it)
+    page.fill("#instruction", "the large building in the middle")
+    page.press("#instruction", "Enter")
+    page.wait_for_function("r => window.geosegMap.result() && window.geosegMap.result().mask_id !== r", arg=first["mask_id"],
+                           timeout=20_000)
+    result = page.evaluate("window.geosegMap.result()")
+    assert "the large building in the middle" in result["prompt"]
+    assert result["area_px"] > 0
+    assert "mask" in page.inner_text("#status")
+
+    # the mask is on the building: most of its pixels are building in the real labels
+    import cv2
+
+    from geoseg.rle import rle_decode
+
+    rle = page.evaluate(f"fetch('/api/images/{info['image_id']}/predict', {{method: 'POST', headers: "
+                        "{'Content-Type': 'application/json'}, body: JSON.stringify({points: [[%d, %d]], "
+                        "include: ['rle']})}).then(r => r.json())" % (bx, by))
+    mask = rle_decode(rle["rle"])
+    assert mask[by, bx]
+    assert building[mask].mean() > 0.5
+
+    # the overlay really is drawn: zoom in on the click (wheel), then a canvas pixel inside the mask and
+    # away from the point marker is tinted cyan
+    page.mouse.move(box["x"] + sx, box["y"] + sy)
+    page.mouse.wheel(0, -500)
+    page.mouse.wheel(0, -500)
+    page.wait_for_timeout(100)
+    zoomed = page.evaluate("([x, y]) => window.geosegMap.pixelToScreen(x, y)", [bx + 1, by])
+    scale = zoomed[0] - page.evaluate("([x, y]) => window.geosegMap.pixelToScreen(x, y)", [bx, by])[0]
+    assert scale > 3, "the wheel should zoom in"
+    deep = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3) >= 2
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    far = deep & (np.hypot(xx - bx, yy - by) * scale > 14)
+    assert far.any()
+    ty, tx = (int(v[0]) for v in np.nonzero(far))
+    px, py = page.evaluate("([x, y]) => window.geosegMap.pixelToScreen(x + 0.5, y + 0.5)", [tx, ty])
+    tint = page.evaluate("""([x, y]) => {
+        const c = document.getElementById('map');
+        const r = window.devicePixelRatio || 1;
+        return Array.from(c.getContext('2d').getImageData(Math.round(x * r), Math.round(y * r), 1, 1).data);
+    }""", [px, py])
+    r0, g0, b0 = (int(v) for v in cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)[ty, tx])
+    # cyan (0, 229, 255) at ~50 % opacity: red drops by about half, blue does not drop
+    assert tint[0] < 0.75 * r0 + 8 and tint[2] > 0.5 * b0 + 100, \
+        f"expected the cyan overlay at pixel {(tx, ty)}: image RGB {(r0, g0, b0)}, canvas RGBA {tint}"
+
+    # GeoJSON download
+    with page.expect_download() as dl_info:
+        page.click("#dl-geojson")
+    download = dl_info.value
+    target = tmp_path / download.suggested_filename
+    download.save_as(target)
+    fc = json.loads(target.read_text())
+    assert fc["type"] == "FeatureCollection" and fc["features"]
+    assert fc["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    assert {"id", "prompt", "score", "area"} <= set(fc["features"][0]["properties"])
+
+    shot = tmp_path / "serve_page.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    _keep_artifact(shot)
+    assert not errors, errors
+    page.close()
+
+
+def test_georeferenced_geotiff_is_placed_on_the_map(browser, live_server, make_geotiff, tmp_path):
+    path = make_geotiff("geo.tif", crs="EPSG:32640", origin=(300000.0, 2800000.0))
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#map[data-georeferenced='1']", timeout=20_000)
+    # hover the image centre: the read-out shows its true lon/lat (UTM 40N, ~55.0E 25.3N)
+    box = page.locator("#map").bounding_box()
+    sx, sy = page.evaluate("window.geosegMap.pixelToScreen(160, 128)")
+    page.mouse.move(box["x"] + sx, box["y"] + sy)
+    readout = page.inner_text("#readout")
+    assert "°N" in readout and "°E" in readout and "pixel 16" in readout
+    lat = float(readout.split("°N")[0])
+    lon = float(readout.split("°N")[1].split("°E")[0])
+    from pyproj import Transformer
+
+    exp_lon, exp_lat = Transformer.from_crs("EPSG:32640", "EPSG:4326", always_xy=True).transform(
+        300000 + 160 * 0.5, 2800000 - 128 * 0.5)
+    assert abs(lon - exp_lon) < 1e-5 and abs(lat - exp_lat) < 1e-5
+    assert page.get_attribute("#map", "data-scale").endswith(" m")
+    # drag a box over the bright rectangle (pixels 50..150 x 40..120): the mask fills it
+    page.check("input[name='mode'][value='box']")
+    (x0, y0), (x1, y1) = (page.evaluate(f"window.geosegMap.pixelToScreen({x}, {y})") for x, y in ((42, 32), (158, 128)))
+    page.mouse.move(box["x"] + x0, box["y"] + y0)
+    page.mouse.down()
+    page.mouse.move(box["x"] + (x0 + x1) / 2, box["y"] + (y0 + y1) / 2)
+    page.mouse.move(box["x"] + x1, box["y"] + y1)
+    page.mouse.up()
+    page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+    result = page.evaluate("window.geosegMap.result()")
+    x0b, y0b, x1b, y1b = result["bbox"]
+    assert abs(x0b - 50) <= 3 and abs(y0b - 40) <= 3 and abs(x1b - 150) <= 3 and abs(y1b - 120) <= 3
+    feats = result["geojson"]["features"]
+    assert feats and result["geojson"]["geoseg:coordinates"] == "lonlat"
+    lon0, lat0 = np.asarray(feats[0]["geometry"]["coordinates"][0]).mean(axis=0)
+    assert 54.9 < lon0 < 55.1 and 25.2 < lat0 < 25.4
+    page.screenshot(path=str(tmp_path / "serve_geotiff.png"))
+    _keep_artifact(tmp_path / "serve_geotiff.png")
+    page.close()
