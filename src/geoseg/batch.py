@@ -225,7 +225,7 @@ class BatchSummary:
 # the worker side: a segmenter per process, seeded window processing
 # --------------------------------------------------------------------------------------
 _SEGMENTERS: dict[BackendSpec, tuple[Any, list[str]]] = {}
-BUILD_COUNT = {"n": 0}  # how many segmenters this process built (checked by the tests)
+BUILDS: dict[str, int] = {}  # segmenters this process built, by backend name (checked by the tests)
 
 
 def get_segmenter(spec: BackendSpec):
@@ -237,7 +237,7 @@ def get_segmenter(spec: BackendSpec):
         prompts = [Prompt(text="x") if k == "text" else Prompt(box=(0, 0, 1, 1)) if k == "box"
                    else Prompt(points=((0, 0),), labels=(1,)) for k in spec.kinds]
         seg, notes = build_backend(spec.backend, prompts, spec.checkpoint, spec.device)
-        BUILD_COUNT["n"] += 1
+        BUILDS[seg.name] = BUILDS.get(seg.name, 0) + 1
         hit = _SEGMENTERS[spec] = (seg, notes)
         log.info("built segmenter %s in process %d", seg.name, os.getpid())
     return hit
@@ -275,9 +275,9 @@ def process_group(source, group, spec: BackendSpec) -> list:
     return process_window(source, group, seg)
 
 
-def worker_build_count() -> int:
-    """Segmenters built in this process (for ``client.run``)."""
-    return BUILD_COUNT["n"]
+def worker_builds() -> dict[str, int]:
+    """Segmenters built in this process, by backend name (for ``client.run``: once per worker)."""
+    return dict(BUILDS)
 
 
 # --------------------------------------------------------------------------------------

@@ -152,6 +152,7 @@ def test_bad_requests(client, make_geotiff, tmp_path):
     bad.write_text("this is not a raster")
     r = _upload(client, bad)
     assert r.status_code == 400 and "cannot read the image" in r.json()["detail"]
+    assert str(tmp_path) not in r.json()["detail"]  # the server's folders are not shown to clients
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     assert _upload(client, empty).status_code == 400

@@ -45,12 +45,18 @@ NO_TARGET_MAX_UNLABELED = 0.02
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One source of a build: adapter type, root path, split map and adapter options."""
+    """One source of a build: adapter type, root path, split map, adapter options, own tiling.
+
+    ``tile_size``/``stride`` override the build's for this source (e.g. smaller tiles for a
+    small 10 m Sentinel-2 scene whose parcels are tiny at 512 px).
+    """
 
     type: str
     path: str
     splits: dict[str, list[str]] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    tile_size: int | None = None
+    stride: int | None = None
 
     def open(self):
         return get_source(self.type, self.path, splits=self.splits, **self.options)
@@ -77,11 +83,16 @@ class BuildConfig:
         if unknown:
             raise InputError(f"unknown build settings {sorted(unknown)}", f"use {sorted(known)}")
         specs = []
+        source_keys = {"type", "path", "splits", "options", "tile_size", "stride"}
         for s in d.get("sources") or []:
             if not isinstance(s, dict) or "type" not in s or "path" not in s:
                 raise InputError(f"source entry {s!r} needs 'type' and 'path'", "see configs/data/dubai.yaml")
+            if set(s) - source_keys:
+                raise InputError(f"unknown source settings {sorted(set(s) - source_keys)}", f"use {sorted(source_keys)}")
             specs.append(SourceSpec(str(s["type"]), str(s["path"]), dict(s.get("splits") or {}),
-                                    dict(s.get("options") or {})))
+                                    dict(s.get("options") or {}),
+                                    int(s["tile_size"]) if s.get("tile_size") else None,
+                                    int(s["stride"]) if s.get("stride") else None))
         if not specs:
             raise InputError("the build has no sources", "give --source TYPE=PATH or a config with 'sources:'")
         return cls(tuple(specs), int(d.get("seed", 0)), int(d.get("tile_size", 512)), int(d.get("stride", 256)),
@@ -121,8 +132,9 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
     kb = load_kb(cfg.knowledge)
     cols: dict[str, list] = {name: [] for name in SHARD_SCHEMA.names}
     stretch = [[float(v) for v in b] for b in scene.stretch]
-    bands = list(ref.bands)
-    for win in tile_windows(scene.height, scene.width, cfg.tile_size, cfg.stride):
+    bands = list(scene.ref.bands)  # an adapter may settle the bands on load (e.g. a grey COCO image)
+    size, stride = spec.tile_size or cfg.tile_size, spec.stride or cfg.stride
+    for win in tile_windows(scene.height, scene.width, size, stride):
         stats["tiles"] += 1
         sl = (slice(win.row_off, win.row_off + win.height), slice(win.col_off, win.col_off + win.width))
         rgb = scene.rgb[sl]

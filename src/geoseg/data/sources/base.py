@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from geoseg.errors import InputError
+
 UNLABELED = 255  # class-map value of pixels without a label (ignored, never a target)
 
 
@@ -102,11 +104,26 @@ class Source(abc.ABC):
         """Read one scene's pixels and labels."""
 
     def split_of(self, region: str) -> str:
-        """The split a region belongs to (regions are never divided between splits)."""
+        """The split a region belongs to (regions are never divided between splits).
+
+        A source option ``split: NAME`` puts every region of the source in one split (a
+        source kept whole for evaluation, or a COCO file that is already one split).
+        """
+        fixed = self.options.get("split")
+        if fixed:
+            return str(fixed)
         for split, regions in self.splits.items():
             if region in regions:
                 return split
         return self.default_split
+
+
+def check_size(label_hw: tuple[int, int], image_hw: tuple[int, int], what: str) -> None:
+    """Raise when a label is more than ``MAX_SIZE_SLACK`` pixels off its image (then it is not its label)."""
+    (lh, lw), (h, w) = label_hw, image_hw
+    if abs(lh - h) > MAX_SIZE_SLACK or abs(lw - w) > MAX_SIZE_SLACK:
+        raise InputError(f"{what} is {lw}x{lh} but its image is {w}x{h}",
+                         f"pair each image with its own mask (sizes may differ by at most {MAX_SIZE_SLACK} px)")
 
 
 def fit_to(arr: np.ndarray, height: int, width: int, fill: int) -> tuple[np.ndarray, bool]:
