@@ -130,3 +130,13 @@ def test_prompt_map_marks_points_and_box():
     assert box[3, 12] > 0.9 and box[12, 3] < 0.1
     no_box = render_prompt_map(pts, torch.tensor([[1, 0]]), torch.zeros(1, 4), torch.tensor([False]), 16, 16)
     assert no_box[0, 2].abs().max() == 0
+
+
+def test_semantic_head_is_a_training_only_output():
+    m = _small(semantic_classes=5)
+    x = _inputs()
+    m.train()
+    assert m(**x)["semantic_logits"].shape[1] == 5
+    m.eval()
+    with torch.no_grad():
+        assert "semantic_logits" not in m(**x)

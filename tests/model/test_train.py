@@ -86,3 +86,27 @@ def test_shipped_configs_parse():
     assert ablations["ablation_no_memory"].model.latent_memory == 0
     assert ablations["ablation_no_progressive"].train.progressive is False
     assert ablations["ablation_classwise_memory"].model.class_memory is True
+
+
+def test_semantic_loss_labels_only_target_pixels_with_their_category():
+    from geoseg.unified.train import semantic_loss
+
+    target = torch.zeros(3, 1, 8, 8)
+    target[0, :, :4] = 1   # class 2 on the top half
+    target[1, :, 4:] = 1   # class 0 on the bottom half
+    target[2, :, :] = 1    # an empty-target row (flag) is never labelled
+    category = torch.tensor([2, 0, 1])
+    nonempty = torch.tensor([True, True, False])
+    right = torch.full((3, 3, 8, 8), -10.0)
+    right[0, 2, :4] = 10
+    right[1, 0, 4:] = 10
+    wrong = right.clone()
+    wrong[2] = 0
+    wrong[0, 2, :4], wrong[0, 1, :4] = -10, 10
+    assert semantic_loss(right, target, category, nonempty) < 1e-3
+    assert semantic_loss(wrong, target, category, nonempty) > 5
+    # the third row is ignored: changing its logits does not move the loss
+    other = right.clone()
+    other[2] = torch.randn(3, 8, 8)
+    same = semantic_loss(right, target, category, nonempty)
+    assert torch.isclose(semantic_loss(other, target, category, nonempty), same)

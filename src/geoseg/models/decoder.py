@@ -81,10 +81,13 @@ class MaskDecoder(nn.Module):
         prompt_map: render points/box as dense channels (False drops them).
         class_memory_classes: > 0 enables GeoPix's class-wise memory with this many classes.
         class_memory_slots: memory vectors per class.
+        semantic_classes: > 0 adds a per-pixel class head on the stride-8 pyramid level (an
+            auxiliary loss that gives the from-scratch backbone class semantics the text
+            query can select; not used at inference).
     """
 
     def __init__(self, dim: int = 64, query_dim: int = 128, heads: int = 4, layers: int = 2, prompt_map: bool = True,
-                 class_memory_classes: int = 0, class_memory_slots: int = 4) -> None:
+                 class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.use_prompt_map = prompt_map
@@ -105,6 +108,7 @@ class MaskDecoder(nn.Module):
         if self.class_memory is not None:
             self.aux_head = nn.Conv2d(dim, 1, 1)
             self.aux_embed = nn.Linear(dim, dim)
+        self.semantic_head = nn.Conv2d(dim, semantic_classes, 1) if semantic_classes > 0 else None
 
     # -- pieces ------------------------------------------------------------------------
     def refine_query(self, query: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
@@ -140,7 +144,8 @@ class MaskDecoder(nn.Module):
 
         Returns:
             ``logits`` (``B×1×h4×w4``), ``presence`` (``B``), ``similarity`` (``B×1×h8×w8``),
-            and with the class-wise memory ``aux_logits`` and ``class_attention``.
+            with the class-wise memory ``aux_logits`` and ``class_attention``, with the
+            semantic head (training only) ``semantic_logits`` (``B×K×h8×w8``).
         """
         p4, p8, p16, _ = pyramid
         b = query.shape[0]
@@ -156,6 +161,8 @@ class MaskDecoder(nn.Module):
         x8 = self.fuse8(torch.cat(parts, 1)) + F.interpolate(x16, size=p8.shape[-2:], mode="bilinear",
                                                               align_corners=False)
         out: dict[str, torch.Tensor] = {"similarity": sim8}
+        if self.semantic_head is not None and self.training:
+            out["semantic_logits"] = self.semantic_head(p8)
         if self.class_memory is not None:
             out["aux_logits"] = self._score(q, x8, self.aux_embed, self.aux_head)
             x8, out["class_attention"] = self.class_memory(x8)

@@ -32,6 +32,7 @@ class ModelConfig:
     prompt_map: bool = True
     class_memory: bool = False
     class_memory_slots: int = 4
+    semantic_aux: bool = False  # auxiliary per-pixel class loss on the pyramid (training signal only)
     classes: tuple[str, ...] = ("land", "water", "building", "vegetation", "road")
     text_encoder: str = "all-MiniLM-L6-v2"
     text_dim: int = 384
@@ -51,7 +52,8 @@ class ModelConfig:
                     latent_memory=self.latent_memory, memory_lambdas=(0.0, self.memory_lambda, self.memory_lambda),
                     prompt_map=self.prompt_map,
                     class_memory_classes=len(self.classes) if self.class_memory else 0,
-                    class_memory_slots=self.class_memory_slots)
+                    class_memory_slots=self.class_memory_slots,
+                    semantic_classes=len(self.classes) if self.semantic_aux else 0)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     bce_weight: float = 1.0
     class_memory_weight: float = 0.2
+    semantic_weight: float = 0.5
     val_samples: int = 240                 # validation rows per epoch (balanced across tasks), 0 = all
     max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
     threads: int = 0                        # torch threads on CPU (0 = torch default)

@@ -8,8 +8,9 @@ One call = one experiment (``configs/NAME.yaml``). The run
   first, referring and reasoning mixed in while the interactive weight decays to
   ``interactive_end`` (0.7) over the first ``ramp_frac`` of training;
 * optimises BCE + Dice on the mask (Dice on non-empty targets only), BCE on the
-  presence logit (no-target head), and with the class-wise memory an auxiliary
-  pre-memory mask loss and a class-attention loss;
+  presence logit (no-target head), with the semantic head a per-pixel class loss on
+  the target pixels, and with the class-wise memory an auxiliary pre-memory mask loss
+  and a class-attention loss;
 * uses autocast (bf16, else fp16 with a scaler) on CUDA, plain fp32 on the CPU;
 * validates every epoch on a task-balanced val subset with the benchmark's metrics,
   keeps ``last.pt`` (with optimiser state, for ``--resume``) and ``best.pt``, and
@@ -76,6 +77,23 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) ->
     return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
 
 
+def semantic_loss(sem: torch.Tensor, target: torch.Tensor, category: torch.Tensor, nonempty: torch.Tensor
+                  ) -> torch.Tensor:
+    """Cross-entropy of the per-pixel class head on each sample's target pixels, labelled with its category.
+
+    Every row (interactive ones too) names the category of its target, so the pixels inside
+    the target mask are labelled pixels of that class: a partial semantic-segmentation
+    signal that teaches the backbone what water, buildings or roads look like.
+    """
+    t = F.interpolate(target, size=sem.shape[-2:], mode="area")[:, 0] > 0.5  # B×h×w
+    ok = nonempty & (category >= 0)
+    labels = torch.full(t.shape, -100, dtype=torch.long, device=sem.device)
+    labels[t & ok[:, None, None]] = category[:, None, None].expand_as(t)[t & ok[:, None, None]]
+    if not (labels >= 0).any():
+        return sem.sum() * 0
+    return F.cross_entropy(sem.float(), labels, ignore_index=-100)
+
+
 def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg_train) -> dict[str, torch.Tensor]:
     """All loss terms (and their weighted ``total``) for one batch."""
     target = batch["target"]
@@ -88,6 +106,9 @@ def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     }
     total = cfg_train.bce_weight * losses["bce"] + cfg_train.dice_weight * losses["dice"] \
         + cfg_train.no_target_weight * losses["presence"]
+    if "semantic_logits" in out:
+        losses["semantic"] = semantic_loss(out["semantic_logits"], target, batch["category"], nonempty)
+        total = total + cfg_train.semantic_weight * losses["semantic"]
     if "aux_logits" in out:
         aux = F.interpolate(out["aux_logits"].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
         losses["aux"] = F.binary_cross_entropy_with_logits(aux, target) + dice_loss(aux, target, nonempty)
@@ -276,10 +297,11 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
             n_ep += 1
             if step % tc.log_every == 0:
                 w = task_weights(tc, frac)
-                log.info("epoch %d step %d | loss %.3f (bce %.3f dice %.3f presence %.3f) | lr %.2e | "
+                extra = "".join(f" {k} {agg[k] / n_ep:.3f}" for k in ("semantic", "aux", "class_mem") if k in agg)
+                log.info("epoch %d step %d | loss %.3f (bce %.3f dice %.3f presence %.3f%s) | lr %.2e | "
                          "interactive weight %.2f | %.1f samples/s", epoch + 1, step, agg["total"] / n_ep,
-                         agg["bce"] / n_ep, agg["dice"] / n_ep, agg["presence"] / n_ep, opt.param_groups[0]["lr"],
-                         w["interactive"], n_ep * tc.batch_size / (time.perf_counter() - t_ep))
+                         agg["bce"] / n_ep, agg["dice"] / n_ep, agg["presence"] / n_ep, extra,
+                         opt.param_groups[0]["lr"], w["interactive"], n_ep * tc.batch_size / (time.perf_counter() - t_ep))
         epoch += 1
         records = predict_rows(model, val_rows, tiles, texts, mc.classes, mean.to(dev), std.to(dev), dev,
                                batch_size=tc.batch_size) if val_rows else []
