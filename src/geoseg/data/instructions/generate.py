@@ -101,6 +101,11 @@ def _num(v: float) -> str:
     return f"{round(float(v), 3):g}"
 
 
+def _one(options: list[str], rng: np.random.Generator) -> str:
+    """One of ``options`` (cheaper than ``rng.choice``, which converts the list to an array)."""
+    return options[int(rng.integers(len(options)))]
+
+
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -204,7 +209,7 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
         noun = kb.wording(cat)
         for preds in _pick(list(cands), cfg.referring_per_instance, rng):
             expr = _expression(preds, inst, noun, kb, rng)
-            text = str(rng.choice(REFERRING_WRAPPERS)).format(E=_cap(expr), e=expr)
+            text = _one(REFERRING_WRAPPERS, rng).format(E=_cap(expr), e=expr)
             a = dict(attrs(k))
             a["expression"] = {"predicates": preds, "visible_same_class": int(
                 P.visible(inst, att, int(inst.cls[k]), cfg.distractor_min_frac).size)}
@@ -215,7 +220,7 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
             for preds in _pick(inst_cands, cfg.reasoning_per_instance, rng):
                 use = uses[int(rng.integers(len(uses)))]
                 desc = _expression(preds, inst, use.noun, kb, rng)[4:]
-                text = str(rng.choice(REASONING_INSTANCE)).format(d=desc)
+                text = _one(REASONING_INSTANCE, rng).format(d=desc)
                 expr = _expression(preds, inst, noun, kb, rng)
                 a = dict(attrs(k))
                 a["expression"] = {"predicates": preds}
@@ -253,9 +258,9 @@ def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Ge
     extra_pre, extra_post = "", ""
     if level == 2:
         if rng.random() < 0.5:
-            extra_pre = str(rng.choice(["largest", "smallest", "leftmost", "topmost", "brightest"]))
+            extra_pre = _one(["largest", "smallest", "leftmost", "topmost", "brightest"], rng)
         else:
-            extra_post = str(rng.choice(P.GRID_PHRASES))
+            extra_post = _one(P.GRID_PHRASES, rng)
     answer = f"There is no {noun} in this image."
     info = {"category": cat, "absent": True}
     if uses and rng.random() < 0.5:
@@ -264,8 +269,8 @@ def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Ge
             text = use.query
         else:
             desc = " ".join(s for s in (extra_pre, use.noun, extra_post) if s)
-            text = str(rng.choice(REASONING_INSTANCE)).format(d=desc)
+            text = _one(REASONING_INSTANCE, rng).format(d=desc)
         return Sample("reasoning", level, cat, text, ("none", -1), {}, f"None: {answer}", {**info, "knowledge": use.query})
     expr = "the " + " ".join(s for s in (extra_pre, noun, extra_post) if s)
-    text = str(rng.choice(REFERRING_WRAPPERS)).format(E=_cap(expr), e=expr)
+    text = _one(REFERRING_WRAPPERS, rng).format(E=_cap(expr), e=expr)
     return Sample("referring", level, cat, text, ("none", -1), {}, answer, info)
