@@ -116,7 +116,7 @@ def test_embedding_computed_once_per_image(client, dubai_building):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"points": [[5000, 10]]}, 422, "outside"),
+    ({"points": [[5000, 10]]}, 422, "is outside the 320x256 image (send pixel coordinates inside the image, or lon/lat"),
     ({"box": [400, 300, 500, 400]}, 422, "does not overlap"),
     ({"box": [50, 50, 10, 10]}, 422, "inverted"),
     ({"points": [[1, 2, 3]]}, 422, "points.0"),
