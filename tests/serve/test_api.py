@@ -116,7 +116,7 @@ def test_embedding_computed_once_per_image(client, dubai_building):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"points": [[5000, 10]]}, 422, "outside"),
+    ({"points": [[5000, 10]]}, 422, "is outside the 320x256 image (send pixel coordinates inside the image, or lon/lat"),
     ({"box": [400, 300, 500, 400]}, 422, "does not overlap"),
     ({"box": [50, 50, 10, 10]}, 422, "inverted"),
     ({"points": [[1, 2, 3]]}, 422, "points.0"),
@@ -152,6 +152,7 @@ def test_bad_requests(client, make_geotiff, tmp_path):
     bad.write_text("this is not a raster")
     r = _upload(client, bad)
     assert r.status_code == 400 and "cannot read the image" in r.json()["detail"]
+    assert str(tmp_path) not in r.json()["detail"]  # the server's folders are not shown to clients
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     assert _upload(client, empty).status_code == 400

@@ -60,7 +60,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
       geoseg segment scene.tif --text "the largest building" --checkpoint model.pt -o m.tif
       geoseg segment 'scenes/*.tif' --text "buildings" -o out/ --vector gpkg --workers 4
 
-    IMAGE may also be a folder, a glob pattern or a list file (batch mode, see docs/serve.md).
+    IMAGE may also be a folder, a glob pattern or a list file (batch mode, see docs/batch.md).
     """
     from geoseg.batch import is_batch_input
 

@@ -259,7 +259,11 @@ def create_app(
         prompt = Prompt(points=tuple(points), labels=labels, box=box, text=req.text, task=req.task)
         if prompt.is_empty:
             raise PromptError("the prompt is empty", "give points, a box or a text instruction")
-        prompt.check_inside(rec.width, rec.height)
+        try:
+            prompt.check_inside(rec.width, rec.height)
+        except PromptError as exc:  # the CLI's fix names --prompt-crs; say what an API client can do
+            raise PromptError(exc.problem, "send pixel coordinates inside the image, or lon/lat with "
+                              "coords='lonlat' for a georeferenced image") from None
         return prompt
 
     def _downloads(image_id: str, mask_id: str) -> dict[str, str]:

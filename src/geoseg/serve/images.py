@@ -10,6 +10,7 @@ count, JPG, PNG. Non-uint8 data are stretched with statistics of the whole image
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,8 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"cannot read the image ({exc})", "send a GeoTIFF, JPG or PNG file") from exc
+        detail = str(exc).replace(path, os.path.basename(path))  # never show the server's folders
+        raise InputError(f"cannot read the image ({detail})", "send a GeoTIFF, JPG or PNG file") from exc
     with src:
         if src.width * src.height > max_pixels:
             raise ImageTooLargeError(
