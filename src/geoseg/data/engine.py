@@ -32,7 +32,7 @@ from geoseg.data import instances as I
 from geoseg.data.instructions import InstructionConfig, generate
 from geoseg.data.instructions.knowledge import load_kb
 from geoseg.data.schema import SCHEMA_VERSION, SHARD_SCHEMA
-from geoseg.data.sources import SceneRef, get_source
+from geoseg.data.sources import UNLABELED, SceneRef, get_source
 from geoseg.data.tiling import tile_windows
 from geoseg.data.writer import ShardWriter, write_json_atomic
 from geoseg.errors import GeosegError, InputError
@@ -178,7 +178,10 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         tile_key = f"{ref.source}/{ref.scene}/{win.col_off}_{win.row_off}"
         rng = tile_rng(cfg.seed, tile_key)
         allow_nt = scene.exhaustive and F.unlabeled_fraction(inst) <= NO_TARGET_MAX_UNLABELED
-        samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt)
+        blocked: frozenset[int] = frozenset()
+        if scene.crowd is not None:
+            blocked = frozenset(int(c) for c in np.unique(scene.crowd[sl]) if c != UNLABELED)
+        samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt, blocked=blocked)
         rles: dict[tuple[str, int], dict] = {}
         seen: Counter = Counter()
         for s in samples:

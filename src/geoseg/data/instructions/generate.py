@@ -185,8 +185,14 @@ def _expression(preds: list[dict], inst: TileInstances, noun: str, kb: Knowledge
 
 
 def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: InstructionConfig, kb: KnowledgeBase,
-             rng: np.random.Generator, allow_no_target: bool = True) -> list[Sample]:
-    """All samples of one tile."""
+             rng: np.random.Generator, allow_no_target: bool = True,
+             blocked: frozenset[int] = frozenset()) -> list[Sample]:
+    """All samples of one tile.
+
+    ``blocked`` classes (e.g. with COCO crowd regions in the tile) get interactive samples only:
+    no referring/reasoning (uniqueness cannot be checked against a crowd), no class-level
+    target and no no-target question, since their class mask is incomplete.
+    """
     out: list[Sample] = []
     kept = np.flatnonzero(keep)
     described: dict[int, dict] = {}
@@ -203,7 +209,7 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
             s.attributes = attrs(k)
             out.append(s)
         need = cfg.referring_per_instance + cfg.reasoning_per_instance
-        if need == 0:
+        if need == 0 or int(inst.cls[k]) in blocked:  # uniqueness cannot be checked against a crowd
             continue
         cands = unique_descriptions(inst, att, k, cfg)
         noun = kb.wording(cat)
@@ -234,14 +240,14 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
         for c in sorted(set(inst.cls[kept].tolist())):
             cat = inst.classes[c]
             uses = kb.uses(cat)
-            if not uses or not (0.005 <= area_frac[c] <= 0.7):
+            if c in blocked or not uses or not (0.005 <= area_frac[c] <= 0.7):
                 continue
             use = uses[int(rng.integers(len(uses)))]
             out.append(Sample("reasoning", 1, cat, use.query, ("class", c), {}, use.answer,
                               {"category": cat, "area_frac": round(float(area_frac[c]), 5), "knowledge": use.query,
                                "class_level": True}))
 
-    absent = [c for c in range(len(inst.classes)) if present[c] == 0]
+    absent = [c for c in range(len(inst.classes)) if present[c] == 0 and c not in blocked]
     if allow_no_target and absent and cfg.no_target_ratio > 0 and out:
         expected = len(out) * cfg.no_target_ratio / max(1e-9, 1.0 - cfg.no_target_ratio)
         n = int(expected) + int(rng.random() < expected - int(expected))
