@@ -229,8 +229,8 @@ def _safe_process(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig, strict: boo
 
 
 def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, scheduler: str | None = None,
-          strict: bool = False, max_in_flight: int | None = None) -> dict:
-    """Build shards and ``manifest.json`` in ``out_dir``; returns the manifest.
+          strict: bool = False, max_in_flight: int | None = None, report: bool = True, examples: int = 12) -> dict:
+    """Build shards, ``manifest.json`` and the stats report in ``out_dir``; returns the manifest.
 
     Args:
         cfg: what to build.
@@ -239,6 +239,8 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
         scheduler: address of an existing Dask scheduler (overrides ``workers``).
         strict: raise on the first unreadable scene instead of counting it as skipped.
         max_in_flight: scenes submitted ahead of the writer (default ``4 x workers``).
+        report: write ``stats.json``, ``stats.md`` and ``examples.png`` (:mod:`geoseg.data.stats`).
+        examples: tiles on the example sheet (0: no sheet).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,6 +329,10 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
         except (OSError, ValueError, KeyError):
             pass
     write_json_atomic(old, manifest)
+    if report:
+        from geoseg.data.stats import write_report
+
+        write_report(out, examples=examples, seed=cfg.seed)
     log.info("%d rows in %d shards in %.1f s (%.0f rows/s)", rows, len(shards), elapsed, rows / max(elapsed, 1e-9))
     manifest["elapsed_s"] = elapsed  # not in the file: keeps manifests byte-identical across runs
     return manifest
