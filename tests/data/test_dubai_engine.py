@@ -153,3 +153,10 @@ def test_dataset_decodes_windows_and_masks_lazily(dubai_dir: Path, dubai_build: 
     it = sized[0]
     assert it["image"].shape == (3, 128, 128) and it["mask"].shape == (128, 128)
     assert it["task"] == "interactive"
+
+
+def test_dask_cluster_build_gives_the_same_bytes(dubai_dir: Path, dubai_build: Path, tmp_path: Path) -> None:
+    """Two local Dask workers, scenes finishing in any order: the shards equal the in-process build."""
+    pytest.importorskip("distributed")
+    build(dubai_config(dubai_dir), tmp_path / "dask", workers=2, max_in_flight=2)
+    assert _digest(tmp_path / "dask") == _digest(dubai_build)

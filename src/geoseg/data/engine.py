@@ -19,9 +19,11 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import yaml
+from pycocotools import mask as mask_utils
 
 from geoseg._version import __version__
 from geoseg.data import attributes as A
@@ -30,17 +32,18 @@ from geoseg.data import instances as I
 from geoseg.data.instructions import InstructionConfig, generate
 from geoseg.data.instructions.knowledge import load_kb
 from geoseg.data.schema import SCHEMA_VERSION, SHARD_SCHEMA
-from geoseg.data.sources import SceneRef, get_source
+from geoseg.data.sources import UNLABELED, SceneRef, get_source
 from geoseg.data.tiling import tile_windows
 from geoseg.data.writer import ShardWriter, write_json_atomic
 from geoseg.errors import GeosegError, InputError
 from geoseg.progress import progress
-from geoseg.rle import rle_encode
 
 log = logging.getLogger(__name__)
 
 #: no-target instructions are only asked in tiles with at most this share of unlabeled pixels
 NO_TARGET_MAX_UNLABELED = 0.02
+#: glibc heap trim threshold for local Dask workers (bytes)
+MALLOC_TRIM = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,26 @@ def tile_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode("utf-8"))])
 
 
+def target_rle(inst: I.TileInstances, kind: str, j: int) -> dict:
+    """COCO RLE of a sample's target at tile size (an instance, a whole class, or nothing).
+
+    The mask is built straight into a column-major buffer (what pycocotools encodes), which
+    saves a full-tile transpose per target; the RLE is identical to ``geoseg.rle.rle_encode``.
+    """
+    h, w = inst.shape
+    buf = np.zeros((h, w), dtype=np.uint8, order="F")
+    if kind == "instance":
+        x, y, bw, bh = (int(v) for v in inst.bbox[j])
+        buf[y:y + bh, x:x + bw] = inst.ids[y:y + bh, x:x + bw] == j + 1
+    elif kind == "class":
+        buf[:] = inst.class_mask(j)
+    rle = mask_utils.encode(buf)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+
+
 def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa.Table, dict]:
     """Every row of one scene, and its counters. Runs on a Dask worker or in-process."""
+    cv2.setNumThreads(1)  # parallelism is over scenes; OpenCV's own threads would only contend with them
     stats: Counter = Counter()
     source = spec.open()
     scene = source.load(ref)
@@ -157,19 +178,15 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         tile_key = f"{ref.source}/{ref.scene}/{win.col_off}_{win.row_off}"
         rng = tile_rng(cfg.seed, tile_key)
         allow_nt = scene.exhaustive and F.unlabeled_fraction(inst) <= NO_TARGET_MAX_UNLABELED
-        samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt)
+        blocked: frozenset[int] = frozenset()
+        if scene.crowd is not None:
+            blocked = frozenset(int(c) for c in np.unique(scene.crowd[sl]) if c != UNLABELED)
+        samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt, blocked=blocked)
         rles: dict[tuple[str, int], dict] = {}
         seen: Counter = Counter()
         for s in samples:
             if s.target not in rles:
-                kind, j = s.target
-                if kind == "instance":
-                    m = inst.mask(j)
-                elif kind == "class":
-                    m = inst.class_mask(j)
-                else:
-                    m = np.zeros(inst.shape, dtype=bool)
-                rles[s.target] = rle_encode(m)
+                rles[s.target] = target_rle(inst, *s.target)
             tag = {"instance": f"i{s.target[1]}", "class": f"c{s.target[1]}", "none": "none"}[s.target[0]]
             base = f"{tile_key}/{tag}/{s.task}"
             n = seen[base]
@@ -253,9 +270,16 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
             for spec, ref in progress(jobs, desc="scenes", unit="scene"):
                 consume(*_safe_process(spec, ref, cfg, strict))
         else:
+            import dask
+
             from geoseg.cluster import dask_client
 
-            with dask_client(scheduler, max(workers, 1)) as client:
+            # Dask makes glibc return freed memory at 64 KiB; per-tile arrays of a few MB would
+            # then be mapped and unmapped for every tile (a third of the CPU time went to the kernel).
+            env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), "MALLOC_TRIM_THRESHOLD_": MALLOC_TRIM,
+                   "MALLOC_MMAP_THRESHOLD_": MALLOC_TRIM // 2}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), \
+                    dask_client(scheduler, max(workers, 1)) as client:
                 window = max_in_flight or 4 * max(workers, 1)
                 pending: deque = deque()
                 it = iter(jobs)
