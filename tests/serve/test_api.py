@@ -107,7 +107,7 @@ def test_embedding_computed_once_per_image(client, dubai_building):
         results.append(r.json())
     sess = client.app.state.store.get(iid)
     assert sess.embed_count == 1 and sess.predict_count == 3
-    assert all(r["embedding_cached"] for r in results)
+    assert all(r["embedding_cached"] and r["timing_ms"]["embed"] == 0.0 for r in results)
     mask = rle_decode(results[0]["rle"])
     assert mask[by, bx] and building[mask].mean() > 0.5
     listed = client.get("/api/images").json()

@@ -412,7 +412,7 @@ def create_app(
         if "overlay" in req.include:
             resp["overlay_png"] = "data:image/png;base64," + base64.b64encode(outputs.overlay_png(mask)).decode()
         resp["timing_ms"] = {"predict": round(predict_ms, 2), "total": round((time.perf_counter() - t0) * 1000, 2),
-                             "embed": round(sess.embed_ms, 2)}
+                             "embed": 0.0 if cached else round(sess.embed_ms, 2)}  # spent in this request
         return resp
 
     @app.get("/api/images/{image_id}/masks/{mask_id}.{fmt}", response_class=Response)
