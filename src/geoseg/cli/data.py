@@ -34,12 +34,16 @@ def data() -> None:
               help="Local Dask worker processes; 0 runs in this process.")
 @click.option("--scheduler", default=None, metavar="ADDR", help="Address of an existing Dask scheduler.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable scene instead of skipping it.")
+@click.option("--paraphrase-url", default=None, metavar="URL",
+              help="Reword referring/reasoning instructions through this OpenAI-compatible API (off by default; "
+                   "key from $OPENAI_API_KEY).")
+@click.option("--paraphrase-model", default=None, help="Model name for --paraphrase-url.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write stats.json, stats.md and examples.png next to the shards.")
 @click.pass_context
 def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, ...], out_dir: str, seed: int | None,
               tile_size: int | None, stride: int | None, workers: int, scheduler: str | None, strict: bool,
-              report: bool) -> None:
+              paraphrase_url: str | None, paraphrase_model: str | None, report: bool) -> None:
     """Turn segmentation datasets into image-mask-instruction Parquet shards."""
     import logging
 
@@ -60,6 +64,12 @@ def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, .
     for key, val in (("seed", seed), ("tile_size", tile_size), ("stride", stride)):
         if val is not None:
             raw[key] = val
+    if paraphrase_url or paraphrase_model:
+        raw["paraphrase"] = dict(raw.get("paraphrase") or {})
+        if paraphrase_url:
+            raw["paraphrase"]["url"] = paraphrase_url
+        if paraphrase_model:
+            raw["paraphrase"]["model"] = paraphrase_model
     cfg = BuildConfig.from_dict(raw)
     manifest = build(cfg, out_dir, workers=workers, scheduler=scheduler, strict=strict, report=report)
     quiet = (ctx.obj or {}).get("quiet", False)

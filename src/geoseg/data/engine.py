@@ -31,6 +31,7 @@ from geoseg.data import filters as F
 from geoseg.data import instances as I
 from geoseg.data.instructions import InstructionConfig, generate
 from geoseg.data.instructions.knowledge import load_kb
+from geoseg.data.paraphrase import ParaphraseConfig, Paraphraser
 from geoseg.data.schema import SCHEMA_VERSION, SHARD_SCHEMA
 from geoseg.data.sources import UNLABELED, SceneRef, get_source
 from geoseg.data.tiling import tile_windows
@@ -77,11 +78,13 @@ class BuildConfig:
     filters: F.FilterConfig = field(default_factory=F.FilterConfig)
     instructions: InstructionConfig = field(default_factory=InstructionConfig)
     knowledge: str | None = None
+    paraphrase: ParaphraseConfig = field(default_factory=ParaphraseConfig)
 
     @classmethod
     def from_dict(cls, d: dict) -> BuildConfig:
         d = dict(d)
-        known = {"sources", "seed", "tile_size", "stride", "shard_rows", "filters", "instructions", "knowledge"}
+        known = {"sources", "seed", "tile_size", "stride", "shard_rows", "filters", "instructions", "knowledge",
+                 "paraphrase"}
         unknown = set(d) - known
         if unknown:
             raise InputError(f"unknown build settings {sorted(unknown)}", f"use {sorted(known)}")
@@ -100,7 +103,8 @@ class BuildConfig:
             raise InputError("the build has no sources", "give --source TYPE=PATH or a config with 'sources:'")
         return cls(tuple(specs), int(d.get("seed", 0)), int(d.get("tile_size", 512)), int(d.get("stride", 256)),
                    int(d.get("shard_rows", 50_000)), F.FilterConfig.from_dict(d.get("filters")),
-                   InstructionConfig.from_dict(d.get("instructions")), d.get("knowledge"))
+                   InstructionConfig.from_dict(d.get("instructions")), d.get("knowledge"),
+                   ParaphraseConfig.from_dict(d.get("paraphrase")))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> BuildConfig:
@@ -116,6 +120,7 @@ class BuildConfig:
         d = asdict(self)
         d["sources"] = [asdict(s) for s in self.sources]
         d["instructions"]["point_count_p"] = list(self.instructions.point_count_p)
+        d["paraphrase"]["tasks"] = list(self.paraphrase.tasks)
         return d
 
 
@@ -141,6 +146,21 @@ def target_rle(inst: I.TileInstances, kind: str, j: int) -> dict:
     return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
+def _paraphrase(samples: list, para: Paraphraser, rng: np.random.Generator, stats: Counter) -> None:
+    """Reword a share of the text instructions in place (own generator: the rest of the tile is unchanged)."""
+    pc = para.cfg
+    for s in samples:
+        if s.task not in pc.tasks or rng.random() >= pc.share:
+            continue
+        new = para.rewrite(s.instruction, s.task)
+        if new is None:
+            stats["paraphrase_failed"] += 1
+            continue
+        s.attributes = {**s.attributes, "original_instruction": s.instruction, "paraphrase": para.provenance()}
+        s.instruction = new
+        stats["paraphrased"] += 1
+
+
 def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa.Table, dict]:
     """Every row of one scene, and its counters. Runs on a Dask worker or in-process."""
     cv2.setNumThreads(1)  # parallelism is over scenes; OpenCV's own threads would only contend with them
@@ -151,6 +171,7 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         stats[f"notes/{k}"] += v
     split = source.split_of(ref.region)
     kb = load_kb(cfg.knowledge)
+    para = Paraphraser(cfg.paraphrase) if cfg.paraphrase.enabled else None
     cols: dict[str, list] = {name: [] for name in SHARD_SCHEMA.names}
     stretch = [[float(v) for v in b] for b in scene.stretch]
     bands = list(scene.ref.bands)  # an adapter may settle the bands on load (e.g. a grey COCO image)
@@ -182,6 +203,8 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         if scene.crowd is not None:
             blocked = frozenset(int(c) for c in np.unique(scene.crowd[sl]) if c != UNLABELED)
         samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt, blocked=blocked)
+        if para is not None:
+            _paraphrase(samples, para, tile_rng(cfg.seed, tile_key + "/paraphrase"), stats)
         rles: dict[tuple[str, int], dict] = {}
         seen: Counter = Counter()
         for s in samples:
@@ -246,6 +269,8 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs: list[tuple[SourceSpec, SceneRef]] = []
+    if cfg.paraphrase.enabled:
+        Paraphraser(cfg.paraphrase).check()
     for spec in cfg.sources:
         refs = spec.open().scenes()
         jobs.extend((spec, r) for r in refs)
