@@ -44,6 +44,10 @@ def test_stats_cli_rewrites_the_report(dubai_build: Path, tmp_path: Path, capsys
     assert "# Data-engine build" in capsys.readouterr().out
     assert Image.open(tmp_path / "examples.png").size == (4 * 256, 256 + 84)
     assert json.loads((tmp_path / "stats.json").read_text()) == json.loads((dubai_build / "stats.json").read_text())
+    main(["data", "export", str(dubai_build), "-o", str(tmp_path / "gsb"), "--split", "val", "--task", "referring"])
+    assert "val: " in capsys.readouterr().out
+    entries = json.loads((tmp_path / "gsb" / "val.json").read_text())
+    assert entries and all(e["json"].startswith("ref/json/") for e in entries)
 
 
 def test_geoseg_bench_export_round_trips_through_the_bench_reader(dubai_build: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ rendered identically everywhere (same bands, same scene-level stretch).
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -20,7 +21,7 @@ def _load_npz(path: str, key: str) -> np.ndarray:
     try:
         with np.load(path) as z:
             arr = np.asarray(z[key])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read array {key!r} from {path} ({exc})", "check the file and the image_key") from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
