@@ -131,3 +131,19 @@ def test_benchmark_split_config_builds_dubai_tile7_fields_and_clouds(tmp_path: P
         assert m.shape == (r["window"]["height"], r["window"]["width"])
         assert bool(m.any()) != r["empty_target"]
         assert isinstance(json.loads(r["attributes"]), dict)
+
+
+def test_dataset_serves_all_six_ukis_bands(ukis_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from geoseg.data.dataset import ShardDataset
+
+    cfg = BuildConfig.from_dict({"sources": [{"type": "ukis", "path": str(ukis_dir)}]})
+    build(cfg, tmp_path, workers=0, report=False)
+    ds = ShardDataset(tmp_path, all_bands=True)
+    item = ds[0]
+    row = ds.rows[0]
+    assert item["bands"].shape == (6, 512, 512) and item["image"].shape == (3, 512, 512)
+    with np.load(row["image_path"]) as z:
+        assert np.allclose(item["bands"].numpy(), z["img"].transpose(2, 0, 1))
+    small = ShardDataset(tmp_path, all_bands=True, size=128)[0]
+    assert small["bands"].shape == (6, 128, 128) and small["mask"].shape == (128, 128)
