@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from geoseg.data.dataset import shard_files
@@ -46,16 +47,16 @@ def compute(build_dir: str | Path) -> dict:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {man_path} ({exc})", "pass a folder built by 'geoseg data build'") from exc
     files = shard_files(out)
-    table = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=COLUMNS) if files else None
-    n = table.num_rows if table is not None else 0
     counts: dict[str, Counter] = {k: Counter() for k in ("split", "source", "task", "task_level", "category",
                                                           "category_task", "no_target_task")}
     hist: dict[str, Counter] = {}
-    if n:
-        cols = {c: table.column(c).to_pylist() for c in ("source", "split", "task", "level", "category", "empty_target")}
-        words = pc.list_value_length(pc.utf8_split_whitespace(table.column("instruction"))).to_numpy(zero_copy_only=False)
+    n, total_words, max_words = 0, 0, 0
+    batches = pads.dataset([str(f) for f in files], format="parquet").to_batches(columns=COLUMNS) if files else []
+    for batch in batches:  # streamed: memory does not grow with the build
+        cols = {c: batch.column(c).to_pylist() for c in ("source", "split", "task", "level", "category", "empty_target")}
+        words = pc.list_value_length(pc.utf8_split_whitespace(batch.column("instruction"))).to_numpy(zero_copy_only=False)
         bins = np.clip(np.searchsorted(LENGTH_BINS, words, side="right") - 1, 0, len(LENGTH_BINS) - 1)
-        for i in range(n):
+        for i in range(batch.num_rows):
             task = cols["task"][i]
             counts["split"][cols["split"][i]] += 1
             counts["source"][cols["source"][i]] += 1
@@ -66,9 +67,10 @@ def compute(build_dir: str | Path) -> dict:
             if cols["empty_target"][i]:
                 counts["no_target_task"][task] += 1
             hist.setdefault(task, Counter())[_bin_label(int(bins[i]))] += 1
-        length = {"mean_words": round(float(words.mean()), 2), "max_words": int(words.max())}
-    else:
-        length = {"mean_words": 0.0, "max_words": 0}
+        n += batch.num_rows
+        total_words += int(words.sum())
+        max_words = max(max_words, int(words.max()) if words.size else 0)
+    length = {"mean_words": round(total_words / n, 2) if n else 0.0, "max_words": max_words}
     mc = manifest.get("counts", {})
     rejected = {k.split("/", 1)[1]: v for k, v in mc.items() if k.startswith("rejected/")}
     return {
@@ -123,35 +125,44 @@ def markdown(stats: dict) -> str:
 
 
 def pick_examples(build_dir: str | Path, n: int = 12, seed: int = 0) -> list[dict]:
-    """``n`` rows spread over tasks and sources (one no-target row per text task), chosen reproducibly."""
-    from geoseg.data.dataset import read_rows
+    """``n`` rows spread over tasks and sources (one no-target row per text task), chosen reproducibly.
 
-    rows = read_rows(build_dir)
+    Only three light columns of every row are read (as arrays) to choose; the chosen rows are
+    then fetched whole, so this stays small for a build of millions of rows.
+    """
+    import pyarrow.dataset as pads
+
+    files = shard_files(build_dir)
+    if not files:
+        return []
+    ds = pads.dataset([str(f) for f in files], format="parquet")
+    light = ds.to_table(columns=["task", "source", "empty_target"])
+    task = light.column("task").combine_chunks().dictionary_encode()
+    source = light.column("source").combine_chunks().dictionary_encode()
+    t_idx, t_names = task.indices.to_numpy(), task.dictionary.to_pylist()
+    s_idx, s_names = source.indices.to_numpy(), source.dictionary.to_pylist()
+    empty = light.column("empty_target").to_numpy(zero_copy_only=False)
     rng = np.random.default_rng(seed)
-    by_task: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_task.setdefault(r["task"], []).append(i)
-    picked: list[int] = []
-    tasks = sorted(by_task)
+    tasks = sorted(t_names)
     k = max(1, n // max(len(tasks), 1))
+    picked: list[int] = []
     for t in tasks:
-        idx = by_task[t]
-        empty = [i for i in idx if rows[i]["empty_target"]] if t != "interactive" else []
-        per_source: dict[str, list[int]] = {}
-        for i in idx:
-            if not rows[i]["empty_target"]:
-                per_source.setdefault(rows[i]["source"], []).append(i)
-        queues = [list(rng.permutation(per_source[s])) for s in sorted(per_source)]
-        want = k - 1 if empty else k
+        in_task = t_idx == t_names.index(t)
+        empties = np.flatnonzero(in_task & empty) if t != "interactive" else np.zeros(0, np.int64)
+        queues = [list(rng.permutation(np.flatnonzero(in_task & ~empty & (s_idx == s_names.index(src)))))
+                  for src in sorted(s_names)]
+        want = k - 1 if empties.size else k
         chosen: list[int] = []
         while len(chosen) < want and any(queues):  # round-robin over sources
             for q in queues:
                 if q and len(chosen) < want:
                     chosen.append(int(q.pop()))
-        if empty:
-            chosen.append(int(empty[int(rng.integers(len(empty)))]))
+        if empties.size:
+            chosen.append(int(empties[int(rng.integers(empties.size))]))
         picked.extend(chosen)
-    return [rows[i] for i in picked[:n]]
+    picked = picked[:n]
+    table = ds.take(pa.array(picked, type=pa.int64())) if picked else None
+    return table.to_pylist() if table is not None else []
 
 
 def example_sheet(rows: list[dict], path: str | Path, cell: int = 256, cols: int = 4) -> Path:
