@@ -30,6 +30,7 @@ def test_dk_fields_polygons_become_instances_on_the_raster(dk_fields_dir: Path) 
     ids = np.unique(scene.instances)
     assert ids[0] == 0 and 250 <= ids.size - 1 <= 276  # nearly every one of the 276 parcels is burned in
     assert scene.classes == ["farmland"] and scene.stretch and not scene.exhaustive
+    assert ref.bands == (3, 2, 1)  # the file holds B02, B03, B04: blue first
     win = {"col_off": 100, "row_off": 50, "width": 128, "height": 96}
     row = {"image_path": ref.image_path, "window": win, "bands": list(ref.bands), "stretch": scene.stretch}
     assert np.array_equal(read_rgb(row), scene.rgb[50:146, 100:228])  # rows render as the engine saw them
