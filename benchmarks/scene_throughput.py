@@ -19,6 +19,7 @@ Run with nice on a shared machine, e.g.::
 
     nice -n 10 python benchmarks/scene_throughput.py --backend classical --prompt box
     nice -n 10 python benchmarks/scene_throughput.py --prompt text          # the default unified model
+    nice -n 10 python benchmarks/scene_throughput.py --untrained-unified    # its architecture, random weights
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ def make_scene(path: Path, size: int, cell: int, seed: int = 0) -> list[tuple[fl
     return boxes
 
 
+def untrained_checkpoint(folder: Path) -> str:
+    """A seeded, randomly initialised checkpoint of the default unified architecture (timing only)."""
+    import torch
+
+    from geoseg.unified.build import build_model, default_config
+    from geoseg.unified.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = default_config("unigeoseg_tiny")
+    path = save_checkpoint(folder / "unified_untrained.pt", build_model(cfg).eval(), cfg,
+                           meta={"experiment": "untrained, timing only"})
+    return str(path)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -125,6 +140,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tile-size", type=int, default=1024)
     ap.add_argument("--overlap", type=int, default=128)
+    ap.add_argument("--untrained-unified", action="store_true",
+                    help="time the default unified architecture with seeded random weights (masks are meaningless)")
     ap.add_argument("--keep", default=None, help="folder to keep the scene and outputs in (default: a temp dir)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
@@ -140,6 +157,8 @@ def main() -> None:
     root = Path(args.keep or tmp_ctx.name)
     root.mkdir(parents=True, exist_ok=True)
     try:
+        if args.untrained_unified:
+            args.backend, args.checkpoint = "unified", untrained_checkpoint(root)
         scene = root / f"scene_{args.size}.tif"
         t = time.perf_counter()
         boxes = make_scene(scene, args.size, args.tile_size)

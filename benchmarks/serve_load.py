@@ -13,6 +13,7 @@ and that the server still answers a good prompt afterwards.
 Run it with nice on a shared machine::
 
     nice -n 10 python benchmarks/serve_load.py --backend classical --prompt box
+    nice -n 10 python benchmarks/serve_load.py --untrained-unified --prompt text   # timing of the default arch
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def make_scene(path: Path, size: int, seed: int = 0) -> list[tuple[int, int, int
     return roofs
 
 
+def untrained_checkpoint(folder: Path) -> str:
+    """A seeded, randomly initialised checkpoint of the default unified architecture (timing only)."""
+    import torch
+
+    from geoseg.unified.build import build_model, default_config
+    from geoseg.unified.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = default_config("unigeoseg_tiny")
+    path = save_checkpoint(folder / "unified_untrained.pt", build_model(cfg).eval(), cfg,
+                           meta={"experiment": "untrained, timing only"})
+    return str(path)
+
+
 def start_server(backend: str, checkpoint: str | None, port: int, max_upload_mb: float) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "geoseg", "-q", "serve", "--backend", backend, "--port", str(port),
            "--max-upload-mb", str(max_upload_mb)]
@@ -99,6 +114,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="classical", help="unified, classical, ... (default: classical)")
     ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--untrained-unified", action="store_true",
+                    help="time the default unified architecture with seeded random weights (masks are meaningless)")
     ap.add_argument("--prompt", choices=["box", "point", "text"], default="box")
     ap.add_argument("--size", type=int, default=1024, help="image side in pixels")
     ap.add_argument("--requests", type=int, default=200)
@@ -113,6 +130,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         scene = Path(tmp) / "scene.tif"
         roofs = make_scene(scene, args.size)
+        if args.untrained_unified:
+            args.backend, args.checkpoint = "unified", untrained_checkpoint(Path(tmp))
         proc = start_server(args.backend, args.checkpoint, port, max_upload_mb=16)
         try:
             with httpx.Client(base_url=base, timeout=120) as c:

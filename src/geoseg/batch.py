@@ -560,7 +560,7 @@ def _failed(scene: Path, exc: BaseException, on_error: OnError, t0: float) -> Sc
         if isinstance(exc, GeosegError):
             raise GeosegError(f"scene {scene.name} failed: {exc.problem}", exc.fix) from exc
         raise GeosegError(f"scene {scene.name} failed: {msg}", "fix the scene or run with --on-error skip") from exc
-    log.warning("scene %s failed: %s", scene, msg)
+    log.info("scene %s failed: %s", scene, msg)  # listed in the summary (the CLI prints it once)
     return SceneOutcome(scene=str(scene), status="failed", error=msg, seconds=round(time.perf_counter() - t0, 3))
 
 

@@ -105,3 +105,22 @@ def test_cli_build_from_a_config(dubai_dir: Path, tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert "samples in 1 shards" in out and "train=" in out
     assert (tmp_path / "out" / "train" / "part-00000.parquet").exists()
+
+
+@pytest.mark.parametrize("kind, expect", [("dubai", "no image/mask pairs"), ("dk_fields", "no GeoTIFF"),
+                                          ("ukis", "no .npz tiles"), ("coco", "does not exist")])
+def test_every_adapter_names_an_empty_source(kind: str, expect: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=expect):
+        get_source(kind, str(tmp_path / "a.json" if kind == "coco" else tmp_path)).scenes()
+
+
+def test_corrupt_npz_tile_is_a_counted_skip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    msk = np.full((64, 64, 1), 3, np.uint8)
+    msk[8:40, 8:40] = 4
+    np.savez(tmp_path / "good.npz", img=rng.random((64, 64, 6), dtype=np.float32), msk=msk)
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    cfg = BuildConfig.from_dict({"tile_size": 64, "stride": 64, "sources": [{"type": "ukis", "path": str(tmp_path)}]})
+    manifest = build(cfg, tmp_path / "out", workers=0, report=False)
+    assert manifest["counts"]["skipped_scenes"] == 1 and "ukis/bad" in manifest["skipped"][0]
+    assert manifest["rows"] > 0

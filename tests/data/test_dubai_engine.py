@@ -153,3 +153,16 @@ def test_dataset_decodes_windows_and_masks_lazily(dubai_dir: Path, dubai_build: 
     it = sized[0]
     assert it["image"].shape == (3, 128, 128) and it["mask"].shape == (128, 128)
     assert it["task"] == "interactive"
+
+
+def test_dask_cluster_build_gives_the_same_bytes(dubai_dir: Path, dubai_build: Path, tmp_path: Path) -> None:
+    """Local Dask workers or an existing scheduler, scenes finishing in any order: same bytes as in-process."""
+    pytest.importorskip("distributed")
+    build(dubai_config(dubai_dir), tmp_path / "dask", workers=2, max_in_flight=2)
+    assert _digest(tmp_path / "dask") == _digest(dubai_build)
+    from distributed import LocalCluster  # an existing cluster, reached by its address (--scheduler)
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        build(dubai_config(dubai_dir), tmp_path / "remote", scheduler=cluster.scheduler_address)
+    assert _digest(tmp_path / "remote") == _digest(dubai_build)

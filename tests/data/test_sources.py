@@ -30,6 +30,7 @@ def test_dk_fields_polygons_become_instances_on_the_raster(dk_fields_dir: Path) 
     ids = np.unique(scene.instances)
     assert ids[0] == 0 and 250 <= ids.size - 1 <= 276  # nearly every one of the 276 parcels is burned in
     assert scene.classes == ["farmland"] and scene.stretch and not scene.exhaustive
+    assert ref.bands == (3, 2, 1)  # the file holds B02, B03, B04: blue first
     win = {"col_off": 100, "row_off": 50, "width": 128, "height": 96}
     row = {"image_path": ref.image_path, "window": win, "bands": list(ref.bands), "stretch": scene.stretch}
     assert np.array_equal(read_rgb(row), scene.rgb[50:146, 100:228])  # rows render as the engine saw them
@@ -131,3 +132,47 @@ def test_benchmark_split_config_builds_dubai_tile7_fields_and_clouds(tmp_path: P
         assert m.shape == (r["window"]["height"], r["window"]["width"])
         assert bool(m.any()) != r["empty_target"]
         assert isinstance(json.loads(r["attributes"]), dict)
+
+
+def test_dataset_serves_all_six_ukis_bands(ukis_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from geoseg.data.dataset import ShardDataset
+
+    cfg = BuildConfig.from_dict({"sources": [{"type": "ukis", "path": str(ukis_dir)}]})
+    build(cfg, tmp_path, workers=0, report=False)
+    ds = ShardDataset(tmp_path, all_bands=True)
+    item = ds[0]
+    row = ds.rows[0]
+    assert item["bands"].shape == (6, 512, 512) and item["image"].shape == (3, 512, 512)
+    with np.load(row["image_path"]) as z:
+        assert np.allclose(item["bands"].numpy(), z["img"].transpose(2, 0, 1))
+    small = ShardDataset(tmp_path, all_bands=True, size=128)[0]
+    assert small["bands"].shape == (6, 128, 128) and small["mask"].shape == (128, 128)
+
+
+def test_dk_fields_referring_targets_are_unique_among_the_parcels(dk_fields_dir: Path, tmp_path: Path) -> None:
+    """Polygon instances: every referring row's predicates select exactly its parcel, re-checked from the source."""
+    from geoseg.data import attributes as A
+    from geoseg.data import instances as I
+    from geoseg.data.dataset import read_rows
+    from geoseg.data.instructions import predicates as P
+
+    cfg = BuildConfig.from_dict({"tile_size": 256, "stride": 128, "sources": [{"type": "dk_fields",
+                                                                              "path": str(dk_fields_dir)}]})
+    build(cfg, tmp_path, workers=0, report=False)
+    rows = [r for r in read_rows(tmp_path, tasks=["referring", "reasoning"]) if r["instance_id"] >= 0]
+    assert len(rows) > 50
+    src = get_source("dk_fields", str(dk_fields_dir))
+    scene = src.load(src.scenes()[0])
+    for r in rows:
+        w = r["window"]
+        sl = (slice(w["row_off"], w["row_off"] + w["height"]), slice(w["col_off"], w["col_off"] + w["width"]))
+        inst = I.from_instance_map(scene.instances[sl], scene.instance_class, scene.classes)
+        att = A.compute(inst, scene.rgb[sl])
+        k = r["instance_id"]
+        assert np.array_equal(inst.mask(k), rle_decode(r["mask"]))
+        idx = P.visible(inst, att, int(inst.cls[k]), 0.001)
+        ok = np.ones(idx.size, dtype=bool)
+        for p in json.loads(r["attributes"])["expression"]["predicates"]:
+            ok &= P.evaluate(p, inst, att, idx)
+        assert idx[ok].tolist() == [k], r["instruction"]

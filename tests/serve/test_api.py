@@ -107,7 +107,7 @@ def test_embedding_computed_once_per_image(client, dubai_building):
         results.append(r.json())
     sess = client.app.state.store.get(iid)
     assert sess.embed_count == 1 and sess.predict_count == 3
-    assert all(r["embedding_cached"] for r in results)
+    assert all(r["embedding_cached"] and r["timing_ms"]["embed"] == 0.0 for r in results)
     mask = rle_decode(results[0]["rle"])
     assert mask[by, bx] and building[mask].mean() > 0.5
     listed = client.get("/api/images").json()
@@ -116,7 +116,7 @@ def test_embedding_computed_once_per_image(client, dubai_building):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"points": [[5000, 10]]}, 422, "outside"),
+    ({"points": [[5000, 10]]}, 422, "is outside the 320x256 image (send pixel coordinates inside the image, or lon/lat"),
     ({"box": [400, 300, 500, 400]}, 422, "does not overlap"),
     ({"box": [50, 50, 10, 10]}, 422, "inverted"),
     ({"points": [[1, 2, 3]]}, 422, "points.0"),

@@ -16,14 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+
+def _find_chromium() -> Path | None:
+    """$GEOSEG_CHROMIUM, else Debian's ``chromium`` on PATH (never a downloaded browser)."""
+    for cand in (os.environ.get("GEOSEG_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    return None
+
+
+CHROMIUM = _find_chromium()
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(apt-get install -y chromium); the browser test never downloads a browser"),
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium, "
+                       "or bash scripts/setup.sh --with-browser); the browser test never downloads a browser"),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 import click
@@ -65,6 +66,8 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
         import logging
 
         logging.getLogger("distributed").setLevel(logging.ERROR)
+        # the scheduler's HTTP endpoint moves to a free port when 8787 is taken: nothing to tell the user
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
     prompts = build_prompts([parse_xy(p) for p in points], [parse_xy(p) for p in negative_points],
                             [parse_box(b) for b in boxes], list(texts))
     summary = run_batch(

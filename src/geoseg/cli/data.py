@@ -34,9 +34,16 @@ def data() -> None:
               help="Local Dask worker processes; 0 runs in this process.")
 @click.option("--scheduler", default=None, metavar="ADDR", help="Address of an existing Dask scheduler.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable scene instead of skipping it.")
+@click.option("--paraphrase-url", default=None, metavar="URL",
+              help="Reword referring/reasoning instructions through this OpenAI-compatible API (off by default; "
+                   "key from $OPENAI_API_KEY).")
+@click.option("--paraphrase-model", default=None, help="Model name for --paraphrase-url.")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Write stats.json, stats.md and examples.png next to the shards.")
 @click.pass_context
 def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, ...], out_dir: str, seed: int | None,
-              tile_size: int | None, stride: int | None, workers: int, scheduler: str | None, strict: bool) -> None:
+              tile_size: int | None, stride: int | None, workers: int, scheduler: str | None, strict: bool,
+              paraphrase_url: str | None, paraphrase_model: str | None, report: bool) -> None:
     """Turn segmentation datasets into image-mask-instruction Parquet shards."""
     import logging
 
@@ -57,8 +64,14 @@ def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, .
     for key, val in (("seed", seed), ("tile_size", tile_size), ("stride", stride)):
         if val is not None:
             raw[key] = val
+    if paraphrase_url or paraphrase_model:
+        raw["paraphrase"] = dict(raw.get("paraphrase") or {})
+        if paraphrase_url:
+            raw["paraphrase"]["url"] = paraphrase_url
+        if paraphrase_model:
+            raw["paraphrase"]["model"] = paraphrase_model
     cfg = BuildConfig.from_dict(raw)
-    manifest = build(cfg, out_dir, workers=workers, scheduler=scheduler, strict=strict)
+    manifest = build(cfg, out_dir, workers=workers, scheduler=scheduler, strict=strict, report=report)
     quiet = (ctx.obj or {}).get("quiet", False)
     if not quiet:
         counts = manifest["counts"]
@@ -68,6 +81,8 @@ def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, .
         click.echo("splits: " + ", ".join(f"{k}={v}" for k, v in sorted(by_split.items())))
         if manifest["skipped"]:
             click.echo(f"skipped {len(manifest['skipped'])} scenes (see manifest.json)")
+        if report:
+            click.echo(f"report: {Path(out_dir) / 'stats.md'}, {Path(out_dir) / 'examples.png'}")
 
 
 @data.command("info")
@@ -81,3 +96,41 @@ def info_cmd(shards: str) -> None:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {man} ({exc})", "pass a folder built by 'geoseg data build'") from exc
     click.echo(json.dumps({"rows": manifest["rows"], "splits": manifest["splits"], "counts": manifest["counts"]}, indent=2))
+
+
+@data.command("stats")
+@click.argument("build_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write the report (default: the build folder).")
+@click.option("--examples", type=int, default=12, show_default=True, help="Tiles on the example sheet (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed choosing the example tiles.")
+@click.pass_context
+def stats_cmd(ctx: click.Context, build_dir: str, out_dir: str | None, examples: int, seed: int) -> None:
+    """Write the stats report (stats.json, stats.md, examples.png) of a build folder."""
+    from geoseg.data.stats import markdown, write_report
+
+    stats = write_report(build_dir, out_dir, examples=examples, seed=seed)
+    if not (ctx.obj or {}).get("quiet", False):
+        click.echo(markdown(stats))
+
+
+@data.command("export")
+@click.argument("build_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder.")
+@click.option("--format", "fmt", type=click.Choice(["geoseg-bench"]), default="geoseg-bench", show_default=True,
+              help="Target layout: UniGeoSeg's GeoSeg-Bench ({split}.json of img/mask/json).")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable; default all).")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(["interactive", "referring", "reasoning"]),
+              help="Only these tasks (repeatable; default all).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in the same folder.")
+@click.pass_context
+def export_cmd(ctx: click.Context, build_dir: str, out_dir: str, fmt: str, splits: tuple[str, ...],
+               tasks: tuple[str, ...], overwrite: bool) -> None:
+    """Export shards to another dataset layout (PNG tiles and 0/255 masks, QA json)."""
+    from geoseg.data.export import export_geoseg_bench
+
+    summary = export_geoseg_bench(build_dir, out_dir, splits or None, tasks or None, overwrite=overwrite)
+    if not (ctx.obj or {}).get("quiet", False):
+        for split, s in sorted(summary.items()):
+            click.echo(f"{split}: {s['entries']} image/mask/QA triples, {s['questions']} questions -> "
+                       f"{Path(out_dir) / (split + '.json')}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 
-from geoseg.data.imagery import read_rgb
+from geoseg.data.imagery import read_bands, read_rgb
 from geoseg.errors import InputError, require
 from geoseg.rle import rle_decode
 
@@ -58,13 +58,17 @@ class ShardDataset:
     ``instruction``, ``task``, ``level``, ``category``, ``empty_target``, ``prompt`` (dict in tile
     pixels), ``sample_id``. With ``size`` set, image and mask are resized to ``size x size``
     (bilinear / nearest) and the prompt's pixel coordinates are scaled accordingly, so items batch.
+    With ``all_bands=True`` an item also has ``bands``: every source band of the window as a
+    float32 tensor ``C x H x W`` in source units (e.g. the six reflectance bands of a ukis tile),
+    resized like the image.
     """
 
     def __init__(self, path: str | Path, split: str | None = None, tasks: Sequence[str] | None = None,
-                 size: int | None = None) -> None:
+                 size: int | None = None, all_bands: bool = False) -> None:
         require("torch", "model")
         self.rows = read_rows(path, split, tasks)
         self.size = size
+        self.all_bands = all_bands
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -76,10 +80,17 @@ class ShardDataset:
         image = read_rgb(row)
         mask = rle_decode(row["mask"])
         prompt = json.loads(row["prompt"] or "{}")
+        bands = None
+        if self.all_bands:
+            bands = read_bands(row["image_path"], row["window"], None, row.get("image_key") or "").astype(np.float32)
         if self.size:
             import cv2
 
             h, w = mask.shape
+            if bands is not None:
+                bands = cv2.resize(bands, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+                if bands.ndim == 2:
+                    bands = bands[:, :, None]
             sx, sy = self.size / w, self.size / h
             image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
             mask = cv2.resize(mask.view(np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -88,7 +99,7 @@ class ShardDataset:
             if "box" in prompt:
                 b = prompt["box"]
                 prompt["box"] = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "mask": torch.from_numpy(mask),
             "instruction": row["instruction"],
@@ -99,3 +110,6 @@ class ShardDataset:
             "prompt": prompt,
             "sample_id": row["sample_id"],
         }
+        if bands is not None:
+            item["bands"] = torch.from_numpy(np.ascontiguousarray(bands.transpose(2, 0, 1)))
+        return item

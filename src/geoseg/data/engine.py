@@ -19,9 +19,11 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import yaml
+from pycocotools import mask as mask_utils
 
 from geoseg._version import __version__
 from geoseg.data import attributes as A
@@ -29,18 +31,20 @@ from geoseg.data import filters as F
 from geoseg.data import instances as I
 from geoseg.data.instructions import InstructionConfig, generate
 from geoseg.data.instructions.knowledge import load_kb
+from geoseg.data.paraphrase import ParaphraseConfig, Paraphraser
 from geoseg.data.schema import SCHEMA_VERSION, SHARD_SCHEMA
-from geoseg.data.sources import SceneRef, get_source
+from geoseg.data.sources import UNLABELED, SceneRef, get_source
 from geoseg.data.tiling import tile_windows
 from geoseg.data.writer import ShardWriter, write_json_atomic
 from geoseg.errors import GeosegError, InputError
 from geoseg.progress import progress
-from geoseg.rle import rle_encode
 
 log = logging.getLogger(__name__)
 
 #: no-target instructions are only asked in tiles with at most this share of unlabeled pixels
 NO_TARGET_MAX_UNLABELED = 0.02
+#: glibc heap trim threshold for local Dask workers (bytes)
+MALLOC_TRIM = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,13 @@ class BuildConfig:
     filters: F.FilterConfig = field(default_factory=F.FilterConfig)
     instructions: InstructionConfig = field(default_factory=InstructionConfig)
     knowledge: str | None = None
+    paraphrase: ParaphraseConfig = field(default_factory=ParaphraseConfig)
 
     @classmethod
     def from_dict(cls, d: dict) -> BuildConfig:
         d = dict(d)
-        known = {"sources", "seed", "tile_size", "stride", "shard_rows", "filters", "instructions", "knowledge"}
+        known = {"sources", "seed", "tile_size", "stride", "shard_rows", "filters", "instructions", "knowledge",
+                 "paraphrase"}
         unknown = set(d) - known
         if unknown:
             raise InputError(f"unknown build settings {sorted(unknown)}", f"use {sorted(known)}")
@@ -97,7 +103,8 @@ class BuildConfig:
             raise InputError("the build has no sources", "give --source TYPE=PATH or a config with 'sources:'")
         return cls(tuple(specs), int(d.get("seed", 0)), int(d.get("tile_size", 512)), int(d.get("stride", 256)),
                    int(d.get("shard_rows", 50_000)), F.FilterConfig.from_dict(d.get("filters")),
-                   InstructionConfig.from_dict(d.get("instructions")), d.get("knowledge"))
+                   InstructionConfig.from_dict(d.get("instructions")), d.get("knowledge"),
+                   ParaphraseConfig.from_dict(d.get("paraphrase")))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> BuildConfig:
@@ -113,6 +120,7 @@ class BuildConfig:
         d = asdict(self)
         d["sources"] = [asdict(s) for s in self.sources]
         d["instructions"]["point_count_p"] = list(self.instructions.point_count_p)
+        d["paraphrase"]["tasks"] = list(self.paraphrase.tasks)
         return d
 
 
@@ -121,8 +129,41 @@ def tile_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode("utf-8"))])
 
 
+def target_rle(inst: I.TileInstances, kind: str, j: int) -> dict:
+    """COCO RLE of a sample's target at tile size (an instance, a whole class, or nothing).
+
+    The mask is built straight into a column-major buffer (what pycocotools encodes), which
+    saves a full-tile transpose per target; the RLE is identical to ``geoseg.rle.rle_encode``.
+    """
+    h, w = inst.shape
+    buf = np.zeros((h, w), dtype=np.uint8, order="F")
+    if kind == "instance":
+        x, y, bw, bh = (int(v) for v in inst.bbox[j])
+        buf[y:y + bh, x:x + bw] = inst.ids[y:y + bh, x:x + bw] == j + 1
+    elif kind == "class":
+        buf[:] = inst.class_mask(j)
+    rle = mask_utils.encode(buf)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+
+
+def _paraphrase(samples: list, para: Paraphraser, rng: np.random.Generator, stats: Counter) -> None:
+    """Reword a share of the text instructions in place (own generator: the rest of the tile is unchanged)."""
+    pc = para.cfg
+    for s in samples:
+        if s.task not in pc.tasks or rng.random() >= pc.share:
+            continue
+        new = para.rewrite(s.instruction, s.task)
+        if new is None:
+            stats["paraphrase_failed"] += 1
+            continue
+        s.attributes = {**s.attributes, "original_instruction": s.instruction, "paraphrase": para.provenance()}
+        s.instruction = new
+        stats["paraphrased"] += 1
+
+
 def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa.Table, dict]:
     """Every row of one scene, and its counters. Runs on a Dask worker or in-process."""
+    cv2.setNumThreads(1)  # parallelism is over scenes; OpenCV's own threads would only contend with them
     stats: Counter = Counter()
     source = spec.open()
     scene = source.load(ref)
@@ -130,6 +171,7 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         stats[f"notes/{k}"] += v
     split = source.split_of(ref.region)
     kb = load_kb(cfg.knowledge)
+    para = Paraphraser(cfg.paraphrase) if cfg.paraphrase.enabled else None
     cols: dict[str, list] = {name: [] for name in SHARD_SCHEMA.names}
     stretch = [[float(v) for v in b] for b in scene.stretch]
     bands = list(scene.ref.bands)  # an adapter may settle the bands on load (e.g. a grey COCO image)
@@ -157,19 +199,17 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         tile_key = f"{ref.source}/{ref.scene}/{win.col_off}_{win.row_off}"
         rng = tile_rng(cfg.seed, tile_key)
         allow_nt = scene.exhaustive and F.unlabeled_fraction(inst) <= NO_TARGET_MAX_UNLABELED
-        samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt)
+        blocked: frozenset[int] = frozenset()
+        if scene.crowd is not None:
+            blocked = frozenset(int(c) for c in np.unique(scene.crowd[sl]) if c != UNLABELED)
+        samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt, blocked=blocked)
+        if para is not None:
+            _paraphrase(samples, para, tile_rng(cfg.seed, tile_key + "/paraphrase"), stats)
         rles: dict[tuple[str, int], dict] = {}
         seen: Counter = Counter()
         for s in samples:
             if s.target not in rles:
-                kind, j = s.target
-                if kind == "instance":
-                    m = inst.mask(j)
-                elif kind == "class":
-                    m = inst.class_mask(j)
-                else:
-                    m = np.zeros(inst.shape, dtype=bool)
-                rles[s.target] = rle_encode(m)
+                rles[s.target] = target_rle(inst, *s.target)
             tag = {"instance": f"i{s.target[1]}", "class": f"c{s.target[1]}", "none": "none"}[s.target[0]]
             base = f"{tile_key}/{tag}/{s.task}"
             n = seen[base]
@@ -212,8 +252,8 @@ def _safe_process(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig, strict: boo
 
 
 def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, scheduler: str | None = None,
-          strict: bool = False, max_in_flight: int | None = None) -> dict:
-    """Build shards and ``manifest.json`` in ``out_dir``; returns the manifest.
+          strict: bool = False, max_in_flight: int | None = None, report: bool = True, examples: int = 12) -> dict:
+    """Build shards, ``manifest.json`` and the stats report in ``out_dir``; returns the manifest.
 
     Args:
         cfg: what to build.
@@ -222,11 +262,15 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
         scheduler: address of an existing Dask scheduler (overrides ``workers``).
         strict: raise on the first unreadable scene instead of counting it as skipped.
         max_in_flight: scenes submitted ahead of the writer (default ``4 x workers``).
+        report: write ``stats.json``, ``stats.md`` and ``examples.png`` (:mod:`geoseg.data.stats`).
+        examples: tiles on the example sheet (0: no sheet).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs: list[tuple[SourceSpec, SceneRef]] = []
+    if cfg.paraphrase.enabled:
+        Paraphraser(cfg.paraphrase).check()
     for spec in cfg.sources:
         refs = spec.open().scenes()
         jobs.extend((spec, r) for r in refs)
@@ -253,9 +297,16 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
             for spec, ref in progress(jobs, desc="scenes", unit="scene"):
                 consume(*_safe_process(spec, ref, cfg, strict))
         else:
+            import dask
+
             from geoseg.cluster import dask_client
 
-            with dask_client(scheduler, max(workers, 1)) as client:
+            # Dask makes glibc return freed memory at 64 KiB; per-tile arrays of a few MB would
+            # then be mapped and unmapped for every tile (a third of the CPU time went to the kernel).
+            env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), "MALLOC_TRIM_THRESHOLD_": MALLOC_TRIM,
+                   "MALLOC_MMAP_THRESHOLD_": MALLOC_TRIM // 2}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), \
+                    dask_client(scheduler, max(workers, 1)) as client:
                 window = max_in_flight or 4 * max(workers, 1)
                 pending: deque = deque()
                 it = iter(jobs)
@@ -303,6 +354,10 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
         except (OSError, ValueError, KeyError):
             pass
     write_json_atomic(old, manifest)
+    if report:
+        from geoseg.data.stats import write_report
+
+        write_report(out, examples=examples, seed=cfg.seed)
     log.info("%d rows in %d shards in %.1f s (%.0f rows/s)", rows, len(shards), elapsed, rows / max(elapsed, 1e-9))
     manifest["elapsed_s"] = elapsed  # not in the file: keeps manifests byte-identical across runs
     return manifest

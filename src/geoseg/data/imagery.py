@@ -6,6 +6,8 @@ rendered identically everywhere (same bands, same scene-level stretch).
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -19,7 +21,7 @@ def _load_npz(path: str, key: str) -> np.ndarray:
     try:
         with np.load(path) as z:
             arr = np.asarray(z[key])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read array {key!r} from {path} ({exc})", "check the file and the image_key") from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -41,9 +43,11 @@ def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] 
     from rasterio.windows import Window
 
     try:
-        with rasterio.open(image_path) as src:
-            idx = list(bands) if bands else list(range(1, src.count + 1))
-            data = src.read(idx, window=Window(c0, r0, w, h), boundless=False)
+        with warnings.catch_warnings():  # plain JPEG/PNG sources have no georeference, by design
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(image_path) as src:
+                idx = list(bands) if bands else list(range(1, src.count + 1))
+                data = src.read(idx, window=Window(c0, r0, w, h), boundless=False)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read image {image_path} ({exc})", "check that the file exists and is a raster") from exc
     return np.transpose(data, (1, 2, 0))

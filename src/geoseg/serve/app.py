@@ -259,7 +259,11 @@ def create_app(
         prompt = Prompt(points=tuple(points), labels=labels, box=box, text=req.text, task=req.task)
         if prompt.is_empty:
             raise PromptError("the prompt is empty", "give points, a box or a text instruction")
-        prompt.check_inside(rec.width, rec.height)
+        try:
+            prompt.check_inside(rec.width, rec.height)
+        except PromptError as exc:  # the CLI's fix names --prompt-crs; say what an API client can do
+            raise PromptError(exc.problem, "send pixel coordinates inside the image, or lon/lat with "
+                              "coords='lonlat' for a georeferenced image") from None
         return prompt
 
     def _downloads(image_id: str, mask_id: str) -> dict[str, str]:
@@ -408,7 +412,7 @@ def create_app(
         if "overlay" in req.include:
             resp["overlay_png"] = "data:image/png;base64," + base64.b64encode(outputs.overlay_png(mask)).decode()
         resp["timing_ms"] = {"predict": round(predict_ms, 2), "total": round((time.perf_counter() - t0) * 1000, 2),
-                             "embed": round(sess.embed_ms, 2)}
+                             "embed": 0.0 if cached else round(sess.embed_ms, 2)}  # spent in this request
         return resp
 
     @app.get("/api/images/{image_id}/masks/{mask_id}.{fmt}", response_class=Response)

@@ -101,6 +101,11 @@ def _num(v: float) -> str:
     return f"{round(float(v), 3):g}"
 
 
+def _one(options: list[str], rng: np.random.Generator) -> str:
+    """One of ``options`` (cheaper than ``rng.choice``, which converts the list to an array)."""
+    return options[int(rng.integers(len(options)))]
+
+
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -180,8 +185,14 @@ def _expression(preds: list[dict], inst: TileInstances, noun: str, kb: Knowledge
 
 
 def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: InstructionConfig, kb: KnowledgeBase,
-             rng: np.random.Generator, allow_no_target: bool = True) -> list[Sample]:
-    """All samples of one tile."""
+             rng: np.random.Generator, allow_no_target: bool = True,
+             blocked: frozenset[int] = frozenset()) -> list[Sample]:
+    """All samples of one tile.
+
+    ``blocked`` classes (e.g. with COCO crowd regions in the tile) get interactive samples only:
+    no referring/reasoning (uniqueness cannot be checked against a crowd), no class-level
+    target and no no-target question, since their class mask is incomplete.
+    """
     out: list[Sample] = []
     kept = np.flatnonzero(keep)
     described: dict[int, dict] = {}
@@ -198,13 +209,13 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
             s.attributes = attrs(k)
             out.append(s)
         need = cfg.referring_per_instance + cfg.reasoning_per_instance
-        if need == 0:
+        if need == 0 or int(inst.cls[k]) in blocked:  # uniqueness cannot be checked against a crowd
             continue
         cands = unique_descriptions(inst, att, k, cfg)
         noun = kb.wording(cat)
         for preds in _pick(list(cands), cfg.referring_per_instance, rng):
             expr = _expression(preds, inst, noun, kb, rng)
-            text = str(rng.choice(REFERRING_WRAPPERS)).format(E=_cap(expr), e=expr)
+            text = _one(REFERRING_WRAPPERS, rng).format(E=_cap(expr), e=expr)
             a = dict(attrs(k))
             a["expression"] = {"predicates": preds, "visible_same_class": int(
                 P.visible(inst, att, int(inst.cls[k]), cfg.distractor_min_frac).size)}
@@ -215,7 +226,7 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
             for preds in _pick(inst_cands, cfg.reasoning_per_instance, rng):
                 use = uses[int(rng.integers(len(uses)))]
                 desc = _expression(preds, inst, use.noun, kb, rng)[4:]
-                text = str(rng.choice(REASONING_INSTANCE)).format(d=desc)
+                text = _one(REASONING_INSTANCE, rng).format(d=desc)
                 expr = _expression(preds, inst, noun, kb, rng)
                 a = dict(attrs(k))
                 a["expression"] = {"predicates": preds}
@@ -229,14 +240,14 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
         for c in sorted(set(inst.cls[kept].tolist())):
             cat = inst.classes[c]
             uses = kb.uses(cat)
-            if not uses or not (0.005 <= area_frac[c] <= 0.7):
+            if c in blocked or not uses or not (0.005 <= area_frac[c] <= 0.7):
                 continue
             use = uses[int(rng.integers(len(uses)))]
             out.append(Sample("reasoning", 1, cat, use.query, ("class", c), {}, use.answer,
                               {"category": cat, "area_frac": round(float(area_frac[c]), 5), "knowledge": use.query,
                                "class_level": True}))
 
-    absent = [c for c in range(len(inst.classes)) if present[c] == 0]
+    absent = [c for c in range(len(inst.classes)) if present[c] == 0 and c not in blocked]
     if allow_no_target and absent and cfg.no_target_ratio > 0 and out:
         expected = len(out) * cfg.no_target_ratio / max(1e-9, 1.0 - cfg.no_target_ratio)
         n = int(expected) + int(rng.random() < expected - int(expected))
@@ -253,9 +264,9 @@ def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Ge
     extra_pre, extra_post = "", ""
     if level == 2:
         if rng.random() < 0.5:
-            extra_pre = str(rng.choice(["largest", "smallest", "leftmost", "topmost", "brightest"]))
+            extra_pre = _one(["largest", "smallest", "leftmost", "topmost", "brightest"], rng)
         else:
-            extra_post = str(rng.choice(P.GRID_PHRASES))
+            extra_post = _one(P.GRID_PHRASES, rng)
     answer = f"There is no {noun} in this image."
     info = {"category": cat, "absent": True}
     if uses and rng.random() < 0.5:
@@ -264,8 +275,8 @@ def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Ge
             text = use.query
         else:
             desc = " ".join(s for s in (extra_pre, use.noun, extra_post) if s)
-            text = str(rng.choice(REASONING_INSTANCE)).format(d=desc)
+            text = _one(REASONING_INSTANCE, rng).format(d=desc)
         return Sample("reasoning", level, cat, text, ("none", -1), {}, f"None: {answer}", {**info, "knowledge": use.query})
     expr = "the " + " ".join(s for s in (extra_pre, noun, extra_post) if s)
-    text = str(rng.choice(REFERRING_WRAPPERS)).format(E=_cap(expr), e=expr)
+    text = _one(REFERRING_WRAPPERS, rng).format(E=_cap(expr), e=expr)
     return Sample("referring", level, cat, text, ("none", -1), {}, answer, info)

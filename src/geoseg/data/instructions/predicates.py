@@ -191,5 +191,6 @@ def phrase(preds: list[dict], inst: TileInstances, noun_of, rng: np.random.Gener
                 a = noun_of(inst.classes[p["class"]], plural=False, mass=True)
             else:
                 a = noun_of(inst.classes[int(inst.cls[p["anchor"]])], plural=False, mass=False)
-            post.append(str(rng.choice(RELATIONS[p["rel"]])).format(a=a))
+            opts = RELATIONS[p["rel"]]
+            post.append(opts[int(rng.integers(len(opts)))].format(a=a))
     return " ".join(pre), " and ".join(post)

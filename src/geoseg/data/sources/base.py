@@ -62,6 +62,9 @@ class Scene:
         exhaustive: whether every class present in the scene is labelled, so that a class
             absent from the label is really absent (needed for no-target instructions).
         notes: counted problems met while loading (e.g. ``mask_size_adjusted``).
+        crowd: ``H x W`` uint8 class map of pixels known to hold objects that are not single
+            instances (COCO ``iscrowd``), ``UNLABELED`` elsewhere; a tile never asks a class-level
+            or no-target question about a class with crowd pixels in it. ``None`` = no crowd.
     """
 
     ref: SceneRef
@@ -73,6 +76,7 @@ class Scene:
     stretch: list[list[float]] = field(default_factory=list)
     exhaustive: bool = True
     notes: dict[str, int] = field(default_factory=dict)
+    crowd: np.ndarray | None = None
 
     @property
     def height(self) -> int:

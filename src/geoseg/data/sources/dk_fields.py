@@ -13,7 +13,9 @@ Options:
     vectors: file name of the polygons (default: the only vector file in the folder).
     category: class of every polygon (default ``farmland``).
     class_field: attribute holding each polygon's class instead (e.g. ``Afgroede``, the crop).
-    bands: 1-based display bands (default ``[1, 2, 3]``).
+    bands: 1-based display bands as R, G, B (default ``[3, 2, 1]``: the Danish file stores
+        Sentinel-2 B02, B03, B04 in that order, as its band statistics show (band 3 has the
+        spread of red over fields and soil) and water only renders blue that way).
     split: put every scene in this split (default: the split map, else ``test``).
 """
 
@@ -30,6 +32,7 @@ from geoseg.errors import InputError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_BANDS = (3, 2, 1)
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb")
 
 
@@ -103,7 +106,7 @@ class DkFieldsSource(Source):
         if not rasters:
             raise InputError(f"no GeoTIFF in {root}", "put the raster (.tif) next to the polygons or set image:")
         vec = self._vector_path()
-        bands = tuple(int(b) for b in self.options.get("bands", (1, 2, 3)))  # type: ignore[union-attr]
+        bands = tuple(int(b) for b in self.options.get("bands", DEFAULT_BANDS))  # type: ignore[union-attr]
         return [SceneRef(self.name, r.stem, r.stem, str(r.resolve()), "", bands, (("vectors", str(vec.resolve())),))
                 for r in rasters]
 

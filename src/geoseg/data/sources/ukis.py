@@ -17,6 +17,7 @@ Options:
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ class UkisSource(Source):
         try:
             with np.load(ref.image_path) as z:
                 img, msk = np.asarray(z[ref.image_key]), np.asarray(z[mkey])
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f"cannot read arrays {ref.image_key!r} and {mkey!r} from {ref.image_path} ({exc})",
                              "check the file and image_key/mask_key") from exc
         if img.ndim == 2:
