@@ -9,7 +9,7 @@ import pytest
 from geoseg.errors import GeosegError, PromptError
 from geoseg.prompts import Prompt
 from geoseg.segmenters import build_segmenter
-from geoseg.unified.segmenter import UnifiedSegmenter, default_checkpoint_path
+from geoseg.unified.segmenter import UnifiedSegmenter
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,3 @@ def test_other_sizes_round_to_the_working_scale(segmenter):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(GeosegError, match="does not exist"):
         build_segmenter("unified", checkpoint=str(tmp_path / "none.pt"))
-
-
-def test_default_checkpoint_is_shipped_and_loads():
-    path = default_checkpoint_path()
-    if not path.is_file():
-        pytest.skip(f"{path} not built yet (geoseg train --config configs/unigeoseg_default.yaml --export ...)")
-    assert path.stat().st_size < 50e6
-    seg = build_segmenter("unified", device="cpu")
-    assert seg.cfg.arch == "unigeoseg_tiny" and seg.checkpoint_path == path

@@ -19,9 +19,10 @@ import click
 @click.option("--text-cache", default=None, help="Instruction-embedding cache file shared between runs.")
 @click.option("--export", "export_path", default=None, type=click.Path(dir_okay=False),
               help="After training, write best.pt as a float16 bundle here (e.g. the shipped default).")
+@click.option("--export-only", is_flag=True, help="Do not train: only export OUT_DIR/best.pt of a finished run.")
 @click.pass_context
 def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
-          max_minutes: float | None, text_cache: str | None, export_path: str | None) -> None:
+          max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool) -> None:
     """Train the unified model (progressive multi-task schedule) and validate every epoch."""
     from geoseg.errors import require
 
@@ -37,15 +38,20 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         cfg.train.out_dir = out_dir
     if max_minutes is not None:
         cfg.train.max_minutes = max_minutes
+    if export_only and not export_path:
+        from geoseg.errors import InputError
+
+        raise InputError("--export-only needs --export PATH", "add --export src/geoseg/weights/unigeoseg_default.pt")
     quiet = bool((ctx.obj or {}).get("quiet"))
-    if not quiet:
+    if not quiet and not export_only:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logging.getLogger("geoseg.unified").addHandler(h)
         logging.getLogger("geoseg.unified").propagate = False
-    summary = run_train(cfg, resume=resume, device=device, text_cache=text_cache)
-    click.echo(f"trained {cfg.name}: {summary.get('steps', 0)} steps in {summary.get('minutes', 0)} min, "
-               f"best mean task gIoU {summary.get('best', float('nan')):.1f}; checkpoints in {cfg.train.out_dir}")
+    if not export_only:
+        summary = run_train(cfg, resume=resume, device=device, text_cache=text_cache)
+        click.echo(f"trained {cfg.name}: {summary.get('steps', 0)} steps in {summary.get('minutes', 0)} min, "
+                   f"best mean task gIoU {summary.get('best', float('nan')):.1f}; checkpoints in {cfg.train.out_dir}")
     if export_path:
         from pathlib import Path
 

@@ -72,6 +72,7 @@ def save_checkpoint(path: str | Path, model: UniGeoSeg, cfg: ModelConfig, norm: 
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared and packaged
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
