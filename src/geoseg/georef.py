@@ -66,12 +66,12 @@ def prompt_to_pixels(prompt: Prompt, prompt_crs: str | CRS | None, src_crs: CRS 
         if points:
             xs, ys = warp_transform(crs, src_crs, [p[0] for p in points], [p[1] for p in points])
             _check_finite(list(xs) + list(ys), "a point", crs)
-            points = tuple(tuple(float(v) for v in inv * (x, y)) for x, y in zip(xs, ys))
+            points = tuple(tuple(float(v) for v in inv @ (x, y)) for x, y in zip(xs, ys))
         box = prompt.box
         if box is not None:
             left, bottom, right, top = transform_bounds(crs, src_crs, box[0], box[1], box[2], box[3], densify_pts=21)
             _check_finite([left, bottom, right, top], "the box", crs)
-            corners = [inv * (x, y) for x in (left, right) for y in (bottom, top)]
+            corners = [inv @ (x, y) for x in (left, right) for y in (bottom, top)]
             cols = [c[0] for c in corners]
             rows = [c[1] for c in corners]
             box = (min(cols), min(rows), max(cols), max(rows))
