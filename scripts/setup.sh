@@ -16,6 +16,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q torch==2.13.0
   python -m pip install -q -e ".[all,dev]"
+  # SAM 2 without its declared torchvision dependency (never imported by geoseg; it would replace CPU torch)
+  SAM2_BUILD_CUDA=0 python -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
   touch "$stamp"
 fi
 if [ "${1:-}" = "--with-browser" ] && ! command -v chromium >/dev/null 2>&1; then

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
@@ -22,7 +24,8 @@ def parse_crs(value: str | CRS) -> CRS:
     if isinstance(value, CRS):
         return value
     try:
-        return CRS.from_user_input(value)
+        with rasterio.Env():  # routes GDAL/PROJ messages to logging instead of stderr
+            return CRS.from_user_input(value)
     except (CRSError, ValueError, TypeError):
         raise PromptError(f"unknown CRS {value!r}", "give the prompt CRS as EPSG:XXXX, e.g. --prompt-crs EPSG:4326") from None
 
@@ -63,19 +66,20 @@ def prompt_to_pixels(prompt: Prompt, prompt_crs: str | CRS | None, src_crs: CRS 
     inv = ~transform
     points = prompt.points
     try:
-        if points:
-            xs, ys = warp_transform(crs, src_crs, [p[0] for p in points], [p[1] for p in points])
-            _check_finite(list(xs) + list(ys), "a point", crs)
-            points = tuple(tuple(float(v) for v in inv * (x, y)) for x, y in zip(xs, ys))
-        box = prompt.box
-        if box is not None:
-            left, bottom, right, top = transform_bounds(crs, src_crs, box[0], box[1], box[2], box[3], densify_pts=21)
-            _check_finite([left, bottom, right, top], "the box", crs)
-            corners = [inv * (x, y) for x in (left, right) for y in (bottom, top)]
-            cols = [c[0] for c in corners]
-            rows = [c[1] for c in corners]
-            box = (min(cols), min(rows), max(cols), max(rows))
-    except (CRSError, RasterioError, ValueError) as exc:
+        with rasterio.Env():
+            if points:
+                xs, ys = warp_transform(crs, src_crs, [p[0] for p in points], [p[1] for p in points])
+                _check_finite(list(xs) + list(ys), "a point", crs)
+                points = tuple(tuple(float(v) for v in inv @ (x, y)) for x, y in zip(xs, ys))
+            box = prompt.box
+            if box is not None:
+                left, bottom, right, top = transform_bounds(crs, src_crs, box[0], box[1], box[2], box[3], densify_pts=21)
+                _check_finite([left, bottom, right, top], "the box", crs)
+                corners = [inv @ (x, y) for x in (left, right) for y in (bottom, top)]
+                cols = [c[0] for c in corners]
+                rows = [c[1] for c in corners]
+                box = (min(cols), min(rows), max(cols), max(rows))
+    except (CRSError, RasterioError, CPLE_BaseError, ValueError) as exc:
         raise PromptError(
             f"the prompt cannot be transformed from {crs.to_string()} to the image CRS ({str(exc).splitlines()[0]})",
             "check --prompt-crs and the coordinates",

@@ -236,6 +236,19 @@ def process_window(source: RasterSource, tasks: Sequence[WindowTask], segmenter:
         raise ValueError("process_window() takes tasks that share one read window")
     rgb, valid = image if image is not None else source.read_rgb(first.read, first.out_shape)
     segmenter.set_image(rgb)
+    return predict_tasks(tasks, segmenter, valid)
+
+
+def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.ndarray) -> list[WindowResult]:
+    """Answer tasks sharing one read window on a segmenter whose image is already that window.
+
+    This is the prompt-dependent half of :func:`process_window`; the stateful predictor
+    calls it directly to reuse a cached ``set_image``. ``valid`` is the window's validity
+    mask at the read resolution.
+    """
+    if not tasks:
+        return []
+    first = tasks[0]
     oh, ow = first.out_shape
     sy, sx = oh / first.read.height, ow / first.read.width
     results = []

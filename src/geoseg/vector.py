@@ -88,11 +88,32 @@ class PolygonCollector:
         return out
 
 
-def _to_4326(geoms: np.ndarray, crs) -> np.ndarray:
+def polygonize_mask(mask: np.ndarray, window: Window, width: int, height: int
+                    ) -> list[shapely.Polygon]:
+    """Polygons (scene pixel coordinates) of a boolean ``mask`` covering ``window`` of a ``width`` x ``height`` scene."""
+    collector = PolygonCollector(width, height)
+    collector.add_block(np.asarray(mask, dtype=bool).view(np.uint8), window)
+    return [g for _, g in collector.polygons()]
+
+
+def pixel_to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
+    """Geometries in scene pixel coordinates → map coordinates of the affine ``transform``."""
+    t = transform
+    return shapely.transform(np.asarray(geoms, dtype=object), lambda xy: np.column_stack(
+        (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)))
+
+
+def reproject_geoms(geoms: np.ndarray, src_crs, dst_crs) -> np.ndarray:
+    """Geometries from ``src_crs`` to ``dst_crs`` (x = easting/longitude first)."""
     from pyproj import Transformer
 
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+    return shapely.transform(np.asarray(geoms, dtype=object),
+                             lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def _to_4326(geoms: np.ndarray, crs) -> np.ndarray:
+    return reproject_geoms(geoms, crs, "EPSG:4326")
 
 
 def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: str, final_path: str, src,
@@ -112,8 +133,7 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     labels = np.array([lab for lab, _ in polygons], dtype=np.int64)
     pix = np.array([g for _, g in polygons], dtype=object)
     if src.crs is not None or not t.is_identity:
-        geoms = shapely.transform(pix, lambda xy: np.column_stack(
-            (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)))
+        geoms = pixel_to_map(pix, t)
     else:
         geoms = pix
     unit_area, unit = pixel_area(src)

@@ -66,7 +66,23 @@ def test_boxes_over_scenes_and_windows(tmp_path, cluster):
     assert all(b.get("classical", 0) <= 1 for b in builds.values()), builds  # built once per worker, not per task
 
 
-def test_text_prompt_spreads_one_scene_over_both_workers(tmp_path, cluster, tiny_checkpoint):
+@pytest.fixture
+def one_torch_thread():
+    """Run the in-process reference with one torch thread, as each Dask worker does.
+
+    Dask's nanny starts workers with OMP/MKL threads = threads_per_worker (1 here); float
+    reductions split over a different number of threads sum in a different order, so the
+    byte-for-byte claim holds for equal thread counts, which is what this pins.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_text_prompt_spreads_one_scene_over_both_workers(tmp_path, cluster, tiny_checkpoint, one_torch_thread):
     lc, client = cluster
     scene = write_scene(tmp_path / "big.tif", width=1400, height=1200, seed=4)
     prompts = [Prompt(text="the bright roofs")]

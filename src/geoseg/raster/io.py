@@ -118,7 +118,8 @@ class RasterSource:
     # -- handle management -----------------------------------------------------------
     def _open(self) -> rasterio.DatasetReader:
         if self._ds is None or self._ds.closed:
-            if not os.path.exists(self.path):
+            # /vsi... paths are GDAL virtual files (e.g. an array opened by the predictor)
+            if not self.path.startswith("/vsi") and not os.path.exists(self.path):
                 raise InputError(f"image {self.path} does not exist", "check the path")
             if os.path.isdir(self.path):
                 raise InputError(f"{self.path} is a folder, not an image", "give the path of a GeoTIFF, JPG or PNG file")

@@ -80,7 +80,7 @@ class WriteSummary:
     prompt_scores: list[float | None] = field(default_factory=list)
 
 
-def _resample_part(arr: np.ndarray, window: Window, part: Window) -> np.ndarray:
+def resample_part(arr: np.ndarray, window: Window, part: Window) -> np.ndarray:
     """The piece of ``arr`` (covering ``window``, possibly at lower resolution) that covers ``part``."""
     h, w = arr.shape[:2]
     r0 = int(part.row_off - window.row_off)
@@ -212,7 +212,7 @@ class SceneWriter:
         label = result.prompt_index + 1
         for part in iter_blocks(int(win.width), int(win.height), self.block):
             part = Window(win.col_off + part.col_off, win.row_off + part.row_off, part.width, part.height)
-            m = _resample_part(result.mask, result.window, part).astype(bool, copy=False)
+            m = resample_part(result.mask, result.window, part).astype(bool, copy=False)
             if m.any():
                 cur = self._labels.read(1, window=part)
                 claim = m & (cur == 0)
@@ -221,7 +221,7 @@ class SceneWriter:
                     self._labels.write(cur, 1, window=part)
             if self._scores is not None:
                 if result.prob is not None:
-                    p = _resample_part(result.prob, result.window, part).astype(np.float32)
+                    p = resample_part(result.prob, result.window, part).astype(np.float32)
                 else:
                     p = m.astype(np.float32) * np.float32(result.score)
                 cur_s = self._scores.read(1, window=part)

@@ -437,7 +437,7 @@ def _lonlat_to_pixel(rec: ImageRecord, points: list[tuple[float, float]],
         if not lonlat:
             return []
         xs, ys = warp_transform("EPSG:4326", rec.geo.crs, [p[0] for p in lonlat], [p[1] for p in lonlat])
-        return [tuple(inv * (x, y)) for x, y in zip(xs, ys)]
+        return [tuple(inv @ (x, y)) for x, y in zip(xs, ys)]
 
     px_points = conv(points)
     px_box = None

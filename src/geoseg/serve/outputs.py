@@ -70,12 +70,13 @@ def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: flo
     shapes = rasterio.features.shapes(mask.astype(np.uint8), mask=mask, transform=transform, connectivity=8)
     geoms = [shape(g) for g, v in shapes if v == 1]
     if geo is not None:
+        import shapely
         from pyproj import CRS, Transformer
-        from shapely.ops import transform as shp_transform
 
         crs = CRS.from_user_input(geo.crs)
-        to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
-        out_geoms = [shp_transform(to_ll, g) for g in geoms]
+        to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        out_geoms = [shapely.transform(g, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
+                     for g in geoms]
         if crs.is_projected:
             factor = crs.axis_info[0].unit_conversion_factor ** 2
             areas = [g.area * factor for g in geoms]

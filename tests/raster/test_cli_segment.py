@@ -1,0 +1,122 @@
+"""``geoseg segment`` through the real entry point: bad input gives one line, exit != 0 and no file left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geoseg.cli import main
+
+from .conftest import roof_box, scene_array, write_geotiff, write_plain
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+def box_arg(box) -> str:
+    return ",".join(str(v) for v in box)
+
+
+def test_cli_success_json(utm_scene: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["-q", "segment", str(utm_scene), "--box", box_arg(roof_box(0)), "--backend",
+                               "classical", "-o", str(out / "m.tif"), "--vector", str(out / "v.geojson"), "--json"],
+                              capsys)
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["backend"] == "classical" and summary["n_objects"] == 1 and summary["area_unit"] == "m2"
+    assert sorted(p.name for p in out.iterdir()) == ["m.tif", "v.geojson"]
+
+
+def _bad_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
+    scene = write_geotiff(tmp / "scene.tif", scene_array(count=3, dtype="uint16"))
+    plain = write_plain(tmp / "plain.png", scene_array())
+    nodata = write_geotiff(tmp / "nodata.tif", np.zeros((3, 30, 40), np.uint16), nodata=0)
+    junk = tmp / "junk.tif"
+    junk.write_text("not an image")
+    empty = tmp / "empty.tif"
+    empty.write_bytes(b"")
+    box = ["--box", box_arg(roof_box(0))]
+    return [
+        ("missing", [str(tmp / "nope.tif"), *box], "does not exist"),
+        ("unreadable", [str(junk), *box], "cannot read image"),
+        ("zero-byte", [str(empty), *box], "cannot read image"),
+        ("box outside", [str(scene), "--box", "1000,1000,1200,1200"], "does not overlap the 320x280 image"),
+        ("point outside", [str(scene), "--point", "-5,10"], "outside the 320x280 image"),
+        ("unknown crs", [str(scene), *box, "--prompt-crs", "EPSG:99999"], "unknown CRS"),
+        ("untransformable", [str(scene), "--point", "9.2,95.0", "--prompt-crs", "EPSG:4326"], "cannot be transformed"),
+        ("no crs to place", [str(plain), *box, "--prompt-crs", "EPSG:4326"], "has no CRS"),
+        ("bands range", [str(scene), *box, "--bands", "4,3,2"], "band 4 is out of range"),
+        ("bands zero", [str(scene), *box, "--bands", "0"], "start at 1"),
+        ("all nodata", [str(nodata), "--box", "1,1,20,20"], "no valid pixels"),
+        ("text classical", [str(scene), "--text", "the largest building"], "cannot use text"),
+        ("bad vector", [str(scene), *box, "--vector", str(tmp / "out" / "v.shp")], "unsupported vector output"),
+        ("geojson no crs", [str(plain), *box, "--vector", str(tmp / "out" / "v.geojson")], "needs a georeferenced"),
+        ("bad box", [str(scene), "--box", "1,2,3"], "cannot read box"),
+        ("tile size", [str(scene), *box, "--tile-size", "32"], "too small"),
+    ]
+
+
+def test_cli_bad_input(tmp_path: Path, capsys) -> None:
+    cases = _bad_cases(tmp_path)
+    inputs = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / "out"
+    for name, args, message in cases:
+        code, stdout, err = run_cli(["segment", *args, "--backend", "classical", "-o", str(out / "m.tif")], capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code != 0, name
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (name, err)
+        assert "(" in lines[0]  # the fix is named
+        assert not out.exists() or not any(out.iterdir()), name
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name != "out") == inputs, name
+
+
+def test_failure_mid_run_leaves_nothing(utm_scene: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A backend failing after the writer opened its scratch files: no output and no temp file remain."""
+    from geoseg.errors import GeosegError
+    from geoseg.segmenters.classical import GrabCutSegmenter
+
+    calls = {"n": 0}
+    original = GrabCutSegmenter._predict
+
+    def flaky(self, prompt):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise GeosegError("the backend ran out of patience", "try again")
+        return original(self, prompt)
+
+    monkeypatch.setattr(GrabCutSegmenter, "_predict", flaky)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["segment", str(utm_scene), "--box", box_arg(roof_box(0)), "--box", box_arg(roof_box(1)),
+                            "--backend", "classical", "-o", str(out / "m.tif"), "--score-raster",
+                            str(out / "s.tif"), "--vector", str(out / "v.gpkg")], capsys)
+    assert code != 0 and "ran out of patience" in err and calls["n"] == 2
+    assert list(out.iterdir()) == []
+
+
+def test_cli_subprocess_entry_point(utm_scene: Path, tmp_path: Path) -> None:
+    """The installed-style entry (python -m geoseg): exit code and message in a real process."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    bad = subprocess.run([sys.executable, "-m", "geoseg", "segment", str(tmp_path / "missing.tif"), "--box", "1,1,9,9",
+                          "-o", str(tmp_path / "m.tif")], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error: image") and "does not exist" in bad.stderr
+    assert not (tmp_path / "m.tif").exists()
+    ok = subprocess.run([sys.executable, "-m", "geoseg", "segment", str(utm_scene), "--box", box_arg(roof_box(1)),
+                         "--backend", "classical", "-o", str(tmp_path / "m.tif")], capture_output=True, text=True,
+                        env=env)
+    assert ok.returncode == 0, ok.stderr
+    with rasterio.open(tmp_path / "m.tif") as m:
+        assert (m.read(1) == 1).sum() > 1000
