@@ -28,6 +28,8 @@ def shard_files(path: Path) -> list[Path]:
 
 
 def detect(path: Path) -> bool:
+    if path.is_dir() and (path / "split.json").exists():  # a materialised benchmark split: format "split"
+        return False
     files = shard_files(path)
     if not files:
         return False
