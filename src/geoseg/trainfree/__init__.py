@@ -1,0 +1,1 @@
+"""The training-free route (GeoSeg): MLLM grounding, bias-aware refinement, dual-route prompting."""
