@@ -30,6 +30,7 @@ import numpy as np
 from geoseg._version import __version__
 from geoseg.bench.baselines import EMPTY, ModelSpec
 from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, Counts, check_rule, evaluate, mask_counts, per_sample_iou
+from geoseg.bench.readers.common import naming
 from geoseg.bench.sample import BenchSample
 from geoseg.errors import GeosegError, InputError
 from geoseg.progress import progress
@@ -142,7 +143,8 @@ def predict_missing(model: ModelSpec, samples: Sequence[BenchSample], cache: Pre
             else:
                 if image is None:
                     t0 = time.perf_counter()
-                    image = s.load_image()
+                    with naming(s.sample_id, s.source_file):
+                        image = s.load_image()
                     seg.set_image(image)
                     t_img = time.perf_counter() - t0
                 t0 = time.perf_counter()
