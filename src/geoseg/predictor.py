@@ -56,6 +56,7 @@ from geoseg.pipeline import (
     predict_tasks,
     prepare_prompts,
 )
+from geoseg.progress import progress
 from geoseg.prompts import Prompt
 from geoseg.raster.io import RasterSource, open_source, parse_bands
 from geoseg.raster.tiling import Tile, check_tiling, plan_tiles
@@ -377,7 +378,8 @@ class SegmentPredictor:
         for p in plist:
             self.segmenter.check_prompt(p)
         per_prompt: dict[int, list[WindowResult]] = {i: [] for i in range(len(plist))}
-        for group in group_tasks(self._plan(plist)):
+        groups = group_tasks(self._plan(plist))
+        for group in progress(groups, desc="predict", total=len(groups), unit="window"):
             seg, valid = self._embedding(group[0].read, group[0].out_shape)
             for r in predict_tasks(group, seg, valid):
                 per_prompt[r.prompt_index].append(r)
