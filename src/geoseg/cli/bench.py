@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -34,6 +35,13 @@ def _load(data: str, fmt: str | None, split: str | None, limit: int | None):
     if limit is not None:
         samples = samples[:limit]
     return samples, fmt
+
+
+def _note(msg: str) -> None:
+    """An informational line on stderr (silenced by ``geoseg -q``; errors and results are not)."""
+    ctx = click.get_current_context(silent=True)
+    if not (ctx and (ctx.find_root().obj or {}).get("quiet")):
+        click.echo(msg, err=True)
 
 
 def _summary(metrics: dict) -> str:
@@ -70,7 +78,7 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     from geoseg.bench.runner import run_benchmark
 
     samples, fmt = _load(data, fmt, split, limit)
-    click.echo(f"{len(samples)} samples ({fmt}) from {data}", err=True)
+    _note(f"{len(samples)} samples ({fmt}) from {data}")
     spec = resolve_model(model, **({"device": device} if device else {}))
     metrics = run_benchmark(spec, samples, out_dir, empty_rule=empty_rule, data=data, fmt=fmt, split=split,
                             rescore_only=rescore_only, overwrite=overwrite, gallery_size=gallery)
@@ -90,7 +98,7 @@ def compare_cmd(run_dirs, empty_rule, out_dir) -> None:
     click.echo(markdown_compare(cmp))
     if out_dir:
         paths = write_compare(cmp, out_dir)
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+        _note(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def _safe(name: str) -> str:
@@ -112,7 +120,7 @@ def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) 
     from geoseg.errors import GeosegError
 
     samples, fmt = _load(data, fmt, split, limit)
-    click.echo(f"{len(samples)} samples ({fmt}) from {data}", err=True)
+    _note(f"{len(samples)} samples ({fmt}) from {data}")
     done = []
     for m in [m.strip() for m in models.split(",") if m.strip()]:
         run_dir = Path(out_dir) / _safe(m)
@@ -129,4 +137,82 @@ def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) 
     cmp = compare_runs(done, empty_rule)
     click.echo(markdown_compare(cmp))
     write_compare(cmp, out_dir)
-    click.echo(f"wrote {Path(out_dir) / 'compare.md'} and compare.html", err=True)
+    _note(f"wrote {Path(out_dir) / 'compare.md'} and compare.html")
+
+
+@bench.group("split")
+def split_group() -> None:
+    """The project's fixed benchmark split (a versioned manifest; see docs/bench.md)."""
+
+
+_root_opt = click.option("--data-root", default=None, type=click.Path(file_okay=False),
+                         help="Folder holding dubai/, dk_fields/, ukis_tiles/ (default $GEOSEG_SHARED_DATA or "
+                              "../shared/data).")
+
+
+@split_group.command("build")
+@click.argument("manifest", default="geoseg_bench_v1")
+@_root_opt
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Split folder.")
+@click.option("--workers", type=int, default=0, show_default=True, help="Data-engine workers (0: in this process).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing split folder.")
+def split_build_cmd(manifest, data_root, out_dir, workers, overwrite) -> None:
+    """Rebuild MANIFEST's samples with the data engine and check them (then: bench run --data OUT)."""
+    from geoseg.bench.split import load_manifest, materialise
+
+    man = load_manifest(manifest)
+    materialise(manifest, out_dir, data_root, workers=workers, overwrite=overwrite)
+    click.echo(f"{len(man['samples'])} samples of split {man['name']} checked against the manifest -> {out_dir}")
+
+
+@split_group.command("info")
+@click.argument("manifest", default="geoseg_bench_v1")
+def split_info_cmd(manifest) -> None:
+    """Print a manifest's selection rule and counts as JSON."""
+    from geoseg.bench.split import load_manifest
+
+    man = load_manifest(manifest)
+    keys = ("name", "description", "built_with", "selection", "counts", "samples_digest")
+    click.echo(json.dumps({k: man.get(k) for k in keys} | {"n_samples": len(man["samples"])}, indent=2))
+
+
+@split_group.command("create")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Data-engine config of the pool (configs/data/bench.yaml).")
+@_root_opt
+@click.option("--name", required=True, help="Manifest name, e.g. geoseg_bench_v2 (a new name per version).")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Manifest .json to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--per-task", type=int, default=400, show_default=True, help="Samples per task.")
+@click.option("--no-target-share", type=float, default=0.1, show_default=True, help="Share of a task's quota.")
+@click.option("--source-weight", "source_weights", multiple=True, metavar="SOURCE=W",
+              help="Relative share of a source inside each stratum (default 1 each).")
+@click.option("--exclude-region", "exclude", multiple=True, metavar="SOURCE/REGION",
+              help="Regions that must not be in the pool (the training regions).")
+@click.option("--description", default="", help="One line stored in the manifest.")
+@click.option("--workers", type=int, default=0, show_default=True)
+def split_create_cmd(config_path, data_root, name, out_path, seed, per_task, no_target_share, source_weights, exclude,
+                     description, workers) -> None:
+    """Select a new benchmark split from a data-engine pool and write its manifest (maintainers)."""
+    import yaml
+
+    from geoseg.bench.runner import atomic_write_text
+    from geoseg.bench.split import create_manifest, default_data_root, dump_manifest, relative_config
+    from geoseg.data.engine import BuildConfig
+    from geoseg.errors import InputError
+
+    root = Path(data_root) if data_root else default_data_root()
+    raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    for s in raw.get("sources", []):  # config paths are relative to the working directory
+        s["path"] = str(Path(s["path"]))
+    weights = {}
+    for sw in source_weights:
+        src, sep, w = sw.partition("=")
+        if not sep:
+            raise InputError(f"cannot read --source-weight {sw!r}", "write it as SOURCE=W, e.g. dubai=4")
+        weights[src] = float(w)
+    config = relative_config(BuildConfig.from_dict(raw).to_dict(), root)
+    man = create_manifest(config, root, name, seed=seed, per_task=per_task, no_target_share=no_target_share,
+                          source_weights=weights, exclude_regions=exclude, workers=workers, description=description)
+    atomic_write_text(Path(out_path), dump_manifest(man))
+    click.echo(f"{len(man['samples'])} samples -> {out_path}: {json.dumps(man['counts']['task_level'])}")

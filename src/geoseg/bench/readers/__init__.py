@@ -27,6 +27,7 @@ FORMATS: dict[str, str] = {
     "earthreason": "geoseg.bench.readers.earthreason",
     "risbench": "geoseg.bench.readers.risbench",
     "geopix": "geoseg.bench.readers.geopix",
+    "split": "geoseg.bench.readers.split",
 }
 
 

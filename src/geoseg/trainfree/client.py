@@ -1,0 +1,283 @@
+"""Grounding client: ask any OpenAI-compatible multimodal LLM where the target is.
+
+Works with vLLM, Ollama, llama.cpp's server, LM Studio or a hosted API: one
+``POST {base_url}/chat/completions`` per image with the image as a base64 data-URL part
+and a grounding prompt in the words the model family was trained on
+(:mod:`geoseg.trainfree.conventions`). The answer is parsed
+(:mod:`geoseg.trainfree.parsing`) and its coordinates are mapped back to the pixels of
+the image the caller passed, whatever size it was.
+
+Connection problems, time-outs, rate limits and 5xx answers are retried with a short
+back-off; a rejected key or an answer without a box raises a one-line
+:class:`~geoseg.errors.GeosegError` naming the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoseg.errors import GeosegError, require
+from geoseg.trainfree.conventions import Family, Frame, get_family, guess_family, prepare_image, to_original
+from geoseg.trainfree.parsing import ParsedAnswer, parse_answer
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class NoBoxError(GeosegError):
+    """The model answered, but its answer holds no usable box or point."""
+
+
+@dataclass
+class Grounding:
+    """Where the model put the target, in pixels of the original image.
+
+    Attributes:
+        box: ``(x0, y0, x1, y1)``, or ``None`` when the model gave points only.
+        points: ``(x, y)`` points the model gave (often none).
+        label: the short noun the model named the target with, when it gave one.
+        raw: the model's answer, verbatim.
+        family: the model family whose conventions were applied.
+        convention: the coordinate convention the numbers were read in.
+    """
+
+    box: tuple[float, float, float, float] | None
+    points: list[tuple[float, float]]
+    label: str | None
+    raw: str
+    family: str
+    convention: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _looks_unit(values: list[float]) -> bool:
+    """Fractions in [0, 1] (at least one not a whole number): a model answering in [0, 1] anyway."""
+    return bool(values) and all(0.0 <= v <= 1.0 for v in values) and any(v != int(v) for v in values)
+
+
+def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 95) -> str:
+    """``image`` as a ``data:`` URL (JPEG by default: a tenth of PNG's size over the wire)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if fmt == "png":
+        Image.fromarray(image).save(buf, format="PNG")
+        mime = "image/png"
+    else:
+        Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+class GroundingClient:
+    """A multimodal LLM behind an OpenAI-compatible chat-completions endpoint, used as a grounder.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000/v1`` (a URL ending in ``/chat/completions``
+            is accepted too); falls back to ``OPENAI_BASE_URL``.
+        model: the served model's name; falls back to ``OPENAI_MODEL``, then to the only model
+            the server lists at ``/models``.
+        api_key: falls back to ``OPENAI_API_KEY``; local servers usually need none.
+        family: ``auto`` (guessed from the model name) or one of
+            :data:`geoseg.trainfree.conventions.FAMILIES`.
+        timeout: seconds per request.
+        retries: extra attempts after a failed request (connection error, time-out, 429, 5xx).
+        max_pixels: overrides the family's image budget (pixels), for servers started with
+            another ``max_pixels``.
+        image_format: ``jpeg`` or ``png`` for the data URL.
+        max_tokens: answer length limit sent with each request.
+    """
+
+    def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
+                 family: str = "auto", timeout: float = 60.0, retries: int = 2, max_pixels: int | None = None,
+                 image_format: str = "jpeg", max_tokens: int = 512, backoff: float = 0.5) -> None:
+        self._httpx = require("httpx", "trainfree")
+        base = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base:
+            raise GeosegError("no grounding endpoint given",
+                              "pass --vlm-url (e.g. http://127.0.0.1:8000/v1) or set OPENAI_BASE_URL")
+        base = base.rstrip("/")
+        if base.endswith("/chat/completions"):
+            base = base[: -len("/chat/completions")]
+        if not base.startswith(("http://", "https://")):
+            raise GeosegError(f"grounding endpoint {base!r} is not an http(s) URL",
+                              "give it as http://HOST:PORT/v1")
+        self.base_url = base
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.timeout = float(timeout)
+        self.retries = max(0, int(retries))
+        self.backoff = backoff
+        self.max_pixels = max_pixels
+        self.image_format = image_format
+        self.max_tokens = max_tokens
+        self._family_name = family
+        self._model = model or os.environ.get("OPENAI_MODEL") or None
+        self._http = self._httpx.Client(timeout=self.timeout, headers=self._headers())
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    @property
+    def model(self) -> str:
+        """The model name sent with each request (asked from ``/models`` when not given)."""
+        if self._model is None:
+            data = self._request("GET", "/models")
+            ids = [str(m.get("id")) for m in (data.get("data") or []) if isinstance(m, dict) and m.get("id")]
+            if not ids:
+                raise GeosegError(f"the server at {self.base_url} lists no model", "pass --vlm-model")
+            if len(ids) > 1:
+                log.info("server lists %d models, using %s", len(ids), ids[0])
+            self._model = ids[0]
+        return self._model
+
+    @property
+    def family(self) -> Family:
+        """The model family whose resize rule, prompt and coordinate convention are used."""
+        name = self._family_name
+        return get_family(name, self.model if name == "auto" else None)
+
+    @property
+    def backend_key(self) -> str:
+        """The key calibration profiles of this grounder are stored under (the model name)."""
+        from geoseg.trainfree.refine import profile_key
+
+        return profile_key(self.model)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GroundingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One API call with retries; the decoded JSON answer."""
+        httpx = self._httpx
+        url = self.base_url + path
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = self._http.request(method, url, json=body)
+            except httpx.TimeoutException:
+                last = f"no answer within {self.timeout:g} s"
+                log.info("grounding request timed out (attempt %d/%d)", attempt + 1, self.retries + 1)
+                continue
+            except httpx.HTTPError as exc:
+                last = f"cannot connect ({exc.__class__.__name__}: {exc})"
+                log.info("grounding request failed: %s (attempt %d/%d)", exc, attempt + 1, self.retries + 1)
+                continue
+            if resp.status_code in (401, 403):
+                raise GeosegError(f"the server at {self.base_url} rejected the API key (HTTP {resp.status_code})",
+                                  "pass the right key with --vlm-key or OPENAI_API_KEY")
+            if resp.status_code in _RETRY_STATUS:
+                last = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                log.info("grounding request got %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
+                continue
+            if resp.status_code >= 400:
+                raise GeosegError(f"the server at {self.base_url} refused the request (HTTP {resp.status_code}: "
+                                  f"{_error_text(resp)})", "check --vlm-model and that the model accepts images")
+            try:
+                data = resp.json()
+            except ValueError:
+                raise GeosegError(f"the server at {self.base_url} did not answer JSON",
+                                  "check that --vlm-url points at an OpenAI-compatible API (…/v1)") from None
+            if not isinstance(data, dict):
+                raise GeosegError(f"the server at {self.base_url} answered {type(data).__name__}, not an object",
+                                  "check that --vlm-url points at an OpenAI-compatible API (…/v1)")
+            return data
+        raise GeosegError(f"the grounding server at {self.base_url} did not answer after {self.retries + 1} "
+                          f"attempt(s): {last}", "start the server, check --vlm-url, or raise the timeout")
+
+    def chat(self, image: np.ndarray, prompt: str) -> str:
+        """Send one image and one prompt; the assistant's text."""
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": encode_image(image, self.image_format)}},
+                {"type": "text", "text": prompt},
+            ]}],
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+        }
+        data = self._request("POST", "/chat/completions", body)
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise GeosegError(f"the server at {self.base_url} answered without choices[0].message.content",
+                              "check that --vlm-url points at an OpenAI-compatible chat API") from None
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(content or "")
+
+    # -- grounding -----------------------------------------------------------------------------
+
+    def ground(self, image: np.ndarray, instruction: str) -> Grounding:
+        """Where ``instruction``'s target is in ``image`` (``H x W x 3`` uint8 RGB, any size).
+
+        Raises:
+            NoBoxError: the answer holds no box or point (the text is quoted).
+            GeosegError: the server cannot be reached, rejects the key or the request.
+        """
+        if not instruction or not instruction.strip():
+            raise GeosegError("the grounding instruction is empty", "give a text such as 'the largest building'")
+        family = self.family
+        sent, frame = prepare_image(np.asarray(image), family, self.max_pixels)
+        raw = self.chat(sent, family.prompt.format(instruction=instruction.strip()))
+        return self.convert(parse_answer(raw), raw, family, frame)
+
+    def convert(self, parsed: ParsedAnswer, raw: str, family: Family, frame: Frame) -> Grounding:
+        """Map a parsed answer to original-image pixels; :class:`NoBoxError` when it holds nothing."""
+        if parsed.empty:
+            snippet = raw.strip().replace("\n", " ")[:120]
+            raise NoBoxError(f"the model's answer holds no box: {snippet!r}",
+                             f"check that {self._model or 'the model'} can ground objects "
+                             f"(family {family.name}; pass --vlm-family if the guess is wrong)")
+        box = None
+        convention = family.convention
+        if parsed.boxes:
+            coords = list(parsed.boxes[0].coords)
+            if convention != "unit" and _looks_unit(coords):
+                convention = "unit"
+            (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], convention, frame)
+            w, h = frame.orig_size
+            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+                raise NoBoxError(f"the model's box {parsed.boxes[0].coords} lies outside the {w}x{h} image "
+                                 f"(read as {convention})", "check the model family (--vlm-family)")
+            box = (float(x0), float(y0), float(x1), float(y1))
+        points = []
+        if parsed.points:
+            pts = np.array([p.xy for p in parsed.points], float)
+            pconv = "unit" if family.convention != "unit" and _looks_unit(pts.ravel().tolist()) else family.convention
+            points = [(float(x), float(y)) for x, y in to_original(pts, pconv, frame)]
+        return Grounding(box, points, parsed.label, raw, family.name, convention)
+
+
+def _error_text(resp: object) -> str:
+    try:
+        data = resp.json()  # type: ignore[attr-defined]
+        msg = data.get("error", {}).get("message") if isinstance(data.get("error"), dict) else data.get("error")
+        return str(msg or data.get("detail") or "")[:200]
+    except (ValueError, AttributeError):
+        return str(getattr(resp, "text", ""))[:200]
+
+
+__all__ = ["GroundingClient", "Grounding", "NoBoxError", "encode_image", "guess_family"]
