@@ -21,8 +21,9 @@ How the work is shared between prompts: the expensive half of a segmenter
 it with the most context (prompts in the same tile share its embedding); a prompt too
 large for any tile gets its own context window exactly as in :func:`geoseg.segment`;
 a text prompt runs on every tile and its tile cores are stitched. The last
-``max_windows`` embedded windows are kept (each on a shallow copy of the segmenter,
-the same contract the server relies on: ``_set_image`` assigns its cached state).
+``max_windows`` embedded windows are kept (by default every grid tile plus four
+context windows, at most 32; each on a shallow copy of the segmenter, the same
+contract the server relies on: ``_set_image`` assigns its cached state).
 
 Results hold their mask in memory for the prompt's window only (the whole scene for
 text prompts); for scenes too large for that use :func:`geoseg.segment`, which streams.
@@ -55,6 +56,7 @@ from geoseg.pipeline import (
     predict_tasks,
     prepare_prompts,
 )
+from geoseg.progress import progress
 from geoseg.prompts import Prompt
 from geoseg.raster.io import RasterSource, open_source, parse_bands
 from geoseg.raster.tiling import Tile, check_tiling, plan_tiles
@@ -156,12 +158,13 @@ class SegmentPredictor:
         checkpoint, device: passed to the backend.
         tile_size, overlap: the window grid for scenes larger than ``tile_size``.
         prompt_crs: default CRS of prompt coordinates (``"EPSG:4326"``); pixels when ``None``.
-        max_windows: how many embedded windows are kept.
+        max_windows: how many embedded windows are kept; ``None``: every grid tile of the
+            scene plus four, at most 32 (so repeated text prompts reuse every tile).
     """
 
     def __init__(self, backend: str | None = None, *, segmenter: Segmenter | None = None,
                  checkpoint: str | None = None, device: str = "auto", tile_size: int = 1024, overlap: int = 128,
-                 prompt_crs: str | None = None, max_windows: int = 4) -> None:
+                 prompt_crs: str | None = None, max_windows: int | None = None) -> None:
         check_tiling(tile_size, overlap)
         self.notes: list[str] = []
         if segmenter is None:
@@ -169,7 +172,7 @@ class SegmentPredictor:
         self.segmenter = segmenter
         self.tile_size, self.overlap = int(tile_size), int(overlap)
         self.prompt_crs = prompt_crs
-        self.max_windows = max(1, int(max_windows))
+        self._max_windows = max_windows
         self.source: RasterSource | None = None
         #: how many times ``set_image`` ran on the backend since the predictor was built
         self.embed_count = 0
@@ -208,6 +211,9 @@ class SegmentPredictor:
         self.source, self._owns_source = src, owned
         if max(src.width, src.height) > self.tile_size:
             self._tiles = plan_tiles(src.width, src.height, self.tile_size, self.overlap)
+            if len(self._tiles) > self.max_windows:
+                log.info("%d tiles but %d cached windows: text prompts re-embed tiles", len(self._tiles),
+                         self.max_windows)
         else:  # one window: embed it now, as SAM's set_image does
             self._embedding(Window(0, 0, src.width, src.height), (src.height, src.width))
 
@@ -261,6 +267,13 @@ class SegmentPredictor:
 
     def __exit__(self, *exc: object) -> None:
         self.reset_image()
+
+    @property
+    def max_windows(self) -> int:
+        """How many embedded windows are kept for the current image."""
+        if self._max_windows is not None:
+            return max(1, int(self._max_windows))
+        return min(32, len(self._tiles) + 4)
 
     def _require_source(self) -> RasterSource:
         if self.source is None:
@@ -365,7 +378,8 @@ class SegmentPredictor:
         for p in plist:
             self.segmenter.check_prompt(p)
         per_prompt: dict[int, list[WindowResult]] = {i: [] for i in range(len(plist))}
-        for group in group_tasks(self._plan(plist)):
+        groups = group_tasks(self._plan(plist))
+        for group in progress(groups, desc="predict", total=len(groups), unit="window"):
             seg, valid = self._embedding(group[0].read, group[0].out_shape)
             for r in predict_tasks(group, seg, valid):
                 per_prompt[r.prompt_index].append(r)

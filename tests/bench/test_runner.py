@@ -105,3 +105,26 @@ def test_oracle_box_and_compare(tmp_path, Bright, write_bench):
     assert f"| all | {100 * own['overall']['gIoU']:.1f} | 100.0 |" in md
     paths = write_compare(cmp, tmp_path / "cmp")
     assert all(p.exists() for p in paths) and "<table>" in paths[1].read_text()
+
+
+def test_rle_targets_are_scored_on_runs_like_dense_masks(tmp_path, Bright, write_bench):
+    """Samples whose target is stored as RLE (shards, the split) give the same counts without decoding it."""
+    import dataclasses
+
+    from geoseg.bench.runner import PredictionCache, score
+
+    samples = write_bench(tmp_path / "data", n_images=2)
+    run_benchmark(resolve_model("bright-box", segmenter=Bright()), samples, tmp_path / "run", report=False)
+    cache = PredictionCache(tmp_path / "run" / CACHE_NAME)
+
+    def no_decode():
+        raise AssertionError("the target should not be decoded")
+
+    as_rle = [dataclasses.replace(s, mask_rle=rle_encode(s.load_mask()), load_mask=no_decode) for s in samples]
+    dense, runs = score(samples, cache), score(as_rle, cache)
+    keys = ("sample_id", "inter", "union", "pred_area", "gt_area", "iou")
+    assert [[r.get(k) for k in keys] for r in dense] == [[r.get(k) for k in keys] for r in runs]
+    assert sum(1 for r in runs if r.get("inter")) >= 4
+    bad = [dataclasses.replace(as_rle[0], mask_rle=rle_encode(np.zeros((40, 48), bool)))]
+    with pytest.raises(InputError, match=re.escape(f"sample {bad[0].sample_id}: prediction of size 48x48")):
+        score(bad, cache)

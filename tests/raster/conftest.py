@@ -13,6 +13,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from geoseg.prompts import Prompt
+from geoseg.segmenters.base import Prediction, Segmenter
+
 #: UTM 32N (Denmark), 10 m pixels — like dk_fields
 UTM_ORIGIN, UTM_RES = (510000.0, 6250000.0), 10.0
 #: EPSG:4326, ~0.0001° pixels near Dubai
@@ -96,3 +99,22 @@ def utm_box_to_map(box: tuple[float, float, float, float]) -> tuple[float, float
 def utm_scene(tmp_path: Path) -> Path:
     """A 3-band uint8 UTM scene."""
     return write_geotiff(tmp_path / "utm.tif", scene_array())
+
+
+class BrightSegmenter(Segmenter):
+    """A text backend that marks bright pixels: deterministic per pixel, so any seam is the tiler's fault."""
+
+    name = "bright"
+    capabilities = frozenset({"text"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows: list[tuple[int, int]] = []
+
+    def _set_image(self, image: np.ndarray) -> None:
+        self._grey = image.mean(axis=2)
+        self.windows.append(image.shape[:2])
+
+    def _predict(self, prompt: Prompt) -> Prediction:
+        prob = (self._grey / 255.0).astype(np.float32)
+        return Prediction(self._grey > 128, 0.8, prob)

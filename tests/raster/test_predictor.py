@@ -18,6 +18,7 @@ from geoseg.segmenters.classical import GrabCutSegmenter
 from .conftest import (
     ROOFS,
     UTM_RES,
+    BrightSegmenter,
     iou,
     roof_box,
     roof_mask,
@@ -147,6 +148,29 @@ def test_large_scene_shares_tile_embeddings(tmp_path: Path, counting) -> None:
     truth = np.zeros((380, 400), bool)
     truth[150:330, 140:330] = True
     assert iou(big.full_mask(), truth) > 0.8
+
+
+def test_text_prompts_reuse_every_tile(tmp_path: Path) -> None:
+    roofs = ((40, 210, 50, 250), (230, 260, 270, 300))
+    path = write_geotiff(tmp_path / "s.tif", scene_array(320, 280, roofs=roofs))
+    seg = BrightSegmenter()
+    pred = geoseg.SegmentPredictor(segmenter=seg, tile_size=96, overlap=24)
+    pred.set_image(path)
+    n_tiles = len(pred._tiles)
+    a = pred.predict(text="bright roofs")
+    b = pred.predict(text="the bright roofs again")
+    assert pred.embed_count == n_tiles > 4  # the second text prompt reused every tile
+    whole = BrightSegmenter()
+    whole.set_image(pred.source.read_rgb()[0])
+    ref = whole.predict(geoseg.Prompt(text="x"))
+    assert np.array_equal(a.full_mask(), ref.mask) and np.array_equal(b.mask, a.mask)  # stitched without seams
+    assert np.allclose(a.prob, ref.prob, atol=1e-6) and a.score == pytest.approx(0.8)
+    assert len(a.polygons()) == 2  # the big roof crosses tile borders and is one polygon
+    small = geoseg.SegmentPredictor(segmenter=BrightSegmenter(), tile_size=96, overlap=24, max_windows=2)
+    small.set_image(path)
+    small.predict(text="x")
+    small.predict(text="y")
+    assert small.embed_count == 2 * n_tiles  # a cache smaller than the grid re-embeds
 
 
 def test_text_on_classical_and_bad_prompts(utm_scene: Path) -> None:

@@ -18,28 +18,8 @@ from geoseg.prompts import Prompt
 from geoseg.raster.io import open_source
 from geoseg.raster.tiling import plan_tiles
 from geoseg.raster.writer import SceneWriter, WindowResult
-from geoseg.segmenters.base import Prediction, Segmenter
 
-from .conftest import UTM_RES, roof_box, scene_array, write_geotiff
-
-
-class BrightSegmenter(Segmenter):
-    """A text backend that marks bright pixels: deterministic per pixel, so any seam is the tiler's fault."""
-
-    name = "bright"
-    capabilities = frozenset({"text"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.windows: list[tuple[int, int]] = []
-
-    def _set_image(self, image: np.ndarray) -> None:
-        self._grey = image.mean(axis=2)
-        self.windows.append(image.shape[:2])
-
-    def _predict(self, prompt: Prompt) -> Prediction:
-        prob = (self._grey / 255.0).astype(np.float32)
-        return Prediction(self._grey > 128, 0.8, prob)
+from .conftest import UTM_RES, BrightSegmenter, roof_box, scene_array, write_geotiff
 
 
 def test_tile_cores_partition_the_scene() -> None:

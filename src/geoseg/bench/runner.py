@@ -29,11 +29,20 @@ import numpy as np
 
 from geoseg._version import __version__
 from geoseg.bench.baselines import EMPTY, ModelSpec
-from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, Counts, check_rule, evaluate, mask_counts, per_sample_iou
+from geoseg.bench.metrics import (
+    DEFAULT_EMPTY_RULE,
+    Counts,
+    check_rule,
+    evaluate,
+    mask_counts,
+    per_sample_iou,
+    rle_counts,
+)
+from geoseg.bench.readers.common import naming
 from geoseg.bench.sample import BenchSample
 from geoseg.errors import GeosegError, InputError
 from geoseg.progress import progress
-from geoseg.rle import rle_decode, rle_encode
+from geoseg.rle import rle_area, rle_decode, rle_encode
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +151,8 @@ def predict_missing(model: ModelSpec, samples: Sequence[BenchSample], cache: Pre
             else:
                 if image is None:
                     t0 = time.perf_counter()
-                    image = s.load_image()
+                    with naming(s.sample_id, s.source_file):
+                        image = s.load_image()
                     seg.set_image(image)
                     t_img = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -175,28 +185,51 @@ def score(samples: Sequence[BenchSample], cache: PredictionCache, rule: str = DE
         if "unsupported" in rec:
             rows.append({**row, "unsupported": True})
             continue
-        gt = s.load_mask()
-        if "error" in rec:
-            pred = np.zeros_like(gt)
-        else:
-            try:
-                pred = rle_decode(rec["rle"])
-            except Exception as exc:
-                raise InputError(f"sample {s.sample_id}: unreadable prediction in {cache.path} ({exc})",
-                                 "delete its line to re-predict it") from exc
-            if pred.shape != gt.shape:
-                raise InputError(
-                    f"sample {s.sample_id}: prediction of size {pred.shape[0]}x{pred.shape[1]} in {cache.path} "
-                    f"does not match its {gt.shape[0]}x{gt.shape[1]} target ({s.source_file})",
-                    "predictions must be at the image's resolution; delete the line to re-predict",
-                )
-        inter, union, pa, ga = mask_counts(pred, gt)
+        inter, union, pa, ga = sample_counts(s, rec, cache.path)
         rows.append({**row, "inter": int(inter), "union": int(union), "pred_area": int(pa), "gt_area": int(ga),
                      "score": rec.get("score"), "seconds": rec.get("seconds"), "failed": "error" in rec})
     counts = counts_of(rows)
     for r, iou in zip((r for r in rows if not r.get("unsupported")), per_sample_iou(counts, rule)):
         r["iou"] = None if np.isnan(iou) else float(iou)
     return rows
+
+
+def sample_counts(s: BenchSample, rec: dict, cache_path: Path) -> tuple[int, int, int, int]:
+    """``(I, U, |P|, |G|)`` of one cached answer against its target (checked for size).
+
+    When the target is stored as RLE (shards, the benchmark split) the counts are taken on
+    the runs (:func:`geoseg.bench.metrics.rle_counts`, no decoding); otherwise both masks
+    are decoded and counted. A failed prediction (``error``) is an empty mask.
+    """
+    gt_rle = s.mask_rle
+    if gt_rle is not None:
+        h, w = (int(v) for v in gt_rle["size"])
+    else:
+        gt = s.load_mask()
+        h, w = gt.shape
+    if "error" in rec:
+        ga = rle_area(gt_rle) if gt_rle is not None else int(np.count_nonzero(gt))
+        return 0, ga, 0, ga
+    try:
+        pred_rle = rec["rle"]
+        ph, pw = (int(v) for v in pred_rle["size"])
+        pred = None if gt_rle is not None else rle_decode(pred_rle)
+    except Exception as exc:
+        raise InputError(f"sample {s.sample_id}: unreadable prediction in {cache_path} ({exc})",
+                         "delete its line to re-predict it") from exc
+    if (ph, pw) != (h, w):
+        raise InputError(
+            f"sample {s.sample_id}: prediction of size {ph}x{pw} in {cache_path} "
+            f"does not match its {h}x{w} target ({s.source_file})",
+            "predictions must be at the image's resolution; delete the line to re-predict",
+        )
+    if gt_rle is not None:
+        try:
+            return rle_counts(pred_rle, gt_rle)
+        except Exception as exc:
+            raise InputError(f"sample {s.sample_id}: unreadable prediction in {cache_path} ({exc})",
+                             "delete its line to re-predict it") from exc
+    return tuple(int(v) for v in mask_counts(pred, gt))  # type: ignore[return-value]
 
 
 def counts_of(rows: Sequence[dict]) -> Counts:

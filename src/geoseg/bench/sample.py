@@ -34,6 +34,8 @@ class BenchSample:
         empty_target: ``True`` when the format says the target is absent (``None`` = unknown;
             metrics always use the mask itself).
         meta: anything else the format carries (answer, rationale ...).
+        mask_rle: the target as COCO RLE at the image's size when the format stores it so
+            (shards, the benchmark split): scoring then counts pixels on runs without decoding.
     """
 
     sample_id: str
@@ -48,6 +50,7 @@ class BenchSample:
     instruction: str = ""
     empty_target: bool | None = None
     meta: dict = field(default_factory=dict)
+    mask_rle: dict | None = None
 
     def labels(self) -> dict:
         """The breakdown labels written next to the sample's counts."""

@@ -37,6 +37,13 @@ def _load(data: str, fmt: str | None, split: str | None, limit: int | None):
     return samples, fmt
 
 
+def _note(msg: str) -> None:
+    """An informational line on stderr (silenced by ``geoseg -q``; errors and results are not)."""
+    ctx = click.get_current_context(silent=True)
+    if not (ctx and (ctx.find_root().obj or {}).get("quiet")):
+        click.echo(msg, err=True)
+
+
 def _summary(metrics: dict) -> str:
     from geoseg.bench.report import fmt_pct
 
@@ -71,7 +78,7 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     from geoseg.bench.runner import run_benchmark
 
     samples, fmt = _load(data, fmt, split, limit)
-    click.echo(f"{len(samples)} samples ({fmt}) from {data}", err=True)
+    _note(f"{len(samples)} samples ({fmt}) from {data}")
     spec = resolve_model(model, **({"device": device} if device else {}))
     metrics = run_benchmark(spec, samples, out_dir, empty_rule=empty_rule, data=data, fmt=fmt, split=split,
                             rescore_only=rescore_only, overwrite=overwrite, gallery_size=gallery)
@@ -91,7 +98,7 @@ def compare_cmd(run_dirs, empty_rule, out_dir) -> None:
     click.echo(markdown_compare(cmp))
     if out_dir:
         paths = write_compare(cmp, out_dir)
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+        _note(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def _safe(name: str) -> str:
@@ -113,7 +120,7 @@ def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) 
     from geoseg.errors import GeosegError
 
     samples, fmt = _load(data, fmt, split, limit)
-    click.echo(f"{len(samples)} samples ({fmt}) from {data}", err=True)
+    _note(f"{len(samples)} samples ({fmt}) from {data}")
     done = []
     for m in [m.strip() for m in models.split(",") if m.strip()]:
         run_dir = Path(out_dir) / _safe(m)
@@ -130,7 +137,7 @@ def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) 
     cmp = compare_runs(done, empty_rule)
     click.echo(markdown_compare(cmp))
     write_compare(cmp, out_dir)
-    click.echo(f"wrote {Path(out_dir) / 'compare.md'} and compare.html", err=True)
+    _note(f"wrote {Path(out_dir) / 'compare.md'} and compare.html")
 
 
 @bench.group("split")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -147,12 +148,28 @@ def find_image(root: Path, name: str, dirs: Sequence[str] = ("", "images", "JPEG
     raise InputError(f"image {name!r} not found under {root}", f"expected it in one of {', '.join(d or '.' for d in dirs)}")
 
 
+@contextmanager
+def naming(sample_id: str, source: str | Path = "") -> Iterator[None]:
+    """Re-raise an :class:`InputError` from the block with the sample (and its annotation file) named.
+
+    Errors that already name the sample pass unchanged, so nesting is harmless.
+    """
+    try:
+        yield
+    except InputError as exc:
+        if f"sample {sample_id}" in exc.problem:
+            raise
+        where = f" ({source})" if source and str(source) not in exc.problem else ""
+        raise InputError(f"sample {sample_id}{where}: {exc.problem}", exc.fix) from exc
+
+
 def lazy_mask(load, image_path: str | Path, sample_id: str, source: str):
     """A loader returning ``load()`` reconciled to the size of the image at ``image_path``."""
     def _load() -> np.ndarray:
-        m = load()
-        h, w = image_size(image_path)
-        return reconcile_mask(m, h, w, sample_id, source)
+        with naming(sample_id, source):
+            m = load()
+            h, w = image_size(image_path)
+            return reconcile_mask(m, h, w, sample_id, source)
     return _load
 
 

@@ -16,6 +16,7 @@ from geoseg.bench.readers.common import (
     lazy_mask,
     load_mask_file,
     load_rgb,
+    naming,
     read_json,
     text_prompt,
 )
@@ -49,11 +50,12 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
     samples = []
     for sp, d in dirs:
         for qa in sorted((d / "QAs").glob("*.json")):
-            data = read_json(qa)
-            if not isinstance(data, dict) or "questions" not in data:
-                raise InputError(f"QA file {qa} has no 'questions' list", "EarthReason QAs hold {questions, answer}")
-            img = find_image(d, qa.stem, ("images",))
-            lab = find_image(d, qa.stem, ("labels",))
+            with naming(f"{sp}/{qa.stem}"):
+                data = read_json(qa)
+                if not isinstance(data, dict) or "questions" not in data:
+                    raise InputError(f"QA file {qa} has no 'questions' list", "EarthReason QAs hold {questions, answer}")
+                img = find_image(d, qa.stem, ("images",))
+                lab = find_image(d, qa.stem, ("labels",))
             questions = data["questions"] if isinstance(data["questions"], list) else [data["questions"]]
             for k, q in enumerate(questions):
                 sid = f"{sp}/{qa.stem}#{k}"

@@ -18,6 +18,7 @@ from geoseg.bench.readers.common import (
     lazy_mask,
     load_mask_file,
     load_rgb,
+    naming,
     read_json,
     text_prompt,
 )
@@ -63,8 +64,9 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
             except (KeyError, TypeError) as exc:
                 raise InputError(f"annotation {i} of {f} lacks {exc}", "entries need file_name, mask_path, question") from exc
             sid = f"{category}/{a.get('id', i)}"
-            img = find_image(root, fname, ("", "images", "imgs", f"images/{category}"))
-            mask = find_image(root, mpath, ("", "masks", f"masks/{category}"))
+            with naming(sid, f):
+                img = find_image(root, fname, ("", "images", "imgs", f"images/{category}"))
+                mask = find_image(root, mpath, ("", "masks", f"masks/{category}"))
             m = re.search(r"(\d)", str(a.get("difficulty", "")))
             task = infer_task(q)
             samples.append(BenchSample(

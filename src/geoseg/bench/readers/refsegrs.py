@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geoseg.bench.readers.common import find_image, lazy_mask, load_mask_file, load_rgb, text_prompt
+from geoseg.bench.readers.common import find_image, lazy_mask, load_mask_file, load_rgb, naming, text_prompt
 from geoseg.bench.sample import BenchSample
 from geoseg.errors import InputError
 
@@ -43,8 +43,9 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
             k = seen.get(iid, 0)
             seen[iid] = k + 1
             sid = f"{sp}/{iid}" + (f"#{k}" if k else "")
-            img = find_image(path, iid, ("images",))
-            msk = find_image(path, iid, ("masks",))
+            with naming(sid, f):
+                img = find_image(path, iid, ("images",))
+                msk = find_image(path, iid, ("masks",))
             samples.append(BenchSample(
                 sample_id=sid, task="referring", prompt=text_prompt(text, "referring"), image_key=str(img),
                 load_image=lambda img=img: load_rgb(img),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from geoseg.bench.readers.common import find_image, lazy_mask, load_rgb, text_prompt
+from geoseg.bench.readers.common import find_image, lazy_mask, load_rgb, naming, text_prompt
 from geoseg.bench.sample import BenchSample
 from geoseg.errors import InputError
 from geoseg.rle import rle_decode
@@ -57,7 +57,8 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
                     raise InputError(f"line {n} of {f} is not a RISBench record ({exc})",
                                      "each line is JSON with sent, file_name, segmentation") from exc
                 sid = f"{f.stem}/{n}"
-                img = find_image(f.parent, fname, ("", "images", "imgs"))
+                with naming(sid, f):
+                    img = find_image(f.parent, fname, ("", "images", "imgs"))
 
                 def load(seg=seg, sid=sid, f=f):
                     try:

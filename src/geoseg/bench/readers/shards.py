@@ -102,6 +102,7 @@ def row_to_sample(row: dict, source: Path) -> BenchSample:
         category=row.get("category") or "", instruction=row.get("instruction") or "",
         empty_target=bool(row.get("empty_target")) if row.get("empty_target") is not None else None,
         meta={"source": row.get("source"), "region": row.get("region"), "answer": row.get("answer")},
+        mask_rle=row["mask"] if [int(v) for v in (row["mask"] or {}).get("size", ())] == [h, w] else None,
     )
 
 

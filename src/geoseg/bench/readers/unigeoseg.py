@@ -19,6 +19,7 @@ from geoseg.bench.readers.common import (
     lazy_mask,
     load_mask_file,
     load_rgb,
+    naming,
     read_json,
     text_prompt,
 )
@@ -77,15 +78,18 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
             except ValueError:
                 raise InputError(f"entry {i} of {sf}: no task folder (intera/ref/reason) in {entry['json']}",
                                  "keep GeoSeg-Bench's folder layout") from None
-            qa_data = read_json(qa)
-            if not isinstance(qa_data, dict) or "question" not in qa_data:
-                raise InputError(f"QA file {qa} has no 'question' list", "each QA json holds {question: [...], reason: [...]}")
+            with naming(f"{sf.stem}/{task}/{Path(entry['json']).stem}", sf):
+                qa_data = read_json(qa)
+                if not isinstance(qa_data, dict) or "question" not in qa_data:
+                    raise InputError(f"QA file {qa} has no 'question' list",
+                                     "each QA json holds {question: [...], reason: [...]}")
             questions = qa_data["question"] if isinstance(qa_data["question"], list) else [qa_data["question"]]
             reasons = qa_data.get("reason") or []
             category = str(qa_data.get("category") or qa_data.get("class") or "")
             for k, q in enumerate(questions):
                 sid = f"{sf.stem}/{task}/{Path(entry['json']).stem}#{k}"
-                prompt = interactive_prompt(q, img) if task == "interactive" else text_prompt(q, task)
+                with naming(sid, qa):
+                    prompt = interactive_prompt(q, img) if task == "interactive" else text_prompt(q, task)
                 samples.append(BenchSample(
                     sample_id=sid, task=task, prompt=prompt, image_key=str(img),
                     load_image=lambda img=img: load_rgb(img),
