@@ -61,6 +61,35 @@ def dubai_targets(dubai_dir: Path, name: str = "image_part_005", buildings: int 
     return targets
 
 
+def dubai_crop_targets(dubai_dir: Path, names: tuple[str, ...] = ("image_part_001", "image_part_003", "image_part_005"),
+                       per_image: int = 4, seed: int = 0) -> list[tuple[Target, np.ndarray]]:
+    """Crops of varied size around the largest buildings, each its own image: ``(target, target mask)``.
+
+    Each crop shows one of the ``per_image`` largest buildings with a seeded random margin
+    (60-400 px per side), so images range from a few hundred to over a thousand pixels.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in names:
+        rgb, label = load_dubai(dubai_dir, name)
+        h, w = label.shape
+        for mask, (x0, y0, x1, y1) in component_boxes(label, BUILDING, per_image):
+            m = rng.integers(60, 400, 4)
+            cx0, cy0 = max(0, int(x0) - m[0]), max(0, int(y0) - m[1])
+            cx1, cy1 = min(w, int(x1) + m[2]), min(h, int(y1) + m[3])
+            crop = np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1])
+            cmask = mask[cy0:cy1, cx0:cx1]
+            box = (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
+            out.append((Target(crop, box, "the building in the middle of the image", "building"), cmask))
+    return out
+
+
+@pytest.fixture(scope="session")
+def dubai_crops(dubai_dir: Path) -> list[tuple[Target, np.ndarray]]:
+    """12 real building targets, each in its own crop of Dubai tile_7 (images 001, 003, 005)."""
+    return dubai_crop_targets(dubai_dir)
+
+
 @pytest.fixture(scope="session")
 def dubai_targets_005(dubai_dir: Path) -> list[Target]:
     return dubai_targets(dubai_dir)

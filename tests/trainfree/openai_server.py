@@ -136,6 +136,7 @@ class ServerState:
     delay_s: float = 0.0
     fail_statuses: list[int] = field(default_factory=list)
     reply_override: str | None = None
+    answers: dict[int, str] = field(default_factory=dict)  # target index -> verbatim reply (outliers)
     bias: Bias = field(default_factory=Bias)
     strip_special_tokens: bool = False
     requests: list[dict] = field(default_factory=list)
@@ -143,24 +144,33 @@ class ServerState:
     _thumbs: dict[int, np.ndarray] = field(default_factory=dict)
 
     def register(self, received: np.ndarray) -> tuple[int, tuple[float, float, float, float]] | None:
-        """Which original ``received`` shows: its index and the mapping ``(sx, sy, ox, oy)`` original → received."""
-        x0, y0, x1, y1 = _content_box(received)
-        content = received[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))]
-        best: tuple[float, int] | None = None
-        seen = _thumb(content)
-        for i, t in enumerate(self.targets):
-            h, w = t.image.shape[:2]
-            if abs((x1 - x0) / (y1 - y0) - w / h) > 0.03 * w / h:
+        """Which original ``received`` shows: its index and the mapping ``(sx, sy, ox, oy)`` original → received.
+
+        Two readings are tried: the whole image is the original (resized), or a uniform border
+        is padding around it; the reading and original with the closest thumbnail win.
+        """
+        h_r, w_r = received.shape[:2]
+        readings = {(0.0, 0.0, float(w_r), float(h_r)), _content_box(received)}
+        best: tuple[float, int, tuple[float, float, float, float]] | None = None
+        for x0, y0, x1, y1 in readings:
+            content = received[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))]
+            if min(content.shape[:2]) < 4:
                 continue
-            if id(t.image) not in self._thumbs:
-                self._thumbs[id(t.image)] = _thumb(t.image)
-            err = float(np.abs(seen - self._thumbs[id(t.image)]).mean())
-            if best is None or err < best[0]:
-                best = (err, i)
+            seen = _thumb(content)
+            for i, t in enumerate(self.targets):
+                h, w = t.image.shape[:2]
+                if abs((x1 - x0) / (y1 - y0) - w / h) > 0.1 * w / h:  # resize rules round sides
+                    continue
+                if id(t.image) not in self._thumbs:
+                    self._thumbs[id(t.image)] = _thumb(t.image)
+                err = float(np.abs(seen - self._thumbs[id(t.image)]).mean())
+                if best is None or err < best[0]:
+                    best = (err, i, (x0, y0, x1, y1))
         if best is None or best[0] > 12.0:
             return None
-        h, w = self.targets[best[1]].image.shape[:2]
-        return best[1], ((x1 - x0) / w, (y1 - y0) / h, float(x0), float(y0))
+        _, i, (x0, y0, x1, y1) = best
+        h, w = self.targets[i].image.shape[:2]
+        return i, ((x1 - x0) / w, (y1 - y0) / h, x0, y0)
 
 
 def _answer(state: ServerState, family: str, received: np.ndarray, prompt: str) -> str:
@@ -175,6 +185,9 @@ def _answer(state: ServerState, family: str, received: np.ndarray, prompt: str) 
     if not hits:
         return "I am sorry, I cannot find that in the image."
     t = hits[0]
+    idx = next(i for i, x in enumerate(state.targets) if x is t)
+    if idx in state.answers:
+        return state.answers[idx]
     h, w = t.image.shape[:2]
     u = np.array(t.box, float) / np.array([w, h, w, h])
     u = np.array(state.bias.scale) * u + np.array(state.bias.shift)
@@ -320,7 +333,7 @@ class OpenAIServer:
         """Back to honest behaviour (between tests sharing one server)."""
         s = self.state
         s.api_key, s.delay_s, s.fail_statuses, s.reply_override = None, 0.0, [], None
-        s.bias, s.strip_special_tokens, s.requests = Bias(), False, []
+        s.bias, s.strip_special_tokens, s.requests, s.answers = Bias(), False, [], {}
 
     def __enter__(self) -> OpenAIServer:
         return self.start()

@@ -1,0 +1,200 @@
+"""Fit a backend's coordinate correction from a few labelled samples.
+
+The grounder is run over samples whose target mask is known; the true box is the mask's
+bounding box. Per coordinate ``(x0, y0, x1, y1)`` a scale and an offset are fitted with
+robust least squares (Theil-Sen start, ``scipy.optimize.least_squares`` with a soft-L1 loss,
+3-sigma rejection, refit), so one wild answer among a handful does not drag the correction. Coordinates are fitted as fractions of
+the image side: a model's drift lives in its own normalised frame, which makes one profile
+valid for images of any size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import GeosegError
+from geoseg.progress import progress
+from geoseg.trainfree.refine import Box, CalibrationProfile
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLES = 3
+#: the robust loss's scale, in pixels: residuals beyond it count linearly, not quadratically
+F_SCALE_PX = 8.0
+
+
+def box_of_mask(mask: np.ndarray) -> Box | None:
+    """The bounding box of a boolean mask in pixel-edge coordinates, ``None`` when empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def _fit_axis(p: np.ndarray, t: np.ndarray, loss: str, f_scale: float) -> tuple[float, float, np.ndarray]:
+    """Robust ``t ≈ s * p + o``: ``(s, o, inlier mask)``.
+
+    A robust loss alone does not stop one wild answer with high leverage (a box far from
+    all others) from tilting the line (L1-like losses pass through such points), so robust
+    fits start from the Theil-Sen estimate (median of pairwise slopes), drop points beyond
+    3 robust sigmas of its residuals (at least ``f_scale``), run ``least_squares`` with
+    ``loss`` on the rest, and repeat the rejection with the new line. ``loss="linear"`` is plain least
+    squares on every point. Offset only when the predictions do not vary.
+    """
+    from scipy.optimize import least_squares
+    from scipy.stats import theilslopes
+
+    keep = np.ones(len(p), bool)
+    if np.ptp(p) < 1e-9:
+        o = least_squares(lambda x: p + x[0] - t, x0=[float(np.median(t - p))], loss=loss, f_scale=f_scale).x[0]
+        return 1.0, float(o), keep
+    if loss == "linear":
+        s, o = np.polyfit(p, t, 1)
+        return float(s), float(o), keep
+    slope, intercept = theilslopes(t, p)[:2]
+    x = np.array([slope, intercept], float)
+    for _ in range(3):
+        r = np.abs(x[0] * p + x[1] - t)
+        sigma = 1.4826 * float(np.median(r))
+        new_keep = r <= max(3.0 * sigma, f_scale)
+        if new_keep.sum() < MIN_SAMPLES:
+            break
+        keep = new_keep
+        pk, tk = p[keep], t[keep]
+        x = least_squares(lambda v, pk=pk, tk=tk: v[0] * pk + v[1] - tk, x0=x, loss=loss, f_scale=f_scale).x
+    return float(x[0]), float(x[1]), keep
+
+
+def fit_profile(pred_boxes: Sequence[Box], true_boxes: Sequence[Box], key: str,
+                sizes: Sequence[tuple[int, int]] | None = None, loss: str = "soft_l1",
+                meta: dict | None = None) -> CalibrationProfile:
+    """Fit ``true ≈ scale * pred + offset`` per coordinate.
+
+    Args:
+        pred_boxes: the grounder's boxes (original-image pixels).
+        true_boxes: the true boxes, same order.
+        key: the backend the profile belongs to.
+        sizes: ``(width, height)`` of each sample's image; the fit is then done in fractions
+            of the image side (``space="normalized"``). Without sizes it is done in pixels.
+        loss: a ``scipy.optimize.least_squares`` loss (``soft_l1``, ``huber``, ``cauchy``, ``linear``).
+    """
+    pred = np.asarray(pred_boxes, float).reshape(-1, 4)
+    true = np.asarray(true_boxes, float).reshape(-1, 4)
+    if len(pred) != len(true):
+        raise GeosegError(f"{len(pred)} predicted but {len(true)} true boxes", "give one true box per prediction")
+    if len(pred) < MIN_SAMPLES:
+        raise GeosegError(f"calibration needs at least {MIN_SAMPLES} grounded samples, got {len(pred)}",
+                          "use more samples (--limit) or a split whose targets the model finds")
+    if sizes is not None:
+        norm = np.asarray([[w, h, w, h] for w, h in sizes], float)
+        if norm.shape != pred.shape:
+            raise GeosegError(f"{len(norm)} image sizes for {len(pred)} boxes", "give one (width, height) per box")
+        space, f_scale = "normalized", F_SCALE_PX / float(np.median(norm))
+    else:
+        norm, space, f_scale = np.ones_like(pred), "pixels", F_SCALE_PX
+    p, t = pred / norm, true / norm
+    fits = [_fit_axis(p[:, c], t[:, c], loss, f_scale) for c in range(4)]
+    scale = tuple(s for s, _, _ in fits)
+    offset = tuple(o for _, o, _ in fits)
+    inlier = np.all([k for _, _, k in fits], axis=0)
+    corrected = (np.array(scale) * p + np.array(offset)) * norm
+    before, after = np.abs(pred - true)[inlier], np.abs(corrected - true)[inlier]
+    residuals = {
+        "outliers": int((~inlier).sum()),
+        "mean_abs_before": round(float(before.mean()), 3),
+        "mean_abs_after": round(float(after.mean()), 3),
+        "median_abs_after": round(float(np.median(after)), 3),
+        "max_abs_after": round(float(after.max()), 3),
+        "rms_after": [round(float(v), 3) for v in np.sqrt((after ** 2).mean(axis=0))],
+        "unit": "px (samples kept by the fit)",
+    }
+    return CalibrationProfile(key=key, scale=scale, offset=offset, n=len(pred),  # type: ignore[arg-type]
+                              residuals=residuals, space=space, loss=loss, meta=dict(meta or {}))
+
+
+def _instruction(sample: Any) -> str | None:
+    text = getattr(sample, "instruction", "") or getattr(getattr(sample, "prompt", None), "text", None)
+    return str(text).strip() if text and str(text).strip() else None
+
+
+def _grounder(client_or_grounder: Any) -> Callable[[np.ndarray, str], Box | None]:
+    ground = getattr(client_or_grounder, "ground", client_or_grounder)
+    if not callable(ground):
+        raise GeosegError("the calibration grounder is neither a GroundingClient nor a callable",
+                          "pass a GroundingClient or a function (image, instruction) -> box")
+
+    def run(image: np.ndarray, instruction: str) -> Box | None:
+        out = ground(image, instruction)
+        box = getattr(out, "box", out)
+        return None if box is None else tuple(float(v) for v in box)  # type: ignore[return-value]
+
+    return run
+
+
+def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None = None,
+              tasks: Sequence[str] = ("referring", "reasoning"), loss: str = "soft_l1",
+              meta: dict | None = None) -> CalibrationProfile:
+    """Run the grounder over labelled samples and fit its profile.
+
+    Args:
+        client_or_grounder: a :class:`~geoseg.trainfree.client.GroundingClient` (or anything
+            with ``ground(image, instruction)`` returning an object with ``box``), or a
+            callable ``(image, instruction) -> box``.
+        samples: benchmark samples (:class:`geoseg.bench.sample.BenchSample` or anything with
+            ``load_image``, ``load_mask``, ``instruction``/``prompt.text`` and ``task``).
+        key: the backend key; defaults to the client's ``backend_key``.
+        tasks: only samples of these tasks are used (interactive instructions carry their
+            own coordinates and say nothing about a grounder).
+
+    Samples with an empty target, another task, or an answer without a box are skipped and
+    counted in ``profile.meta``; an unreachable server stops the run with its error.
+    """
+    from geoseg.trainfree.client import NoBoxError
+
+    if key is None:
+        key = getattr(client_or_grounder, "backend_key", None)
+        if not key:
+            raise GeosegError("no backend key for the calibration profile", "pass key=... (e.g. the model name)")
+    ground = _grounder(client_or_grounder)
+    samples = list(samples)
+    preds, trues, sizes = [], [], []
+    skipped = {"empty_target": 0, "other_task": 0, "no_text": 0, "no_box": 0}
+    cache: tuple[Any, np.ndarray] | None = None
+    for s in progress(samples, desc="calibrating", total=len(samples), unit="sample"):
+        if tasks and getattr(s, "task", None) not in tasks:
+            skipped["other_task"] += 1
+            continue
+        text = _instruction(s)
+        if text is None:
+            skipped["no_text"] += 1
+            continue
+        true = box_of_mask(np.asarray(s.load_mask()))
+        if true is None:
+            skipped["empty_target"] += 1
+            continue
+        img_key = getattr(s, "image_key", None) or id(s)
+        if cache is None or cache[0] != img_key:
+            cache = (img_key, np.asarray(s.load_image()))
+        image = cache[1]
+        try:
+            pred = ground(image, text)
+        except NoBoxError as exc:
+            log.info("no box for %s: %s", getattr(s, "sample_id", "?"), exc)
+            skipped["no_box"] += 1
+            continue
+        if pred is None:
+            skipped["no_box"] += 1
+            continue
+        preds.append(pred)
+        trues.append(true)
+        sizes.append((image.shape[1], image.shape[0]))
+    if len(preds) < MIN_SAMPLES:
+        raise GeosegError(f"only {len(preds)} of {len(samples)} samples could be used for calibration "
+                          f"(skipped: {', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'none'})",
+                          f"give at least {MIN_SAMPLES} referring/reasoning samples whose targets the model finds")
+    info = {"samples": len(samples), "skipped": skipped, **(meta or {})}
+    return fit_profile(preds, trues, key, sizes=sizes, loss=loss, meta=info)
