@@ -163,3 +163,13 @@ def test_points_only_answer_and_unit_fractions():
         srv.state.reply_override = '{"bbox_2d": [0.1, 0.1, 0.3, 0.3]}'
         g = GroundingClient(srv.url, model="qwen3-vl:8b").ground(img, "the car")
         assert g.box == pytest.approx((40.0, 20.0, 120.0, 60.0)) and g.convention == "unit"
+
+
+def test_smaller_pixel_budget_still_converts_right(openai_server, dubai_targets_005):
+    """A smaller budget sends a smaller image; Qwen2.5-VL's pixel answer is still mapped back right."""
+    t = dubai_targets_005[0]
+    client = GroundingClient(openai_server.url, model="Qwen/Qwen2.5-VL-7B-Instruct", max_pixels=200_000)
+    g = client.ground(t.image, t.instruction)
+    w, h = openai_server.state.requests[-1]["size"]
+    assert w * h <= 200_000 and w % 28 == 0 and h % 28 == 0
+    assert np.abs(np.array(g.box) - np.array(t.box)).max() <= 1.0 + t.image.shape[0] / h / 2
