@@ -13,7 +13,9 @@ import yaml
 from click.testing import CliRunner
 
 from geoseg.bench import split as S
+from geoseg.bench.baselines import resolve_model
 from geoseg.bench.readers import load_benchmark
+from geoseg.bench.runner import run_benchmark
 from geoseg.cli import cli, main
 from geoseg.errors import InputError
 
@@ -158,6 +160,14 @@ def test_split_build_run_and_tamper_via_cli(shared_data, tmp_path, capsys):
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["run"]["format"] == "split" and metrics["n_samples"] == 4
+    # category-region: the whole ground-truth region of the named category, read through the data engine
+    pick = [s for s in samples if re.search(r"/c\d+/", s.sample_id) and s.task == "reasoning"][:3]  # class-level targets
+    pick += [s for s in samples if s.empty_target][:2] + [s for s in samples if re.search(r"/i\d+/", s.sample_id)][:3]
+    assert {s.meta["source"] for s in pick} >= {"dubai", "dk_fields"}
+    run_benchmark(resolve_model("category-region"), pick, tmp_path / "catreg", report=False)
+    ious = {json.loads(x)["sample_id"]: json.loads(x)["iou"] for x in (tmp_path / "catreg/per_sample.jsonl").open()}
+    assert [ious[s.sample_id] for s in pick[:5]] == [1.0] * 5  # class-level targets exactly; absent classes empty
+    assert all(ious[s.sample_id] < 1.0 for s in pick[5:])  # one instance among others of its class
     # a tampered sample is refused: one line naming the split, the sample and the file
     t = pq.read_table(out / S.SAMPLES_FILE)
     rows = t.to_pylist()

@@ -12,6 +12,10 @@ reports say so). Two baseline wrappers put every model row in context:
 * ``category-only:MODEL`` — a text-capable model is given only the bare category name
   instead of the instruction: it finds the category, ignoring attributes, relations and
   reasoning. It is the bar any referring or reasoning model must clear.
+* ``category-region`` — no model: the answer is the whole ground-truth region of the
+  category the sample names, in its tile (:mod:`geoseg.bench.class_regions`; samples built
+  by the data engine only, others are unsupported). The category-only bar with a perfect
+  semantic segmenter: a referring/reasoning model below it did not use the instruction.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters import Segmenter, build_segmenter
 
 EMPTY = "empty"  # a transform's answer meaning "predict an empty mask without asking the backend"
-BASELINE_ROWS = ("classical", "oracle-box:classical", "category-only:unified")
+BASELINE_ROWS = ("classical", "oracle-box:classical", "category-region", "category-only:unified")
 
 
 def restrict(prompt: Prompt, capabilities: frozenset[str]) -> Prompt | None:
@@ -53,7 +57,7 @@ def gt_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
-Transform = Callable[[BenchSample, Segmenter], "Prompt | str | None"]
+Transform = Callable[[BenchSample, "Segmenter | None"], "Prompt | str | np.ndarray | None"]
 
 
 def _own_prompt(sample: BenchSample, seg: Segmenter) -> Prompt | None:
@@ -73,21 +77,28 @@ def _category_only(sample: BenchSample, seg: Segmenter) -> Prompt | None:
     return Prompt(text=sample.category, task="referring")
 
 
+def _category_region(sample: BenchSample, seg: Segmenter | None) -> np.ndarray | None:
+    regions = sample.meta.get("class_regions")
+    if regions is None or not sample.category or sample.meta.get("window") is None:
+        return None
+    return regions.region(sample.meta["source"], sample.meta["scene"], sample.meta["window"], sample.category)
+
+
 @dataclass
 class ModelSpec:
     """A resolved ``--model`` value: how to build the backend and how to prompt it per sample."""
 
     spec: str
-    backend: str
+    backend: str | None  # None: the transform answers with a mask itself (no model)
     transform: Transform
     description: str
     kwargs: dict = field(default_factory=dict)
     _segmenter: Segmenter | None = None
 
     @property
-    def segmenter(self) -> Segmenter:
+    def segmenter(self) -> Segmenter | None:
         """The backend, built on first use (so re-scoring a cached run never loads a model)."""
-        if self._segmenter is None:
+        if self._segmenter is None and self.backend is not None:
             self._segmenter = build_segmenter(self.backend, **self.kwargs)
             if self.transform is _category_only and "text" not in self._segmenter.capabilities:
                 raise GeosegError(f"category-only needs a text-capable model, '{self.backend}' takes "
@@ -110,7 +121,9 @@ def resolve_model(spec: str, segmenter: Segmenter | None = None, **kwargs) -> Mo
         segmenter: an already built backend to use instead of building one (tests, notebooks).
         **kwargs: passed to :func:`geoseg.segmenters.build_segmenter`.
     """
-    if spec == "oracle-box" or spec.startswith("oracle-box:"):
+    if spec == "category-region":
+        ms = ModelSpec(spec, None, _category_region, "whole ground-truth region of the named category (no model)", kwargs)
+    elif spec == "oracle-box" or spec.startswith("oracle-box:"):
         backend = spec.partition(":")[2] or "classical"
         ms = ModelSpec(spec, backend, _oracle_box, "oracle: ground-truth bounding box given to the backend", kwargs)
     elif spec.startswith("category-only"):

@@ -148,6 +148,8 @@ def predict_missing(model: ModelSpec, samples: Sequence[BenchSample], cache: Pre
             elif isinstance(prompt, str) and prompt == EMPTY:
                 h, w = s.load_mask().shape
                 rec.update(rle=rle_encode(np.zeros((h, w), bool)), score=1.0, seconds=0.0)
+            elif isinstance(prompt, np.ndarray):  # the protocol answers itself (no model)
+                rec.update(rle=rle_encode(prompt.astype(bool)), score=1.0, seconds=0.0)
             else:
                 if image is None:
                     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.bench.baselines import BASELINE_ROWS
 from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, EMPTY_RULES
 from geoseg.bench.readers import FORMATS
 
@@ -109,7 +110,7 @@ def _safe(name: str) -> str:
 @_data
 @_rule_opt
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="One sub-folder per row + compare.*")
-@click.option("--models", default=",".join(("classical", "oracle-box:classical", "category-only:unified")),
+@click.option("--models", default=",".join(BASELINE_ROWS),
               show_default=True, help="Comma-separated rows to run.")
 @click.option("--device", default=None, help="Device for model backends.")
 def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) -> None:

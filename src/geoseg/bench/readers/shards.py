@@ -74,7 +74,22 @@ def row_prompt(row: dict) -> Prompt:
     return Prompt(text=text, task=task)
 
 
-def row_to_sample(row: dict, source: Path) -> BenchSample:
+def class_regions_of(path: Path):
+    """A :class:`~geoseg.bench.class_regions.ClassRegions` from the build's ``manifest.json``, if there is one."""
+    from geoseg.bench.class_regions import ClassRegions
+
+    folder = path if path.is_dir() else path.parent
+    for d in (folder, folder.parent):
+        man = d / "manifest.json"
+        if man.is_file():
+            try:
+                return ClassRegions(json.loads(man.read_text(encoding="utf-8"))["config"]["sources"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def row_to_sample(row: dict, source: Path, regions=None) -> BenchSample:
     from geoseg.data.imagery import read_rgb
     from geoseg.rle import rle_decode
 
@@ -101,7 +116,8 @@ def row_to_sample(row: dict, source: Path) -> BenchSample:
         level=int(row["level"]) if row.get("level") is not None else None,
         category=row.get("category") or "", instruction=row.get("instruction") or "",
         empty_target=bool(row.get("empty_target")) if row.get("empty_target") is not None else None,
-        meta={"source": row.get("source"), "region": row.get("region"), "answer": row.get("answer")},
+        meta={"source": row.get("source"), "region": row.get("region"), "answer": row.get("answer"),
+              "scene": row.get("scene"), "window": win, "class_regions": regions},
         mask_rle=row["mask"] if [int(v) for v in (row["mask"] or {}).get("size", ())] == [h, w] else None,
     )
 
@@ -111,4 +127,5 @@ def read(path: Path, split: str | None = None, ids: set[str] | None = None) -> l
     if not files:
         raise InputError(f"no .parquet shards under {path}", "build them with geoseg data build")
     rows = read_rows(files, split)
-    return [row_to_sample(r, f) for r, f in rows if ids is None or r["sample_id"] in ids]
+    regions = class_regions_of(path)
+    return [row_to_sample(r, f, regions) for r, f in rows if ids is None or r["sample_id"] in ids]

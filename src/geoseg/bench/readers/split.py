@@ -53,4 +53,10 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
         raise InputError(f"cannot read {f} ({exc})", f"rebuild it: geoseg bench split build {man['name']} -o {folder} "
                          "--overwrite") from exc
     rows = S.verify(man, rows, None, str(f))
-    return [row_to_sample(r, f) for r in rows if split is None or r.get("split") == split]
+    regions = None
+    if rows and rows[0].get("image_rel") and rows[0]["image_path"].endswith(rows[0]["image_rel"]):
+        from geoseg.bench.class_regions import ClassRegions
+
+        root = rows[0]["image_path"][: -len(rows[0]["image_rel"])]
+        regions = ClassRegions([{**s, "path": str(Path(root) / s["path"])} for s in man["config"]["sources"]])
+    return [row_to_sample(r, f, regions) for r in rows if split is None or r.get("split") == split]
