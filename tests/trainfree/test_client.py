@@ -163,6 +163,11 @@ def test_points_only_answer_and_unit_fractions():
         srv.state.reply_override = '{"bbox_2d": [0.1, 0.1, 0.3, 0.3]}'
         g = GroundingClient(srv.url, model="qwen3-vl:8b").ground(img, "the car")
         assert g.box == pytest.approx((40.0, 20.0, 120.0, 60.0)) and g.convention == "unit"
+        # several boxes: all converted, the first is the box; one outside the image is dropped
+        srv.state.reply_override = "<ref>cars</ref><box>[[100, 100, 300, 300], [500, 0, 750, 250], [1200, 0, 1300, 50]]</box>"
+        g = GroundingClient(srv.url, model="OpenGVLab/InternVL3-8B").ground(img, "the car")
+        assert g.boxes == [pytest.approx((40.0, 20.0, 120.0, 60.0)), pytest.approx((200.0, 0.0, 300.0, 50.0))]
+        assert g.box == g.boxes[0] and g.label == "cars"
 
 
 def test_smaller_pixel_budget_still_converts_right(openai_server, dubai_targets_005):

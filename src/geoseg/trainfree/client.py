@@ -47,6 +47,8 @@ class Grounding:
         raw: the model's answer, verbatim.
         family: the model family whose conventions were applied.
         convention: the coordinate convention the numbers were read in.
+        boxes: every box of the answer that overlaps the image, first = ``box`` (for
+            instructions naming several objects).
     """
 
     box: tuple[float, float, float, float] | None
@@ -55,7 +57,7 @@ class Grounding:
     raw: str
     family: str
     convention: str = ""
-    extra: dict = field(default_factory=dict)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def _looks_unit(values: list[float]) -> bool:
@@ -251,24 +253,28 @@ class GroundingClient:
             raise NoBoxError(f"the model's answer holds no box: {snippet!r}",
                              f"check that {self._model or 'the model'} can ground objects "
                              f"(family {family.name}; pass --vlm-family if the guess is wrong)")
-        box = None
+        boxes: list[tuple[float, float, float, float]] = []
         convention = family.convention
-        if parsed.boxes:
-            coords = list(parsed.boxes[0].coords)
-            if convention != "unit" and _looks_unit(coords):
-                convention = "unit"
-            (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], convention, frame)
-            w, h = frame.orig_size
+        w, h = frame.orig_size
+        for k, parsed_box in enumerate(parsed.boxes):
+            coords = list(parsed_box.coords)
+            conv = "unit" if family.convention != "unit" and _looks_unit(coords) else family.convention
+            (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], conv, frame)
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-                raise NoBoxError(f"the model's box {parsed.boxes[0].coords} lies outside the {w}x{h} image "
-                                 f"(read as {convention})", "check the model family (--vlm-family)")
-            box = (float(x0), float(y0), float(x1), float(y1))
+                if k == 0:
+                    raise NoBoxError(f"the model's box {parsed_box.coords} lies outside the {w}x{h} image "
+                                     f"(read as {conv})", "check the model family (--vlm-family)")
+                continue
+            if k == 0:
+                convention = conv
+            boxes.append((float(x0), float(y0), float(x1), float(y1)))
+        box = boxes[0] if boxes else None
         points = []
         if parsed.points:
             pts = np.array([p.xy for p in parsed.points], float)
             pconv = "unit" if family.convention != "unit" and _looks_unit(pts.ravel().tolist()) else family.convention
             points = [(float(x), float(y)) for x, y in to_original(pts, pconv, frame)]
-        return Grounding(box, points, parsed.label, raw, family.name, convention)
+        return Grounding(box, points, parsed.label, raw, family.name, convention, boxes)
 
 
 def _error_text(resp: object) -> str:
