@@ -178,3 +178,23 @@ def test_smaller_pixel_budget_still_converts_right(openai_server, dubai_targets_
     w, h = openai_server.state.requests[-1]["size"]
     assert w * h <= 200_000 and w % 28 == 0 and h % 28 == 0
     assert np.abs(np.array(g.box) - np.array(t.box)).max() <= 1.0 + t.image.shape[0] / h / 2
+
+
+def test_the_server_speaks_the_protocol_the_openai_sdk_expects(openai_server, dubai_targets_005):
+    """The official client library accepts the loopback server's answers and errors (the fixture is a real API)."""
+    openai = pytest.importorskip("openai")
+    from geoseg.trainfree.client import encode_image
+    from geoseg.trainfree.conventions import FAMILIES, prepare_image
+
+    t = dubai_targets_005[0]
+    sent, _ = prepare_image(t.image, FAMILIES["qwen3-vl"])
+    sdk = openai.OpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+    assert "qwen3-vl:8b" in [m.id for m in sdk.models.list()]
+    resp = sdk.chat.completions.create(model="qwen3-vl:8b", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": encode_image(sent)}},
+        {"type": "text", "text": f"Locate {t.instruction}."}]}])
+    assert resp.choices[0].message.role == "assistant" and '"bbox_2d"' in resp.choices[0].message.content
+    assert resp.usage.total_tokens > 0
+    openai_server.state.api_key = "sk-other"
+    with pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
