@@ -13,7 +13,7 @@ from geoseg.trainfree.client import GroundingClient, NoBoxError
 
 # how far the recovered box may be from the truth, in original pixels: the answer's rounding
 # (half a grid step of the sent image) plus one pixel of resampling at the borders
-_GRID = {"qwen2-vl": 1000, "qwen3-vl": 1000, "internvl": 1000, "geopix": 100, "qwen2.5-vl": None, "generic": 10000}
+_GRID = {"gemini": 1000, "qwen2-vl": 1000, "qwen3-vl": 1000, "internvl": 1000, "geopix": 100, "qwen2.5-vl": None, "generic": 10000}
 
 
 def _tolerance(family: str, size: tuple[int, int]) -> float:

@@ -71,6 +71,7 @@ def test_guess_family_from_served_names():
     assert guess_family("Qwen/Qwen3-VL-30B-A3B-Instruct") == "qwen3-vl"
     assert guess_family("OpenGVLab/InternVL3-8B") == "internvl"
     assert guess_family("Norman-ou/GeoPix-ft-sior_rsicap") == "geopix"
+    assert guess_family("models/gemini-2.5-flash") == "gemini"
     assert guess_family("gpt-4o-mini") == "generic" and guess_family(None) == "generic"
     with pytest.raises(GeosegError, match="unknown model family"):
         get_family("llava-next")

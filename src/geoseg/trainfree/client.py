@@ -258,6 +258,8 @@ class GroundingClient:
         w, h = frame.orig_size
         for k, parsed_box in enumerate(parsed.boxes):
             coords = list(parsed_box.coords)
+            if family.order == "yx":
+                coords = [coords[1], coords[0], coords[3], coords[2]]
             conv = "unit" if family.convention != "unit" and _looks_unit(coords) else family.convention
             (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], conv, frame)
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
@@ -272,6 +274,8 @@ class GroundingClient:
         points = []
         if parsed.points:
             pts = np.array([p.xy for p in parsed.points], float)
+            if family.order == "yx":
+                pts = pts[:, ::-1]
             pconv = "unit" if family.convention != "unit" and _looks_unit(pts.ravel().tolist()) else family.convention
             points = [(float(x), float(y)) for x, y in to_original(pts, pconv, frame)]
         return Grounding(box, points, parsed.label, raw, family.name, convention, boxes)

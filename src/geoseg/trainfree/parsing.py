@@ -13,8 +13,9 @@ markup keeps its label):
 * a bare corner pair ``(x0,y0),(x1,y1)`` (Qwen tokens stripped by the server) or ``<box>(x0,y0),(x1,y1)</box>``
 * a plain list ``[x0, y0, x1, y1]``
 
-Numbers are returned exactly as written (no unit conversion: see
-:mod:`geoseg.trainfree.conventions`); corners given in the wrong order are swapped.
+Numbers are returned exactly as written (no unit conversion or axis order: see
+:mod:`geoseg.trainfree.conventions`; Gemini's ``box_2d`` is y-first); a corner pair given
+in the wrong order is swapped.
 ``<think>…</think>`` reasoning blocks are ignored.
 """
 
@@ -43,7 +44,7 @@ MAX_CHARS = 20000
 #: failed JSON starts tried per answer
 MAX_ATTEMPTS = 200
 
-_BOX_KEYS = ("bbox_2d", "bbox", "box", "bounding_box", "bndbox", "coordinates")
+_BOX_KEYS = ("bbox_2d", "box_2d", "bbox", "box", "bounding_box", "bndbox", "coordinates")
 _POINT_KEYS = ("point_2d", "point", "points", "point_coords")
 _LABEL_KEYS = ("label", "prompt", "noun", "name", "object", "category", "class")
 
