@@ -145,10 +145,14 @@ def test_target_the_model_cannot_see_is_a_no_box_error(openai_server, dubai_targ
         GroundingClient(openai_server.url, model="qwen3-vl:8b").ground(t.image[::-1].copy(), t.instruction)
 
 
-def test_unknown_model_is_refused_clearly(openai_server, dubai_targets_005):
+def test_unknown_model_or_path_is_refused_clearly(openai_server, dubai_targets_005):
     t = dubai_targets_005[0]
     with pytest.raises(GeosegError, match="HTTP 404.*does not exist.*--vlm-model"):
         GroundingClient(openai_server.url, model="no-such-model").ground(t.image, t.instruction)
+    with pytest.raises(GeosegError, match="HTTP 404.*usually end in /v1"):
+        GroundingClient(openai_server.url.removesuffix("/v1"), model="qwen3-vl:8b").ground(t.image, t.instruction)
+    with pytest.raises(GeosegError, match="unknown model family"):
+        GroundingClient(openai_server.url, model="qwen3-vl:8b", family="qwen9")
 
 
 def test_points_only_answer_and_unit_fractions():

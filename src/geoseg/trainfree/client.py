@@ -120,6 +120,10 @@ class GroundingClient:
         self.max_pixels = max_pixels
         self.image_format = image_format
         self.max_tokens = max_tokens
+        if family != "auto":
+            get_family(family)  # an unknown family fails here, not at the first image
+        if image_format not in ("jpeg", "png"):
+            raise GeosegError(f"unknown image format {image_format!r}", "use jpeg or png")
         self._family_name = family
         self._model = model or os.environ.get("OPENAI_MODEL") or None
         self._http = self._httpx.Client(timeout=self.timeout, headers=self._headers())
@@ -195,8 +199,11 @@ class GroundingClient:
                 log.info("grounding request got %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code >= 400:
+                fix = "check --vlm-model and that the model accepts images"
+                if resp.status_code == 404 and not self.base_url.rstrip("/").endswith("/v1"):
+                    fix = "OpenAI-compatible URLs usually end in /v1 (e.g. http://127.0.0.1:8000/v1); " + fix
                 raise GeosegError(f"the server at {self.base_url} refused the request (HTTP {resp.status_code}: "
-                                  f"{_error_text(resp)})", "check --vlm-model and that the model accepts images")
+                                  f"{_error_text(resp)})", fix)
             try:
                 data = resp.json()
             except ValueError:
