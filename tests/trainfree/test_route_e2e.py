@@ -32,6 +32,7 @@ from geoseg.trainfree.segmenter import (
     ENV_FAMILY,
     ENV_KEY,
     ENV_MASK_CHECKPOINT,
+    ENV_MAX_PIXELS,
     ENV_MODEL,
     ENV_TIMEOUT,
     ENV_URL,
@@ -189,7 +190,7 @@ def server(small_crops):
 @pytest.fixture()
 def clean_env(monkeypatch, tmp_path):
     """The CLI hands --vlm-* to the backend through the environment: restore it afterwards."""
-    for var in (ENV_URL, ENV_MODEL, ENV_KEY, ENV_FAMILY, ENV_TIMEOUT, ENV_MASK_CHECKPOINT):
+    for var in (ENV_URL, ENV_MODEL, ENV_KEY, ENV_FAMILY, ENV_TIMEOUT, ENV_MAX_PIXELS, ENV_MASK_CHECKPOINT):
         monkeypatch.setenv(var, "")
     monkeypatch.setenv("GEOSEG_HOME", str(tmp_path / "home"))  # no stored calibration profile
 

@@ -76,7 +76,7 @@ def bench() -> None:
 @click.option("--gallery", default=4, show_default=True, help="Best/median/worst examples each in the HTML report.")
 @vlm_options  # --model trainfree: the multimodal LLM that grounds each instruction
 def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery,
-            vlm_url=None, vlm_model=None, vlm_key=None, vlm_family="auto", vlm_timeout=60.0) -> None:
+            **vlm) -> None:
     """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports."""
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.runner import run_benchmark
@@ -84,7 +84,7 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     if "trainfree" in model:
         from geoseg.trainfree.segmenter import apply_vlm_flags
 
-        apply_vlm_flags(vlm_url, vlm_model, vlm_key, family=vlm_family, timeout=vlm_timeout)
+        apply_vlm_flags(**{k[4:]: v for k, v in vlm.items()})
 
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")

@@ -51,9 +51,7 @@ def _fmt_area(value: float, unit: str) -> str:
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
-            backend: str | None, checkpoint: str | None, device: str, as_json: bool, vlm_url: str | None = None,
-            vlm_model: str | None = None, vlm_key: str | None = None, vlm_family: str = "auto",
-            vlm_timeout: float = 60.0, **batch) -> None:
+            backend: str | None, checkpoint: str | None, device: str, as_json: bool, **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -69,10 +67,11 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     """
     from geoseg.batch import is_batch_input
 
+    vlm = {k[4:]: batch.pop(k) for k in list(batch) if k.startswith("vlm_")}
     if backend == "trainfree":
         from geoseg.trainfree.segmenter import apply_vlm_flags
 
-        apply_vlm_flags(vlm_url, vlm_model, vlm_key, family=vlm_family, timeout=vlm_timeout)  # batch workers too
+        apply_vlm_flags(**vlm)  # read by the trainfree backend, in batch workers too
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 

@@ -35,13 +35,18 @@ UNIFIED_MIN_CROP = 512
 #: default routes with the unified mask backend: its point head is weak, so route A's points and the
 #: intersection lower IoU (benchmarks/trainfree_ablation.py); SAM / SAM 2 get GeoSeg's both routes
 UNIFIED_ROUTES = "B"
-#: environment variables the CLI sets from --vlm-url/--vlm-model/--vlm-key (batch workers inherit them)
+#: environment variables the CLI sets from its --vlm-* options (batch workers inherit them)
 ENV_URL, ENV_MODEL, ENV_KEY = "GEOSEG_VLM_URL", "GEOSEG_VLM_MODEL", "GEOSEG_VLM_KEY"
-ENV_FAMILY, ENV_TIMEOUT = "GEOSEG_VLM_FAMILY", "GEOSEG_VLM_TIMEOUT"
+ENV_FAMILY, ENV_TIMEOUT, ENV_MAX_PIXELS = "GEOSEG_VLM_FAMILY", "GEOSEG_VLM_TIMEOUT", "GEOSEG_VLM_MAX_PIXELS"
 #: mask-backend weights for the route where no --checkpoint flag reaches the backend (bench runs)
 ENV_MASK_CHECKPOINT = "GEOSEG_TRAINFREE_CHECKPOINT"
 
 Box = tuple[float, float, float, float]
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 class Grounder(Protocol):
@@ -52,14 +57,13 @@ class Grounder(Protocol):
     def ground(self, image: np.ndarray, instruction: str) -> Any: ...
 
 
-def apply_vlm_flags(url: str | None = None, model: str | None = None, key: str | None = None,
-                    family: str | None = None, timeout: float | None = None) -> None:
-    """Hand CLI flags to the ``trainfree`` backend through the environment (read when it is built,
-    in this process or in batch worker processes). Unset flags leave the environment alone."""
-    for name, value in ((ENV_URL, url), (ENV_MODEL, model), (ENV_KEY, key), (ENV_FAMILY, family),
-                        (ENV_TIMEOUT, timeout)):
-        if value:
-            os.environ[name] = str(value)
+def apply_vlm_flags(**flags: object) -> None:
+    """Hand the CLI's ``--vlm-*`` options (``url=``, ``model=``, ``key=``, ``family=``, ``timeout=``,
+    ``max_pixels=``) to the ``trainfree`` backend through the environment, where it reads them when
+    it is built, in this process or in batch worker processes. Unset options leave it alone."""
+    for name, value in flags.items():
+        if value is not None and value != "":
+            os.environ[f"GEOSEG_VLM_{name.upper()}"] = str(value)
 
 
 def build_mask_backend(mask_backend: str | Segmenter | None = None, checkpoint: str | os.PathLike | None = None,
@@ -107,6 +111,7 @@ class TrainFreeSegmenter(Segmenter):
         vlm_family: the model family whose image size and coordinate convention apply (default
             ``$GEOSEG_VLM_FAMILY``, else ``auto``: guessed from the model name).
         vlm_timeout, vlm_retries: per-request time-out (s; default ``$GEOSEG_VLM_TIMEOUT``, else 60) and retries.
+        vlm_max_pixels: image budget of a server started with a non-default one (``$GEOSEG_VLM_MAX_PIXELS``).
         grounder: a ready grounder (anything with ``ground(image, instruction)``) instead of a client.
         mask_backend: ``auto``, ``sam``, ``sam2``, ``unified`` or a built segmenter.
         similarity: route A's source: ``unified`` (default), ``clip:PATH`` or a source object.
@@ -128,6 +133,7 @@ class TrainFreeSegmenter(Segmenter):
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = "auto", *,
                  vlm_url: str | None = None, vlm_model: str | None = None, vlm_key: str | None = None,
                  vlm_family: str | None = None, vlm_timeout: float | None = None, vlm_retries: int = 2,
+                 vlm_max_pixels: int | None = None,
                  grounder: Grounder | None = None, mask_backend: str | Segmenter | None = None,
                  similarity: Any = "unified", refinement: str = "auto", profile: Any = None,
                  routes: str | None = None, threshold: float = 0.8, margin: float = 0.1, max_points: int = 3,
@@ -146,7 +152,8 @@ class TrainFreeSegmenter(Segmenter):
                                        api_key=vlm_key or os.environ.get(ENV_KEY),
                                        family=vlm_family or os.environ.get(ENV_FAMILY) or "auto",
                                        timeout=float(vlm_timeout or os.environ.get(ENV_TIMEOUT) or 60.0),
-                                       retries=vlm_retries)
+                                       retries=vlm_retries,
+                                       max_pixels=vlm_max_pixels or _int_env(ENV_MAX_PIXELS))
         self.grounder = grounder
         ckpt = checkpoint or os.environ.get(ENV_MASK_CHECKPOINT) or None
         self.session = ImageSession(build_mask_backend(mask_backend, ckpt, device, threads))
