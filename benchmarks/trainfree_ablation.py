@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "out" / "bench"), help="benchmark shards (geoseg data build ...)")
     ap.add_argument("--out", default=str(ROOT / "out" / "trainfree_ablation"), help="run folders and results.json")
-    ap.add_argument("-n", type=int, default=40, help="evaluation samples (seeded)")
+    ap.add_argument("-n", type=int, default=30, help="evaluation samples (seeded)")
     ap.add_argument("--calib", type=int, default=30, help="calibration samples (seeded, other scenes)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
