@@ -20,6 +20,7 @@ coordinate frame:
 * ``qwen3-vl``: the same JSON on a 0–1000 grid
 * ``internvl``: ``<ref>label</ref><box>[[x0, y0, x1, y1]]</box>`` on a 0–1000 grid
 * ``geopix``: ``{<x1><y1><x2><y2>}`` on a 0–100 grid
+* ``gemini``: a fenced JSON list of ``{"box_2d": [ymin, xmin, ymax, xmax], "label": ...}``, 0–1000
 * ``generic``: GeoSeg's ``{"bbox": [...], "prompt": ...}`` in [0, 1] (4 decimals)
 """
 
@@ -44,6 +45,7 @@ MODELS: dict[str, str] = {
     "qwen3-vl:8b": "qwen3-vl",
     "OpenGVLab/InternVL3-8B": "internvl",
     "GeoPix-ft-sior_rsicap": "geopix",
+    "gemini-2.5-flash": "gemini",
     "gpt-4o-mini": "generic",
 }
 
@@ -209,6 +211,8 @@ def _answer(state: ServerState, family: str, received: np.ndarray, prompt: str) 
                 f"<|box_start|>({gx[0]},{gy[0]}),({gx[1]},{gy[1]})<|box_end|>")
     if family == "qwen3-vl":
         return "```json\n[\n\t" + json.dumps({"bbox_2d": [gx[0], gy[0], gx[1], gy[1]], "label": label}) + "\n]\n```"
+    if family == "gemini":
+        return "```json\n" + json.dumps([{"box_2d": [gy[0], gx[0], gy[1], gx[1]], "label": label}]) + "\n```"
     if family == "internvl":
         return f"<ref>{label}</ref><box>[[{gx[0]}, {gy[0]}, {gx[1]}, {gy[1]}]]</box>"
     if family == "geopix":

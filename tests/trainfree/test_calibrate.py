@@ -78,6 +78,19 @@ def test_fit_profile_recovers_a_synthetic_bias_in_both_spaces():
         fit_profile(pred[:2], true[:2], "m", sizes=sizes[:2])
 
 
+def test_a_wild_box_is_set_aside_even_among_three():
+    sizes = [(800, 600), (1200, 900), (640, 640)]
+    true = np.array([(100, 80, 300, 260), (700, 500, 900, 800), (300, 200, 420, 330)], float)
+    norm = np.array([[w, h, w, h] for w, h in sizes], float)
+    pred = (np.array(BIAS.scale) * true / norm + np.array(BIAS.shift)) * norm
+    pred[1] = (20, 30, 90, 80)  # the model pointed somewhere else entirely
+    prof = fit_profile(pred, true, "m", sizes=sizes)
+    assert prof.residuals["outliers"] == 1 and prof.residuals["max_abs_after"] < 1e-6
+    np.testing.assert_allclose(prof.scale, 1 / np.array(BIAS.scale), rtol=1e-6)
+    plain = fit_profile(pred, true, "m", sizes=sizes, loss="linear")
+    assert plain.residuals["outliers"] == 0 and plain.residuals["max_abs_after"] > 50
+
+
 def test_calibration_through_the_server_recovers_the_injected_bias(server, dubai_crops):
     """Fit on 9 real boxes, check on 3 held-out ones: within 2 px of the truth after correction."""
     client = GroundingClient(server.url, model=QWEN25)

@@ -13,7 +13,7 @@ from geoseg.trainfree.client import GroundingClient, NoBoxError
 
 # how far the recovered box may be from the truth, in original pixels: the answer's rounding
 # (half a grid step of the sent image) plus one pixel of resampling at the borders
-_GRID = {"qwen2-vl": 1000, "qwen3-vl": 1000, "internvl": 1000, "geopix": 100, "qwen2.5-vl": None, "generic": 10000}
+_GRID = {"gemini": 1000, "qwen2-vl": 1000, "qwen3-vl": 1000, "internvl": 1000, "geopix": 100, "qwen2.5-vl": None, "generic": 10000}
 
 
 def _tolerance(family: str, size: tuple[int, int]) -> float:
@@ -145,10 +145,14 @@ def test_target_the_model_cannot_see_is_a_no_box_error(openai_server, dubai_targ
         GroundingClient(openai_server.url, model="qwen3-vl:8b").ground(t.image[::-1].copy(), t.instruction)
 
 
-def test_unknown_model_is_refused_clearly(openai_server, dubai_targets_005):
+def test_unknown_model_or_path_is_refused_clearly(openai_server, dubai_targets_005):
     t = dubai_targets_005[0]
     with pytest.raises(GeosegError, match="HTTP 404.*does not exist.*--vlm-model"):
         GroundingClient(openai_server.url, model="no-such-model").ground(t.image, t.instruction)
+    with pytest.raises(GeosegError, match="HTTP 404.*usually end in /v1"):
+        GroundingClient(openai_server.url.removesuffix("/v1"), model="qwen3-vl:8b").ground(t.image, t.instruction)
+    with pytest.raises(GeosegError, match="unknown model family"):
+        GroundingClient(openai_server.url, model="qwen3-vl:8b", family="qwen9")
 
 
 def test_points_only_answer_and_unit_fractions():
@@ -163,3 +167,38 @@ def test_points_only_answer_and_unit_fractions():
         srv.state.reply_override = '{"bbox_2d": [0.1, 0.1, 0.3, 0.3]}'
         g = GroundingClient(srv.url, model="qwen3-vl:8b").ground(img, "the car")
         assert g.box == pytest.approx((40.0, 20.0, 120.0, 60.0)) and g.convention == "unit"
+        # several boxes: all converted, the first is the box; one outside the image is dropped
+        srv.state.reply_override = "<ref>cars</ref><box>[[100, 100, 300, 300], [500, 0, 750, 250], [1200, 0, 1300, 50]]</box>"
+        g = GroundingClient(srv.url, model="OpenGVLab/InternVL3-8B").ground(img, "the car")
+        assert g.boxes == [pytest.approx((40.0, 20.0, 120.0, 60.0)), pytest.approx((200.0, 0.0, 300.0, 50.0))]
+        assert g.box == g.boxes[0] and g.label == "cars"
+
+
+def test_smaller_pixel_budget_still_converts_right(openai_server, dubai_targets_005):
+    """A smaller budget sends a smaller image; Qwen2.5-VL's pixel answer is still mapped back right."""
+    t = dubai_targets_005[0]
+    client = GroundingClient(openai_server.url, model="Qwen/Qwen2.5-VL-7B-Instruct", max_pixels=200_000)
+    g = client.ground(t.image, t.instruction)
+    w, h = openai_server.state.requests[-1]["size"]
+    assert w * h <= 200_000 and w % 28 == 0 and h % 28 == 0
+    assert np.abs(np.array(g.box) - np.array(t.box)).max() <= 1.0 + t.image.shape[0] / h / 2
+
+
+def test_the_server_speaks_the_protocol_the_openai_sdk_expects(openai_server, dubai_targets_005):
+    """The official client library accepts the loopback server's answers and errors (the fixture is a real API)."""
+    openai = pytest.importorskip("openai")
+    from geoseg.trainfree.client import encode_image
+    from geoseg.trainfree.conventions import FAMILIES, prepare_image
+
+    t = dubai_targets_005[0]
+    sent, _ = prepare_image(t.image, FAMILIES["qwen3-vl"])
+    sdk = openai.OpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+    assert "qwen3-vl:8b" in [m.id for m in sdk.models.list()]
+    resp = sdk.chat.completions.create(model="qwen3-vl:8b", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": encode_image(sent)}},
+        {"type": "text", "text": f"Locate {t.instruction}."}]}])
+    assert resp.choices[0].message.role == "assistant" and '"bbox_2d"' in resp.choices[0].message.content
+    assert resp.usage.total_tokens > 0
+    openai_server.state.api_key = "sk-other"
+    with pytest.raises(openai.AuthenticationError):
+        sdk.models.list()

@@ -56,7 +56,8 @@ def test_several_boxes_keep_order_and_points_are_read():
 @pytest.mark.parametrize("junk", [
     "", "   ", "I cannot find it in the image.", "{}", "[]", "[1, 2, 3]", "[a, b, c, d]", '{"bbox": "none"}',
     '{"bbox": [NaN, 1, 2, 3]}', "```json\n{\"bbox_2d\": [1, 2,", "1000 1000 1000 1000", "{<1><2><3>}",
-    '{"bbox": [true, false, 1, 2]}', "<|box_start|>(1,2)<|box_end|>", "[[[[[[[[", "}{][",
+    '{"bbox": [true, false, 1, 2]}', "<|box_start|>(1,2)<|box_end|>", "[[[[[[[[", "}{][", "[" * 100000,
+    "{'a': [" * 5000, "<think>" + "[1, 2, 3, 4]",
 ])
 def test_junk_gives_nothing(junk):
     assert parse_answer(junk).empty
@@ -70,6 +71,7 @@ def test_guess_family_from_served_names():
     assert guess_family("Qwen/Qwen3-VL-30B-A3B-Instruct") == "qwen3-vl"
     assert guess_family("OpenGVLab/InternVL3-8B") == "internvl"
     assert guess_family("Norman-ou/GeoPix-ft-sior_rsicap") == "geopix"
+    assert guess_family("models/gemini-2.5-flash") == "gemini"
     assert guess_family("gpt-4o-mini") == "generic" and guess_family(None) == "generic"
     with pytest.raises(GeosegError, match="unknown model family"):
         get_family("llava-next")

@@ -21,6 +21,8 @@ VLM_OPTIONS = [
                  help="Model family: how the image is sized, the prompt, the coordinates of the answer "
                       "(auto: guessed from the model name)."),
     click.option("--vlm-timeout", default=60.0, show_default=True, type=float, help="Seconds per request."),
+    click.option("--vlm-max-pixels", default=None, type=int,
+                 help="Image budget in pixels when the server was started with another one (Qwen's max_pixels)."),
 ]
 
 
@@ -47,7 +49,8 @@ def trainfree() -> None:
               help="Profile file; by default the backend's own profile, applied automatically from then on.")
 @click.option("--loss", type=click.Choice(["soft_l1", "huber", "cauchy", "linear"]), default="soft_l1",
               show_default=True, help="Robust loss of the fit.")
-def calibrate_cmd(data, fmt, split, limit, vlm_url, vlm_model, vlm_key, vlm_family, vlm_timeout, out_path, loss) -> None:
+def calibrate_cmd(data, fmt, split, limit, vlm_url, vlm_model, vlm_key, vlm_family, vlm_timeout, vlm_max_pixels,
+                  out_path, loss) -> None:
     """Fit the grounding backend's box correction (scale and offset per coordinate) on labelled samples.
 
     The model is asked for the target of every referring/reasoning sample; the true box is
@@ -64,7 +67,8 @@ def calibrate_cmd(data, fmt, split, limit, vlm_url, vlm_model, vlm_key, vlm_fami
     if limit is not None:
         samples = samples[:limit]
     click.echo(f"{len(samples)} referring/reasoning samples ({fmt}) from {data}", err=True)
-    with GroundingClient(vlm_url, vlm_model, vlm_key, family=vlm_family, timeout=vlm_timeout) as client:
+    with GroundingClient(vlm_url, vlm_model, vlm_key, family=vlm_family, timeout=vlm_timeout,
+                         max_pixels=vlm_max_pixels) as client:
         key = client.backend_key
         profile = calibrate(client, samples, key, loss=loss,
                             meta={"data": str(data), "format": fmt, "split": split, "family": client.family.name,

@@ -2,8 +2,10 @@
 
 The grounder is run over samples whose target mask is known; the true box is the mask's
 bounding box. Per coordinate ``(x0, y0, x1, y1)`` a scale and an offset are fitted with
-robust least squares (Theil-Sen start, ``scipy.optimize.least_squares`` with a soft-L1 loss,
-3-sigma rejection, refit), so one wild answer among a handful does not drag the correction. Coordinates are fitted as fractions of
+robust least squares: wild answers are set aside first by a pair consensus over whole boxes
+(a loss alone does not stop a high-leverage box from tilting the line), then
+``scipy.optimize.least_squares`` with a soft-L1 loss fits the rest, with 3-sigma re-admission
+and rejection until stable. One wild answer among a handful does not drag the correction. Coordinates are fitted as fractions of
 the image side: a model's drift lives in its own normalised frame, which makes one profile
 valid for images of any size.
 """
@@ -23,7 +25,8 @@ from geoseg.trainfree.refine import Box, CalibrationProfile
 log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 3
-#: the robust loss's scale, in pixels: residuals beyond it count linearly, not quadratically
+#: the robust loss's scale, in pixels: residuals beyond it count linearly, not quadratically;
+#: a corner farther than 3x this from the consensus line marks its sample as a wild answer
 F_SCALE_PX = 8.0
 
 
@@ -35,37 +38,67 @@ def box_of_mask(mask: np.ndarray) -> Box | None:
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
-def _fit_axis(p: np.ndarray, t: np.ndarray, loss: str, f_scale: float) -> tuple[float, float, np.ndarray]:
-    """Robust ``t ≈ s * p + o``: ``(s, o, inlier mask)``.
+MAX_PAIRS = 3000
 
-    A robust loss alone does not stop one wild answer with high leverage (a box far from
-    all others) from tilting the line (L1-like losses pass through such points), so robust
-    fits start from the Theil-Sen estimate (median of pairwise slopes), drop points beyond
-    3 robust sigmas of its residuals (at least ``f_scale``), run ``least_squares`` with
-    ``loss`` on the rest, and repeat the rejection with the new line. ``loss="linear"`` is plain least
-    squares on every point. Offset only when the predictions do not vary.
+
+def consensus(p: np.ndarray, t: np.ndarray, threshold: float, seed: int = 0) -> np.ndarray:
+    """Samples consistent with the best line pair-consensus (an exhaustive RANSAC over sample pairs).
+
+    Every pair of samples defines one line per coordinate; a sample agrees with it when all
+    four of its corners lie within ``threshold``. The pair with most agreeing samples wins
+    (ties: the correction closest to identity, since models drift by little). A wild box
+    disagrees on all four corners at once, so it is caught even among three samples.
+    """
+    n = len(p)
+    pairs = np.array([(i, j) for i in range(n) for j in range(i + 1, n)], int).reshape(-1, 2)
+    if len(pairs) > MAX_PAIRS:
+        pairs = pairs[np.random.default_rng(seed).choice(len(pairs), MAX_PAIRS, replace=False)]
+    best: tuple[tuple[int, float], np.ndarray] | None = None
+    for i, j in pairs:
+        dp = p[j] - p[i]
+        if np.any(np.abs(dp) < 1e-6):
+            continue
+        s = (t[j] - t[i]) / dp
+        if np.any(s <= 0):
+            continue
+        o = t[i] - s * p[i]
+        agree = (np.abs(s * p + o - t) <= threshold).all(axis=1)
+        rank = (int(agree.sum()), -float(np.abs(np.log(s)).sum()))
+        if best is None or rank > best[0]:
+            best = (rank, agree)
+    return best[1] if best is not None else np.ones(n, bool)
+
+
+def _fit_axis(p: np.ndarray, t: np.ndarray, loss: str, f_scale: float,
+              start: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Robust ``t ≈ s * p + o`` from the samples in ``start``: ``(s, o, inlier mask)``.
+
+    ``least_squares`` with ``loss`` on the current inliers, then every sample within 3
+    robust sigmas (at least ``f_scale``) of the line is an inlier, and again until stable.
+    ``loss="linear"`` is plain least squares on every sample. Offset only when the
+    predictions do not vary.
     """
     from scipy.optimize import least_squares
-    from scipy.stats import theilslopes
 
-    keep = np.ones(len(p), bool)
-    if np.ptp(p) < 1e-9:
-        o = least_squares(lambda x: p + x[0] - t, x0=[float(np.median(t - p))], loss=loss, f_scale=f_scale).x[0]
-        return 1.0, float(o), keep
+    keep = start.copy()
     if loss == "linear":
-        s, o = np.polyfit(p, t, 1)
-        return float(s), float(o), keep
-    slope, intercept = theilslopes(t, p)[:2]
-    x = np.array([slope, intercept], float)
-    for _ in range(3):
-        r = np.abs(x[0] * p + x[1] - t)
-        sigma = 1.4826 * float(np.median(r))
-        new_keep = r <= max(3.0 * sigma, f_scale)
-        if new_keep.sum() < MIN_SAMPLES:
-            break
-        keep = new_keep
+        keep[:] = True
+    if np.ptp(p[keep]) < 1e-9:
+        o = least_squares(lambda v: p[keep] + v[0] - t[keep], x0=[float(np.median(t[keep] - p[keep]))], loss=loss,
+                          f_scale=f_scale).x[0]
+        return 1.0, float(o), keep
+    x = np.polyfit(p[keep], t[keep], 1)
+    if loss == "linear":
+        return float(x[0]), float(x[1]), keep
+    for _ in range(4):
         pk, tk = p[keep], t[keep]
         x = least_squares(lambda v, pk=pk, tk=tk: v[0] * pk + v[1] - tk, x0=x, loss=loss, f_scale=f_scale).x
+        r = np.abs(x[0] * p + x[1] - t)
+        sigma = 1.4826 * float(np.median(r[keep]))
+        new_keep = r <= max(3.0 * sigma, f_scale)
+        if new_keep.sum() < 2 or (new_keep == keep).all():
+            break
+        keep = new_keep
     return float(x[0]), float(x[1]), keep
 
 
@@ -97,7 +130,8 @@ def fit_profile(pred_boxes: Sequence[Box], true_boxes: Sequence[Box], key: str,
     else:
         norm, space, f_scale = np.ones_like(pred), "pixels", F_SCALE_PX
     p, t = pred / norm, true / norm
-    fits = [_fit_axis(p[:, c], t[:, c], loss, f_scale) for c in range(4)]
+    start = np.ones(len(p), bool) if loss == "linear" else consensus(p, t, 3.0 * f_scale)
+    fits = [_fit_axis(p[:, c], t[:, c], loss, f_scale, start) for c in range(4)]
     scale = tuple(s for s, _, _ in fits)
     offset = tuple(o for _, o, _ in fits)
     inlier = np.all([k for _, _, k in fits], axis=0)

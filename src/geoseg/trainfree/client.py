@@ -47,6 +47,8 @@ class Grounding:
         raw: the model's answer, verbatim.
         family: the model family whose conventions were applied.
         convention: the coordinate convention the numbers were read in.
+        boxes: every box of the answer that overlaps the image, first = ``box`` (for
+            instructions naming several objects).
     """
 
     box: tuple[float, float, float, float] | None
@@ -55,7 +57,7 @@ class Grounding:
     raw: str
     family: str
     convention: str = ""
-    extra: dict = field(default_factory=dict)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def _looks_unit(values: list[float]) -> bool:
@@ -118,6 +120,10 @@ class GroundingClient:
         self.max_pixels = max_pixels
         self.image_format = image_format
         self.max_tokens = max_tokens
+        if family != "auto":
+            get_family(family)  # an unknown family fails here, not at the first image
+        if image_format not in ("jpeg", "png"):
+            raise GeosegError(f"unknown image format {image_format!r}", "use jpeg or png")
         self._family_name = family
         self._model = model or os.environ.get("OPENAI_MODEL") or None
         self._http = self._httpx.Client(timeout=self.timeout, headers=self._headers())
@@ -193,8 +199,11 @@ class GroundingClient:
                 log.info("grounding request got %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code >= 400:
+                fix = "check --vlm-model and that the model accepts images"
+                if resp.status_code == 404 and not self.base_url.rstrip("/").endswith("/v1"):
+                    fix = "OpenAI-compatible URLs usually end in /v1 (e.g. http://127.0.0.1:8000/v1); " + fix
                 raise GeosegError(f"the server at {self.base_url} refused the request (HTTP {resp.status_code}: "
-                                  f"{_error_text(resp)})", "check --vlm-model and that the model accepts images")
+                                  f"{_error_text(resp)})", fix)
             try:
                 data = resp.json()
             except ValueError:
@@ -251,24 +260,32 @@ class GroundingClient:
             raise NoBoxError(f"the model's answer holds no box: {snippet!r}",
                              f"check that {self._model or 'the model'} can ground objects "
                              f"(family {family.name}; pass --vlm-family if the guess is wrong)")
-        box = None
+        boxes: list[tuple[float, float, float, float]] = []
         convention = family.convention
-        if parsed.boxes:
-            coords = list(parsed.boxes[0].coords)
-            if convention != "unit" and _looks_unit(coords):
-                convention = "unit"
-            (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], convention, frame)
-            w, h = frame.orig_size
+        w, h = frame.orig_size
+        for k, parsed_box in enumerate(parsed.boxes):
+            coords = list(parsed_box.coords)
+            if family.order == "yx":
+                coords = [coords[1], coords[0], coords[3], coords[2]]
+            conv = "unit" if family.convention != "unit" and _looks_unit(coords) else family.convention
+            (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], conv, frame)
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-                raise NoBoxError(f"the model's box {parsed.boxes[0].coords} lies outside the {w}x{h} image "
-                                 f"(read as {convention})", "check the model family (--vlm-family)")
-            box = (float(x0), float(y0), float(x1), float(y1))
+                if k == 0:
+                    raise NoBoxError(f"the model's box {parsed_box.coords} lies outside the {w}x{h} image "
+                                     f"(read as {conv})", "check the model family (--vlm-family)")
+                continue
+            if k == 0:
+                convention = conv
+            boxes.append((float(x0), float(y0), float(x1), float(y1)))
+        box = boxes[0] if boxes else None
         points = []
         if parsed.points:
             pts = np.array([p.xy for p in parsed.points], float)
+            if family.order == "yx":
+                pts = pts[:, ::-1]
             pconv = "unit" if family.convention != "unit" and _looks_unit(pts.ravel().tolist()) else family.convention
             points = [(float(x), float(y)) for x, y in to_original(pts, pconv, frame)]
-        return Grounding(box, points, parsed.label, raw, family.name, convention)
+        return Grounding(box, points, parsed.label, raw, family.name, convention, boxes)
 
 
 def _error_text(resp: object) -> str:

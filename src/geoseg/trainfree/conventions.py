@@ -11,6 +11,7 @@ family                  image sent                   coordinates in the answer
 ``qwen3-vl``            smart resize (multiple 32)   0–1000 grid of the image
 ``internvl``            longest side ≤ 1344          0–1000 grid of the image
 ``geopix``              padded to a centred square   0–100 grid of the square
+``gemini``              longest side ≤ 1024          0–1000 grid, **y first**: ``[ymin, xmin, ymax, xmax]``
 ``generic``             longest side ≤ 1024          [0, 1] of the image (GeoSeg's JSON)
 ======================  ===========================  ======================================
 
@@ -63,7 +64,8 @@ class Family:
     """One model family: its resize rule, coordinate convention and grounding prompt.
 
     ``prompt`` is formatted with ``{instruction}``; it asks in the words the family was
-    trained on, so the model answers in its native format.
+    trained on, so the model answers in its native format. ``order`` is ``xy`` or ``yx``
+    (Gemini writes ``[ymin, xmin, ymax, xmax]`` and points as ``[y, x]``).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Family:
     convention: str
     prompt: str
     description: str
+    order: str = "xy"
 
 
 _JSON_PROMPT_QWEN = (
@@ -99,6 +102,11 @@ FAMILIES: dict[str, Family] = {
         "geopix", ResizeRule("pad-square", max_side=1024), "grid100",
         "Please output the bounding box of {instruction} in the image as {{<x1><y1><x2><y2>}}.",
         "GeoPix: {<x1><y1><x2><y2>} on a 0-100 grid of the (square) input"),
+    "gemini": Family(
+        "gemini", ResizeRule("fit", max_side=1024), "grid1000",
+        "Detect the object this instruction refers to: \"{instruction}\". Output a JSON list where each entry "
+        "contains the 2D bounding box in \"box_2d\" and a short noun in \"label\".",
+        "Gemini: JSON {\"box_2d\": [ymin, xmin, ymax, xmax], \"label\": ...} on a 0-1000 grid", order="yx"),
     "generic": Family(
         "generic", ResizeRule("fit", max_side=1024), "unit",
         "Find the object this instruction refers to in the image: \"{instruction}\". Answer only with JSON "
@@ -114,6 +122,7 @@ _NAME_RULES: tuple[tuple[str, str], ...] = (
     (r"qwen[-_ ]?2[-_ ]?vl", "qwen2-vl"),
     (r"intern[-_ ]?vl", "internvl"),
     (r"geopix", "geopix"),
+    (r"gemini", "gemini"),
 )
 
 

@@ -13,8 +13,9 @@ markup keeps its label):
 * a bare corner pair ``(x0,y0),(x1,y1)`` (Qwen tokens stripped by the server) or ``<box>(x0,y0),(x1,y1)</box>``
 * a plain list ``[x0, y0, x1, y1]``
 
-Numbers are returned exactly as written (no unit conversion: see
-:mod:`geoseg.trainfree.conventions`); corners given in the wrong order are swapped.
+Numbers are returned exactly as written (no unit conversion or axis order: see
+:mod:`geoseg.trainfree.conventions`; Gemini's ``box_2d`` is y-first); a corner pair given
+in the wrong order is swapped.
 ``<think>…</think>`` reasoning blocks are ignored.
 """
 
@@ -38,7 +39,12 @@ _GEOPIX = re.compile(rf"\{{\s*<\s*({_NUM})\s*>\s*<\s*({_NUM})\s*>\s*<\s*({_NUM})
 _PAIR = re.compile(rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*,?\s*(?:to\s*)?\(\s*({_NUM})\s*,\s*({_NUM})\s*\)")
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)(?:```|$)", re.S)
 
-_BOX_KEYS = ("bbox_2d", "bbox", "box", "bounding_box", "bndbox", "coordinates")
+#: answers are cut to this many characters (a grounding answer is a few hundred)
+MAX_CHARS = 20000
+#: failed JSON starts tried per answer
+MAX_ATTEMPTS = 200
+
+_BOX_KEYS = ("bbox_2d", "box_2d", "bbox", "box", "bounding_box", "bndbox", "coordinates")
 _POINT_KEYS = ("point_2d", "point", "points", "point_coords")
 _LABEL_KEYS = ("label", "prompt", "noun", "name", "object", "category", "class")
 
@@ -161,19 +167,23 @@ def _walk_json(obj: object, boxes: list[ParsedBox], points: list[ParsedPoint]) -
 
 
 def _json_values(text: str) -> list[object]:
-    """Every JSON (or Python-literal) object or array found in ``text``, outermost only."""
+    """Every JSON (or Python-literal) object or array found in ``text``, outermost only.
+
+    At most :data:`MAX_ATTEMPTS` failed starts are tried, so junk full of brackets stays cheap.
+    """
     out: list[object] = []
     decoder = json.JSONDecoder()
-    i = 0
-    while i < len(text):
+    i = failures = 0
+    while i < len(text) and failures < MAX_ATTEMPTS:
         if text[i] not in "[{":
             i += 1
             continue
         try:
             value, end = decoder.raw_decode(text, i)
-        except ValueError:
-            value, end = _literal(text, i)
+        except (ValueError, RecursionError):
+            value, end = _literal(text, i) if "'" in text or "," in text else (None, i)
         if value is None:
+            failures += 1
             i += 1
             continue
         out.append(value)
@@ -184,7 +194,7 @@ def _json_values(text: str) -> list[object]:
 def _literal(text: str, start: int) -> tuple[object | None, int]:
     """A Python-style literal (single quotes, trailing commas) starting at ``start``."""
     depth = 0
-    for j in range(start, min(len(text), start + 20000)):
+    for j in range(start, min(len(text), start + 4000)):
         c = text[j]
         if c in "[{":
             depth += 1
@@ -193,7 +203,7 @@ def _literal(text: str, start: int) -> tuple[object | None, int]:
             if depth == 0:
                 try:
                     value = ast.literal_eval(text[start:j + 1])
-                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                     return None, start
                 return (value, j + 1) if isinstance(value, (dict, list, tuple)) else (None, start)
     return None, start
@@ -213,7 +223,7 @@ def parse_answer(text: str) -> ParsedAnswer:
     """All boxes and points in a model's answer (empty when there is none)."""
     if not isinstance(text, str) or not text.strip():
         return ParsedAnswer()
-    text = _THINK.sub("", text)
+    text = _THINK.sub("", text)[:MAX_CHARS]
 
     native = [_box([m["a"], m["b"], m["c"], m["d"]], m["label"], "qwen2-tokens") for m in _QWEN2.finditer(text)]
     boxes = [b for b in native if b]
