@@ -11,6 +11,7 @@ import click
 from geoseg.bench.baselines import BASELINE_ROWS
 from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, EMPTY_RULES
 from geoseg.bench.readers import FORMATS
+from geoseg.cli.trainfree import vlm_options
 
 _rule_opt = click.option("--empty-rule", type=click.Choice(list(EMPTY_RULES)), default=DEFAULT_EMPTY_RULE,
                          show_default=True, help="How an empty target is scored (stated in every report).")
@@ -73,10 +74,17 @@ def bench() -> None:
 @click.option("--overwrite", is_flag=True, help="Discard cached predictions in the run folder.")
 @click.option("--device", default=None, help="Device for model backends (auto when left out).")
 @click.option("--gallery", default=4, show_default=True, help="Best/median/worst examples each in the HTML report.")
-def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery) -> None:
+@vlm_options  # --model trainfree: the multimodal LLM that grounds each instruction
+def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery,
+            **vlm) -> None:
     """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports."""
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.runner import run_benchmark
+
+    if "trainfree" in model:
+        from geoseg.trainfree.segmenter import apply_vlm_flags
+
+        apply_vlm_flags(**{k[4:]: v for k, v in vlm.items()})
 
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")

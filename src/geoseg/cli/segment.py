@@ -12,6 +12,7 @@ import json
 import click
 
 from geoseg.cli.batch import batch_options
+from geoseg.cli.trainfree import vlm_options
 from geoseg.prompts import parse_box, parse_xy
 
 
@@ -44,6 +45,7 @@ def _fmt_area(value: float, unit: str) -> str:
               help="Model checkpoint (builds the unified model from it).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
 @click.pass_context
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
@@ -59,11 +61,17 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
       geoseg segment scene.tif --box 9.51,55.70,9.52,55.71 --prompt-crs EPSG:4326 -o m.tif
       geoseg segment scene.tif --text "the largest building" --checkpoint model.pt -o m.tif
       geoseg segment 'scenes/*.tif' --text "buildings" -o out/ --vector gpkg --workers 4
+      geoseg segment scene.tif --backend trainfree --vlm-url http://127.0.0.1:8000/v1 --text "the pier" -o m.tif
 
     IMAGE may also be a folder, a glob pattern or a list file (batch mode, see docs/batch.md).
     """
     from geoseg.batch import is_batch_input
 
+    vlm = {k[4:]: batch.pop(k) for k in list(batch) if k.startswith("vlm_")}
+    if backend == "trainfree":
+        from geoseg.trainfree.segmenter import apply_vlm_flags
+
+        apply_vlm_flags(**vlm)  # read by the trainfree backend, in batch workers too
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 

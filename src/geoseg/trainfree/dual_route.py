@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -42,23 +43,29 @@ ROUTES: tuple[str, ...] = ("A", "B", "both")
 Box = tuple[float, float, float, float]
 
 
+#: segmenter -> digest of the image it holds, shared by every session around the same segmenter
+_HELD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class ImageSession:
     """A segmenter plus the digest of the image it currently holds.
 
     Route A (when its similarity comes from the same model) and route B both need the crop
-    encoded; :meth:`ensure` calls ``set_image`` only when the pixels changed.
+    encoded; :meth:`ensure` calls ``set_image`` only when the pixels changed. The digest is
+    kept per segmenter, so several sessions around one segmenter stay coherent; code that
+    calls the segmenter's ``set_image`` directly must use its own segmenter.
     """
 
     def __init__(self, segmenter: Segmenter) -> None:
         self.segmenter = segmenter
-        self._digest: tuple | None = None
 
     def ensure(self, image: np.ndarray) -> None:
         """Make ``image`` the segmenter's current image (encoding it only if it is new)."""
         digest = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest())
-        if digest != self._digest:
+        if _HELD.get(self.segmenter) != digest:
+            _HELD.pop(self.segmenter, None)  # a failing set_image leaves no stale claim
             self.segmenter.set_image(image)
-            self._digest = digest
+            _HELD[self.segmenter] = digest
 
     def predict(self, image: np.ndarray, prompt: Prompt) -> Prediction:
         self.ensure(image)

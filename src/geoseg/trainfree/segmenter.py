@@ -1,0 +1,268 @@
+"""``TrainFreeSegmenter``: the training-free route (GeoSeg) behind the segmenter contract.
+
+For each text prompt: a multimodal LLM behind an OpenAI-compatible server grounds the
+instruction to a box (:class:`~geoseg.trainfree.client.GroundingClient`) → the box is
+refined (GeoSeg's fixed rule, or the backend's calibrated profile) → dual-route prompting
+(:mod:`geoseg.trainfree.dual_route`) turns it into a mask with a mask backend: SAM or SAM 2
+when the user has their weights, otherwise the unified model's interactive head (the
+shipped default checkpoint), so the route runs with no SAM weights at all.
+
+Registered as backend ``trainfree``: ``geoseg segment IMG --backend trainfree --text ...
+--vlm-url http://HOST:PORT/v1`` and ``geoseg bench run --model trainfree --vlm-url ...``.
+The ablation switches (refinement ``none``/``fixed``/``calibrated``, routes ``A``/``B``/``both``)
+are constructor options.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from geoseg.errors import GeosegError
+from geoseg.prompts import Prompt
+from geoseg.segmenters.base import Prediction, Segmenter
+from geoseg.trainfree.dual_route import ROUTES, DualRouteConfig, ImageSession, dual_route
+
+log = logging.getLogger(__name__)
+
+REFINEMENTS: tuple[str, ...] = ("auto", "none", "fixed", "calibrated")
+#: the unified model was trained on 512-px tiles: its crops are never smaller (see DualRouteConfig.min_crop)
+UNIFIED_MIN_CROP = 512
+#: default routes with the unified mask backend: its point head is weak, so route A's points and the
+#: intersection lower IoU (benchmarks/trainfree_ablation.py); SAM / SAM 2 get GeoSeg's both routes
+UNIFIED_ROUTES = "B"
+#: environment variables the CLI sets from its --vlm-* options (batch workers inherit them)
+ENV_URL, ENV_MODEL, ENV_KEY = "GEOSEG_VLM_URL", "GEOSEG_VLM_MODEL", "GEOSEG_VLM_KEY"
+ENV_FAMILY, ENV_TIMEOUT, ENV_MAX_PIXELS = "GEOSEG_VLM_FAMILY", "GEOSEG_VLM_TIMEOUT", "GEOSEG_VLM_MAX_PIXELS"
+#: mask-backend weights for the route where no --checkpoint flag reaches the backend (bench runs)
+ENV_MASK_CHECKPOINT = "GEOSEG_TRAINFREE_CHECKPOINT"
+
+Box = tuple[float, float, float, float]
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+class Grounder(Protocol):
+    """What the route needs from a grounder: ``ground(image, instruction)`` → an object with
+    ``box`` (original-image pixels or ``None``), ``points``, ``label``, ``raw`` and ``family``.
+    A :class:`~geoseg.trainfree.client.GroundingClient` is one; the ablation uses others."""
+
+    def ground(self, image: np.ndarray, instruction: str) -> Any: ...
+
+
+def apply_vlm_flags(**flags: object) -> None:
+    """Hand the CLI's ``--vlm-*`` options (``url=``, ``model=``, ``key=``, ``family=``, ``timeout=``,
+    ``max_pixels=``) to the ``trainfree`` backend through the environment, where it reads them when
+    it is built, in this process or in batch worker processes. Unset options leave it alone."""
+    for name, value in flags.items():
+        if value is not None and value != "":
+            os.environ[f"GEOSEG_VLM_{name.upper()}"] = str(value)
+
+
+def build_mask_backend(mask_backend: str | Segmenter | None = None, checkpoint: str | os.PathLike | None = None,
+                       device: str | None = "auto", threads: int | None = None) -> Segmenter:
+    """The segmenter the routes prompt.
+
+    Args:
+        mask_backend: ``auto`` / ``None`` (from the checkpoint's kind; the shipped unified model
+            when there is none), ``sam``, ``sam2``, ``unified``, or a built segmenter.
+        checkpoint: SAM / SAM 2 / unified weights.
+    """
+    from geoseg.segmenters import build_segmenter
+    from geoseg.segmenters.sam import sniff_checkpoint
+
+    if isinstance(mask_backend, Segmenter):
+        return mask_backend
+    name = mask_backend or "auto"
+    if name == "auto":
+        kind = sniff_checkpoint(checkpoint) if checkpoint and Path(checkpoint).is_file() else "unknown"
+        name = kind if kind in ("sam", "sam2") else "unified"
+    if name not in ("sam", "sam2", "unified"):
+        raise GeosegError(f"unknown mask backend {name!r} for the trainfree route", "use auto, sam, sam2 or unified")
+    kw: dict[str, Any] = {"device": device}
+    if checkpoint:
+        kw["checkpoint"] = str(checkpoint)
+    if name == "unified" and threads:
+        kw["threads"] = threads
+    seg = build_segmenter(name, **kw)
+    if not {"point", "box"} <= seg.capabilities:
+        raise GeosegError(f"mask backend {seg.name!r} cannot take point and box prompts", "use sam, sam2 or unified")
+    return seg
+
+
+class TrainFreeSegmenter(Segmenter):
+    """MLLM grounding → bias-aware refinement → dual-route prompting (registry name ``trainfree``; text prompts).
+
+    Args:
+        checkpoint: mask-backend weights (SAM ``.pth``, SAM 2 ``.pt`` or a unified checkpoint;
+            the kind is read from the file). ``None``: ``$GEOSEG_TRAINFREE_CHECKPOINT``, else the
+            shipped unified model.
+        device: ``auto``, ``cpu`` or ``cuda`` for the local models.
+        vlm_url, vlm_model, vlm_key: the OpenAI-compatible endpoint (``http://HOST:PORT/v1``), the
+            served model name and the API key; default ``$GEOSEG_VLM_URL`` / ``_MODEL`` / ``_KEY``,
+            then ``$OPENAI_BASE_URL`` / ``$OPENAI_MODEL`` / ``$OPENAI_API_KEY``.
+        vlm_family: the model family whose image size and coordinate convention apply (default
+            ``$GEOSEG_VLM_FAMILY``, else ``auto``: guessed from the model name).
+        vlm_timeout, vlm_retries: per-request time-out (s; default ``$GEOSEG_VLM_TIMEOUT``, else 60) and retries.
+        vlm_max_pixels: image budget of a server started with a non-default one (``$GEOSEG_VLM_MAX_PIXELS``).
+        grounder: a ready grounder (anything with ``ground(image, instruction)``) instead of a client.
+        mask_backend: ``auto``, ``sam``, ``sam2``, ``unified`` or a built segmenter.
+        similarity: route A's source: ``unified`` (default), ``clip:PATH`` or a source object.
+        refinement: ``auto`` (the backend's calibrated profile when one exists, else the fixed
+            rule), ``none`` (the box clamped to the image), ``fixed`` or ``calibrated``.
+        profile: a :class:`~geoseg.trainfree.refine.CalibrationProfile` or its JSON path (instead
+            of the one stored for the backend).
+        routes: ``A``, ``B`` or ``both``; default ``both`` (GeoSeg's recipe) with SAM / SAM 2 and ``B``
+            with the unified model, whose weak point head makes route A cost IoU (see docs/trainfree.md).
+        threshold, margin, max_points, min_crop, box_text: dual-route settings
+            (:class:`~geoseg.trainfree.dual_route.DualRouteConfig`); ``min_crop``/``box_text``
+            default per mask backend (unified: 512 / off; SAM: 0 / on).
+        threads: torch CPU threads for the unified model.
+    """
+
+    name: ClassVar[str] = "trainfree"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"text"})
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = "auto", *,
+                 vlm_url: str | None = None, vlm_model: str | None = None, vlm_key: str | None = None,
+                 vlm_family: str | None = None, vlm_timeout: float | None = None, vlm_retries: int = 2,
+                 vlm_max_pixels: int | None = None,
+                 grounder: Grounder | None = None, mask_backend: str | Segmenter | None = None,
+                 similarity: Any = "unified", refinement: str = "auto", profile: Any = None,
+                 routes: str | None = None, threshold: float = 0.8, margin: float = 0.1, max_points: int = 3,
+                 min_crop: int | None = None, box_text: bool | None = None, threads: int | None = None,
+                 **_: object) -> None:
+        super().__init__()
+        if refinement not in REFINEMENTS:
+            raise GeosegError(f"unknown refinement {refinement!r}", f"use one of {', '.join(REFINEMENTS)}")
+        if routes is not None and routes not in ROUTES:
+            raise GeosegError(f"unknown route setting {routes!r}", "use A, B or both")
+        if grounder is None:
+            from geoseg.trainfree.client import GroundingClient
+
+            grounder = GroundingClient(base_url=vlm_url or os.environ.get(ENV_URL),
+                                       model=vlm_model or os.environ.get(ENV_MODEL),
+                                       api_key=vlm_key or os.environ.get(ENV_KEY),
+                                       family=vlm_family or os.environ.get(ENV_FAMILY) or "auto",
+                                       timeout=float(vlm_timeout or os.environ.get(ENV_TIMEOUT) or 60.0),
+                                       retries=vlm_retries,
+                                       max_pixels=vlm_max_pixels or _int_env(ENV_MAX_PIXELS))
+        self.grounder = grounder
+        ckpt = checkpoint or os.environ.get(ENV_MASK_CHECKPOINT) or None
+        self.session = ImageSession(build_mask_backend(mask_backend, ckpt, device, threads))
+        unified = self.session.segmenter.name == "unified"
+        if routes is None:  # see docs/trainfree.md: route A through the unified point head only costs IoU
+            routes = UNIFIED_ROUTES if unified else "both"
+        self.config = DualRouteConfig(
+            routes=routes, threshold=threshold, margin=margin, max_points=max_points,  # type: ignore[arg-type]
+            min_crop=(UNIFIED_MIN_CROP if unified else 0) if min_crop is None else int(min_crop),
+            box_text=(not unified) if box_text is None else bool(box_text))
+        self.similarity = None
+        if routes != "B":
+            from geoseg.trainfree.similarity import build_similarity
+
+            self.similarity = build_similarity(similarity, self.session, device)
+        self.refinement = refinement
+        self._profile_arg = profile
+        self._profile: Any = None
+        self._refine_mode: str | None = None
+        self._image: np.ndarray | None = None
+
+    # -- refinement --------------------------------------------------------------------------
+    def _backend_key(self) -> str | None:
+        key = getattr(self.grounder, "backend_key", None)
+        return str(key) if key else None
+
+    def refine_mode(self) -> str:
+        """The refinement actually applied (``auto`` resolved: ``calibrated`` when a profile exists)."""
+        if self._refine_mode is None:
+            from geoseg.trainfree.refine import CalibrationProfile, load_profile
+
+            prof = self._profile_arg
+            if isinstance(prof, (str, os.PathLike)):
+                prof = CalibrationProfile.load(prof)
+            if prof is None and self.refinement in ("auto", "calibrated"):
+                key = self._backend_key()
+                prof = load_profile(key) if key else None
+                if prof is None and self.refinement == "calibrated":
+                    raise GeosegError(f"no calibration profile for grounding backend {key!r}",
+                                      "run 'geoseg trainfree calibrate' for it, or use refinement fixed")
+            mode = self.refinement
+            if mode == "auto":
+                mode = "calibrated" if prof is not None else "fixed"
+            self._profile = prof if mode == "calibrated" else None
+            self._refine_mode = mode
+            if mode == "calibrated":
+                log.info("refining boxes with calibration profile %s", getattr(prof, "key", "?"))
+        return self._refine_mode
+
+    def refine(self, box: Box, width: int, height: int) -> Box | None:
+        """The box handed to the dual route; ``None`` when nothing of it lies inside the image."""
+        from geoseg.trainfree.refine import clamp_box, refine_box
+
+        mode = self.refine_mode()
+        if mode == "none":
+            out = clamp_box(tuple(float(v) for v in box), width, height)  # type: ignore[arg-type]
+        else:
+            out = refine_box(box, width, height, self._profile if mode == "calibrated" else None)
+        return out if out[2] > out[0] and out[3] > out[1] else None
+
+    # -- segmenter contract ------------------------------------------------------------------
+    def _set_image(self, image: np.ndarray) -> None:
+        self._image = image
+
+    def _empty(self, info: dict) -> Prediction:
+        h, w = self.image_shape
+        return Prediction(mask=np.zeros((h, w), bool), score=0.0, prob=np.zeros((h, w), np.float32), info=info)
+
+    def _predict(self, prompt: Prompt) -> Prediction:
+        from geoseg.trainfree.client import NoBoxError
+
+        if self._image is None:
+            raise RuntimeError("call set_image() before predict()")
+        image = self._image
+        h, w = image.shape[:2]
+        text = prompt.text or ""
+        try:
+            g = self.grounder.ground(image, text)
+        except NoBoxError as exc:
+            log.info("the grounder found nothing for %r: %s", text, exc)
+            return self._empty({"grounding": "no box", "reason": str(exc)})
+        base = {"vlm_box": None if g.box is None else [float(v) for v in g.box], "label": g.label,
+                "family": getattr(g, "family", ""), "vlm_raw": str(getattr(g, "raw", ""))[:500]}
+        noun = (g.label or text).strip()
+        if g.box is None:  # points only: the points prompt the mask backend on the whole image
+            pts = tuple((float(x), float(y)) for x, y in g.points if 0 <= x < w and 0 <= y < h)
+            if not pts:
+                return self._empty({**base, "grounding": "no box"})
+            pred = self.session.predict(image, Prompt(points=pts, labels=(1,) * len(pts), task="interactive"))
+            return Prediction(mask=pred.mask, score=pred.score, prob=pred.prob, info={**base, "grounding": "points"})
+        refined = self.refine(g.box, w, h)
+        if refined is None:
+            return self._empty({**base, "grounding": "box outside the image"})
+        out = dual_route(image, refined, noun, self.session, self.similarity, self.config)
+        info = {**base, **out.info, "grounding": "box", "refinement": self.refine_mode(),
+                "refined_box": [float(v) for v in refined]}
+        return Prediction(mask=out.mask, score=out.score, prob=out.prob, info=info)
+
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        prov.update({
+            "vlm_model": str(getattr(self.grounder, "model", type(self.grounder).__name__)),
+            "vlm_url": str(getattr(self.grounder, "base_url", "")),
+            "mask_backend": self.session.segmenter.provenance(),
+            "similarity": (getattr(self.similarity, "provenance", lambda: {})() if self.similarity else {}),
+            "refinement": self.refine_mode(),
+            "routes": self.config.routes,
+        })
+        fam = getattr(self.grounder, "family", None)
+        if fam is not None:
+            prov["vlm_family"] = str(getattr(fam, "name", fam))
+        return prov
