@@ -187,3 +187,14 @@ def test_split_build_run_and_tamper_via_cli(shared_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "run", "--model", "classical", "--data", str(out), "-o", str(tmp_path / "run3")])
     assert "another version of split geoseg_bench_v1" in capsys.readouterr().err
+
+
+def test_split_info_and_missing_data_root(tmp_path, capsys):
+    r = CliRunner().invoke(cli, ["bench", "split", "info"], catch_exceptions=False)
+    info = json.loads(r.output)
+    assert r.exit_code == 0 and info["n_samples"] == 1200 and info["counts"]["task"]["referring"] == 400
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "bench", "split", "build", "--data-root", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f"data root {tmp_path / 'nowhere'} does not exist" in err
+    assert not (tmp_path / "o").exists()
