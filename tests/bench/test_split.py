@@ -160,6 +160,9 @@ def test_split_build_run_and_tamper_via_cli(shared_data, tmp_path, capsys):
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["run"]["format"] == "split" and metrics["n_samples"] == 4
+    assert metrics["run"]["benchmark"] == f"geoseg_bench_v1 (samples digest {man['samples_digest']})"
+    assert f"**benchmark**: geoseg_bench_v1 (samples digest {man['samples_digest']})" in \
+        (tmp_path / "run/report.md").read_text()
     # category-region: the whole ground-truth region of the named category, read through the data engine
     pick = [s for s in samples if re.search(r"/c\d+/", s.sample_id) and s.task == "reasoning"][:3]  # class-level targets
     pick += [s for s in samples if s.empty_target][:2] + [s for s in samples if re.search(r"/i\d+/", s.sample_id)][:3]
@@ -187,3 +190,14 @@ def test_split_build_run_and_tamper_via_cli(shared_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "run", "--model", "classical", "--data", str(out), "-o", str(tmp_path / "run3")])
     assert "another version of split geoseg_bench_v1" in capsys.readouterr().err
+
+
+def test_split_info_and_missing_data_root(tmp_path, capsys):
+    r = CliRunner().invoke(cli, ["bench", "split", "info"], catch_exceptions=False)
+    info = json.loads(r.output)
+    assert r.exit_code == 0 and info["n_samples"] == 1200 and info["counts"]["task"]["referring"] == 400
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "bench", "split", "build", "--data-root", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f"data root {tmp_path / 'nowhere'} does not exist" in err
+    assert not (tmp_path / "o").exists()

@@ -60,6 +60,7 @@ def _header_facts(metrics: Mapping) -> list[tuple[str, str]]:
     facts = [("model", str(run.get("model", ""))), ("protocol", str(run.get("protocol", ""))),
              ("data", f"{run.get('data', '')} (format {run.get('format', '')}"
                       f"{', split ' + str(run['split']) if run.get('split') else ''})"),
+             *([("benchmark", str(run["benchmark"]))] if run.get("benchmark") else []),
              ("empty-target rule", f"{metrics['empty_rule']}: {metrics['empty_rule_meaning']}"),
              ("samples", f"{metrics['n_samples']} ({metrics['n_unsupported']} unsupported by the backend"
                          f"{': ' + ', '.join(f'{k} {v}' for k, v in metrics['unsupported_per_task'].items()) if metrics['unsupported_per_task'] else ''}"

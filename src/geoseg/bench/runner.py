@@ -280,6 +280,9 @@ def run_benchmark(model: ModelSpec, samples: Sequence[BenchSample], out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     info = {"model": model.spec, "protocol": model.description, "data": str(data), "format": fmt, "split": split,
             "geoseg_version": __version__}
+    bench_ids = {s.meta.get("benchmark") for s in samples} - {None}
+    if len(bench_ids) == 1:  # a versioned benchmark (the project's split) names itself
+        info["benchmark"] = bench_ids.pop()
     _check_run_identity(out, info, overwrite)
     cache = PredictionCache(out / CACHE_NAME)
     if not rescore_only:

@@ -59,4 +59,7 @@ def read(path: Path, split: str | None = None) -> list[BenchSample]:
 
         root = rows[0]["image_path"][: -len(rows[0]["image_rel"])]
         regions = ClassRegions([{**s, "path": str(Path(root) / s["path"])} for s in man["config"]["sources"]])
-    return [row_to_sample(r, f, regions) for r in rows if split is None or r.get("split") == split]
+    samples = [row_to_sample(r, f, regions) for r in rows if split is None or r.get("split") == split]
+    for s in samples:
+        s.meta["benchmark"] = f"{man['name']} (samples digest {man.get('samples_digest')})"
+    return samples
