@@ -218,7 +218,7 @@ def dual_route(image: np.ndarray, box: Box, noun: str, session: ImageSession,
         raise GeosegError(f"box {box} is empty or inverted", "the grounder must give x0 < x1 and y0 < y1")
     window = crop_window(box, w, h, config.margin, config.min_margin, config.min_crop)
     c0, r0, c1, r1 = window
-    crop = np.ascontiguousarray(image[r0:r1, c0:c1])
+    crop = np.array(image[r0:r1, c0:c1], copy=True)  # writable and contiguous (torch warns on read-only arrays)
     ch, cw = crop.shape[:2]
     caps = session.segmenter.capabilities
     info: dict = {"window": list(window), "box": [float(v) for v in box], "noun": noun, "routes": config.routes}
