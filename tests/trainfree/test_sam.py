@@ -164,3 +164,29 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path, small_ckpt):
                         lambda name, *a: None if name == "segment_anything" else real(name, *a))
     with pytest.raises(MissingExtraError, match=r"geoseg\[sam\]"):
         SamSegmenter(checkpoint=small_ckpt[0], device="cpu")
+
+
+def test_trainfree_route_runs_on_sam_weights(small_ckpt, dubai_crop, tmp_path, monkeypatch):
+    """``--backend trainfree --checkpoint sam.pth``: the file's kind picks SAM, with GeoSeg's both routes."""
+    from geoseg.trainfree.client import Grounding
+
+    class Fixed:
+        model = backend_key = "fixed"
+
+        def ground(self, image, instruction):
+            return Grounding(box=(100.0, 60.0, 260.0, 200.0), points=[], label="building", raw="", family="generic")
+
+    monkeypatch.setenv("GEOSEG_HOME", str(tmp_path))  # no stored calibration profile: the fixed rule
+    seg = build_segmenter("trainfree", checkpoint=str(small_ckpt[0]), grounder=Fixed(), device="cpu")
+    assert seg.session.segmenter.name == "sam" and seg.config.routes == "both"
+    assert seg.config.min_crop == 0 and seg.similarity.name == "unified"
+    seg.set_image(dubai_crop)
+    pred = seg.predict(Prompt(text="the building"))
+    c0, r0, c1, r1 = pred.info["window"]
+    assert pred.mask.shape == (300, 420) and pred.info["refinement"] == "fixed"
+    assert pred.info["refined_box"] == pytest.approx([68.0, 32.0, 276.0, 214.0])  # 20 % / 10 % out
+    assert (c0, r0, c1, r1) == (47, 13, 297, 233)  # the refined box + 10 % margin, no crop floor for SAM
+    outside = np.ones((300, 420), bool)
+    outside[r0:r1, c0:c1] = False
+    assert not pred.mask[outside].any() and len(pred.info["points"]) >= 1
+    assert seg.provenance()["mask_backend"]["arch"].startswith("sam custom ViT")

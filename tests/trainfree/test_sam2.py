@@ -103,3 +103,10 @@ def test_missing_wrong_and_broken_checkpoints(tmp_path, tiny_ckpt, monkeypatch):
     monkeypatch.setitem(sys.modules, "sam2", None)
     with pytest.raises(MissingExtraError, match=r"geoseg\[sam2\].*--no-deps"):
         Sam2Segmenter(checkpoint=path, device="cpu")
+
+
+def test_trainfree_picks_sam2_from_the_file(tiny_ckpt):
+    from geoseg.trainfree.segmenter import build_mask_backend
+
+    seg = build_mask_backend(None, tiny_ckpt[0], device="cpu")
+    assert isinstance(seg, Sam2Segmenter) and seg.config == "configs/sam2/sam2_hiera_t.yaml"
