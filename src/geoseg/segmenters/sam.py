@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, InputError, MissingExtraError
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
@@ -46,16 +47,6 @@ _PUBLISHED = {
 # --------------------------------------------------------------------------------------
 # shared helpers (also used by the SAM 2 backend)
 # --------------------------------------------------------------------------------------
-def resolve_torch_device(device: str | None):
-    """``auto``/None → CUDA when available, else CPU; a missing GPU is a one-line error."""
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GeosegError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
-    return dev
 
 
 def load_weights_file(path: str | os.PathLike, what: str, fix: str) -> Any:
@@ -278,7 +269,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str = "auto", device: st
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise GeosegError(f"{checkpoint} does not fit the SAM {arch.label} network ({first[:160]})", _FIX) from None
-    sam.to(resolve_torch_device(device)).eval()
+    sam.to(resolve_device(device)).eval()
     log.info("loaded SAM %s from %s", arch.label, checkpoint)
     return sam, arch
 
@@ -331,7 +322,7 @@ class SamSegmenter(Segmenter):
         checkpoint = checkpoint or os.environ.get("GEOSEG_SAM_CHECKPOINT")
         if not checkpoint:
             raise GeosegError("the sam backend needs SAM weights", _FIX + " or set GEOSEG_SAM_CHECKPOINT")
-        self.device = resolve_torch_device(device)
+        self.device = resolve_device(device)
         self.model, self.arch = load_sam(checkpoint, model_type, self.device)
         self.checkpoint_path = Path(checkpoint)
         self.multimask = multimask

@@ -24,10 +24,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, MissingExtraError
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
-from geoseg.segmenters.sam import checkpoint_kind, load_weights_file, resolve_torch_device, wrong_kind_error
+from geoseg.segmenters.sam import checkpoint_kind, load_weights_file, wrong_kind_error
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def load_sam2(checkpoint: str | os.PathLike, config: str | None = None, device: 
         lines = str(exc).splitlines()
         first = lines[1].strip() if len(lines) > 1 else lines[0]
         raise GeosegError(f"{checkpoint} does not fit SAM 2 config {config} ({first[:160]})", _FIX) from None
-    model.to(resolve_torch_device(device)).eval()
+    model.to(resolve_device(device)).eval()
     log.info("loaded SAM 2 (%s, %d px input) from %s", config, model.image_size, checkpoint)
     return model, config
 
@@ -152,7 +153,7 @@ class Sam2Segmenter(Segmenter):
         checkpoint = checkpoint or os.environ.get("GEOSEG_SAM2_CHECKPOINT")
         if not checkpoint:
             raise GeosegError("the sam2 backend needs SAM 2 weights", _FIX + " or set GEOSEG_SAM2_CHECKPOINT")
-        self.device = resolve_torch_device(device)
+        self.device = resolve_device(device)
         self.model, self.config = load_sam2(checkpoint, config, self.device, image_size)
         self.checkpoint_path = Path(checkpoint)
         self.multimask = multimask

@@ -86,13 +86,13 @@ class ClipSimilarity:
         import torch
         from transformers import AutoTokenizer, CLIPModel
 
-        from geoseg.segmenters.sam import resolve_torch_device
+        from geoseg.device import resolve_device
 
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
             raise InputError(f"{self.path} is not a CLIP model folder (no config.json)",
                              "give the folder written by CLIPModel.save_pretrained (config.json + weights + tokenizer)")
-        self.device = resolve_torch_device(device)
+        self.device = resolve_device(device)
         try:
             self.model = CLIPModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)

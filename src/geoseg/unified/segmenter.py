@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, PromptError
 from geoseg.models import TASK_IDS
 from geoseg.prompts import Prompt
@@ -34,14 +35,6 @@ def default_checkpoint_path() -> Path:
     return Path(str(resources.files("geoseg") / "weights" / DEFAULT_CHECKPOINT))
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None → CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GeosegError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
-    return dev
 
 
 def interactive_template(prompt: Prompt, width: int, height: int) -> str:

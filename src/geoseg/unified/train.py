@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from geoseg._version import __version__
+from geoseg.device import resolve_device
 from geoseg.errors import InputError
 from geoseg.progress import progress
 from geoseg.unified.build import build_model
@@ -43,7 +44,6 @@ from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
 from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import MODEL_INPUTS, TileCache, collate, load_rows, norm_stats, row_text
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
-from geoseg.unified.segmenter import resolve_device
 
 log = logging.getLogger(__name__)
 
