@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -155,10 +156,13 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.array([], dtype=object)
     meta = {"model": str(provenance.get("model", "")), "geoseg_version": str(provenance.get("geoseg_version", "")),
             "area_unit": unit, "provenance": json.dumps(provenance, default=str)[:8000]}
-    pyogrio.raw.write(
-        tmp_path, wkb, [ids, prompt_text, score, area], ["id", "prompt", "score", "area"],
-        layer=os.path.splitext(os.path.basename(final_path))[0], driver=driver, geometry_type="Polygon", crs=crs,
-        layer_options=layer_options or None, layer_metadata=meta if driver == "GPKG" else None,
-    )
+    with warnings.catch_warnings():
+        # a plain JPG/PNG has no CRS: the layer is in pixel coordinates on purpose (area_unit says so)
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        pyogrio.raw.write(
+            tmp_path, wkb, [ids, prompt_text, score, area], ["id", "prompt", "score", "area"],
+            layer=os.path.splitext(os.path.basename(final_path))[0], driver=driver, geometry_type="Polygon",
+            crs=crs, layer_options=layer_options or None, layer_metadata=meta if driver == "GPKG" else None,
+        )
     log.info("wrote %d polygons to %s", len(ids), final_path)
     return len(ids)
