@@ -43,6 +43,32 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_shard, text_cache_path,
         train(tiny_config(tiny_shard, tmp_path), resume=True, device="cpu", text_cache=str(text_cache_path))
 
 
+def test_init_from_starts_at_the_checkpoint_weights(trained_run, tiny_shard, text_cache_path, tmp_path):
+    """Fine-tuning (train.init_from) loads every tensor of the checkpoint before the first step."""
+    from geoseg.unified.build import build_model
+    from geoseg.unified.checkpoint import read_checkpoint
+    from geoseg.unified.train import init_weights
+
+    cfg = tiny_config(tiny_shard, tmp_path)
+    model = build_model(cfg.model)
+    src = trained_run["out"] / "best.pt"
+    norm = init_weights(model, str(src), cfg.model)
+    saved = read_checkpoint(src)
+    assert norm == saved["norm"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved["state_dict"][k].float()), k
+
+
+def test_init_from_another_architecture_is_a_clear_error(trained_run, tiny_shard, tmp_path):
+    from geoseg.unified.build import build_model
+    from geoseg.unified.train import init_weights
+
+    cfg = tiny_config(tiny_shard, tmp_path)
+    cfg.model.fpn_dim = 48  # same arch name, other widths: the weights do not fit
+    with pytest.raises(InputError, match="does not fit the configured model"):
+        init_weights(build_model(cfg.model), str(trained_run["out"] / "best.pt"), cfg.model)
+
+
 def test_progressive_schedule_starts_interactive_and_decays_to_0_7():
     tc = SimpleNamespace(progressive=True, interactive_start=1.0, interactive_end=0.7, ramp_frac=0.4,
                          reasoning_share=0.4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 
 import click
@@ -58,6 +59,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Instruction-driven segmentation of remote-sensing imagery."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Dask configures its own loggers at INFO when it is imported; through our handler its cluster
+    # chatter would flood the terminal. Read from the environment at import (workers inherit it);
+    # -vv shows it again.
+    if verbose < 2:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error" if quiet else "warning")
     set_progress(not quiet and sys.stderr.isatty() or (verbose > 0 and not quiet))
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet

@@ -89,6 +89,7 @@ class TrainConfig:
     amp: bool = True                        # bf16/fp16 autocast on CUDA only
     num_workers: int = 0
     log_every: int = 20
+    init_from: str = ""                    # start from this checkpoint's weights (fine-tuning); optimiser and schedule start afresh
 
 
 @dataclass

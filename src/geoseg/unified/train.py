@@ -201,6 +201,34 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
         handler.close()
 
 
+def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
+    """Load a checkpoint's weights into ``model`` to fine-tune it; return the checkpoint's normalisation.
+
+    Only heads used in training alone (the semantic auxiliary head, which exported bundles
+    drop) may be missing from the file; any other difference in architecture is an error, so a
+    fine-tune never silently starts from a half-loaded network.
+    """
+    from geoseg.unified.config import model_config_from_dict
+
+    payload = read_checkpoint(path)
+    theirs = model_config_from_dict(payload["model_config"])
+    if theirs.arch != mc.arch:
+        raise InputError(f"train.init_from {path} holds a {theirs.arch!r} model, the config builds {mc.arch!r}",
+                         "set model.arch to the checkpoint's architecture or start from scratch")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    own = model.state_dict()
+    missing = sorted(k for k in set(own) - set(state) if "semantic_head" not in k)
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise InputError(f"train.init_from {path} does not fit the configured model "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})",
+                         "use the model section the checkpoint was trained with")
+    model.load_state_dict(state, strict=False)
+    log.info("initialised from %s (%d tensors; optimiser and schedule start afresh)", path, len(state))
+    return payload["norm"]
+
+
 def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: str | None,
            encoder_path: str | None) -> dict[str, Any]:
     dev = resolve_device(device)
@@ -241,6 +269,8 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     history: list[dict] = []
 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if tc.init_from and not resume:
+        norm = init_weights(model, tc.init_from, mc)
     if resume:
         if not last_path.is_file():
             raise InputError(f"--resume given but {last_path} does not exist", "drop --resume to start afresh")
