@@ -344,6 +344,7 @@ def materialise(name_or_path: str | Path, out_dir: str | Path, data_root: str | 
     import pyarrow.parquet as pq
 
     from geoseg.data.schema import SHARD_SCHEMA
+    from geoseg.data.writer import staged_dir
 
     man = load_manifest(name_or_path)
     root = Path(data_root) if data_root is not None else default_data_root()
@@ -351,10 +352,7 @@ def materialise(name_or_path: str | Path, out_dir: str | Path, data_root: str | 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} exists and is not empty", "choose another -o folder or pass --overwrite")
     cfg = resolve_config(man, root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the split is an ordinary output folder
-    try:
+    with staged_dir(out) as tmp:
         rows = build_pool(cfg, tmp / "pool", workers)
         picked = verify(man, rows, root, f"the pool rebuilt from {root}")
         for r in picked:
@@ -363,11 +361,5 @@ def materialise(name_or_path: str | Path, out_dir: str | Path, data_root: str | 
         pq.write_table(pa.Table.from_pylist(picked, schema=schema), tmp / SAMPLES_FILE, compression="zstd")
         (tmp / SPLIT_FILE).write_text(dump_manifest(man), encoding="utf-8")
         shutil.rmtree(tmp / "pool")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("split %s: %d samples -> %s", man["name"], len(picked), out)
     return out

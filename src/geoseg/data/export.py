@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 from geoseg._version import __version__
 from geoseg.data.dataset import read_rows
 from geoseg.data.imagery import read_rgb
+from geoseg.data.writer import staged_dir
 from geoseg.errors import InputError
 from geoseg.progress import progress
 from geoseg.rle import rle_decode
@@ -77,18 +76,9 @@ def export_geoseg_bench(build_dir: str | Path, out_dir: str | Path, splits: Sequ
         rows = [r for r in rows if r["split"] in set(splits)]
     if not rows:
         raise InputError(f"no rows to export from {build_dir}", "check --split/--task against 'geoseg data info'")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_dir(out) as tmp:
         summary = _write(rows, tmp, manifest)
         (tmp / MARKER).write_text(json.dumps({"geoseg_version": __version__, "source": str(Path(build_dir).resolve())}) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 

@@ -8,9 +8,13 @@ destination folder and renamed when complete: an interrupted build leaves no hal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -101,3 +105,23 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + TMP_SUFFIX)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """Yield an empty sibling folder to fill; on success it replaces ``out``, on any error it is removed.
+
+    A folder output (an export, a materialised split) is thus either complete or absent: a
+    failed or interrupted run never leaves a half-written folder under the user's name.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary output folder
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

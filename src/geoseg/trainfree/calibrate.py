@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.bench.baselines import gt_box as box_of_mask  # pixel-edge bounding box, None when empty
 from geoseg.errors import GeosegError
 from geoseg.progress import progress
 from geoseg.trainfree.refine import Box, CalibrationProfile
@@ -28,14 +29,6 @@ MIN_SAMPLES = 3
 #: the robust loss's scale, in pixels: residuals beyond it count linearly, not quadratically;
 #: a corner farther than 3x this from the consensus line marks its sample as a wild answer
 F_SCALE_PX = 8.0
-
-
-def box_of_mask(mask: np.ndarray) -> Box | None:
-    """The bounding box of a boolean mask in pixel-edge coordinates, ``None`` when empty."""
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
-        return None
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
 MAX_PAIRS = 3000
