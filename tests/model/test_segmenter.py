@@ -44,7 +44,7 @@ def test_predict_returns_a_full_size_mask(segmenter, dubai_image, prompt, task):
     assert pred.mask.shape == (h, w) and pred.mask.dtype == bool
     assert pred.prob.shape == (h, w) and pred.prob.dtype == np.float32
     assert 0.0 <= pred.score <= 1.0 and pred.info["task"] == task
-    assert np.array_equal(pred.mask, (pred.prob > 0.5) & (pred.score >= 0.5)) or not pred.mask.any()
+    assert np.array_equal(pred.mask, (pred.prob >= 0.5) & (pred.score >= 0.5)) or not pred.mask.any()
 
 
 def test_set_image_caches_features_and_predict_is_cheap(segmenter, dubai_image):

@@ -20,9 +20,13 @@ import click
 @click.option("--export", "export_path", default=None, type=click.Path(dir_okay=False),
               help="After training, write best.pt as a float16 bundle here (e.g. the shipped default).")
 @click.option("--export-only", is_flag=True, help="Do not train: only export OUT_DIR/best.pt of a finished run.")
+@click.option("--tune-decision", is_flag=True,
+              help="Before exporting, tune the per-task mask thresholds on the run's validation split and store "
+                   "them in the bundle.")
 @click.pass_context
 def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
-          max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool) -> None:
+          max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool,
+          tune_decision: bool) -> None:
     """Train the unified model (progressive multi-task schedule) and validate every epoch."""
     from geoseg.errors import require
 
@@ -42,6 +46,11 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         from geoseg.errors import InputError
 
         raise InputError("--export-only needs --export PATH", "add --export src/geoseg/weights/unigeoseg_default.pt")
+    if tune_decision and not export_path:
+        from geoseg.errors import InputError
+
+        raise InputError("--tune-decision needs --export PATH (the thresholds are stored in the exported bundle)",
+                         "add --export PATH")
     quiet = bool((ctx.obj or {}).get("quiet"))
     if not quiet and not export_only:
         h = logging.StreamHandler(sys.stderr)
@@ -56,5 +65,13 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         from pathlib import Path
 
         best = Path(cfg.train.out_dir) / "best.pt"
-        dst = export_checkpoint(best, export_path)
+        decision = None
+        if tune_decision:
+            from geoseg.unified.train import tune_decision as run_tune
+
+            decision, report = run_tune(cfg, best, device=device, text_cache=text_cache)
+            for task, r in report.items():
+                click.echo(f"decision {task}: mask threshold {r['threshold']:.2f} (val gIoU {r['gIoU@0.5']:.1f} "
+                           f"at 0.5 -> {r['gIoU@threshold']:.1f}, {r['n']} rows)")
+        dst = export_checkpoint(best, export_path, decision)
         click.echo(f"exported {best} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")

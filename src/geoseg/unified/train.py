@@ -43,11 +43,14 @@ from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
 from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import MODEL_INPUTS, TileCache, collate, load_rows, norm_stats, row_text
+from geoseg.unified.decision import Decision, collect_curves, tune
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
 
 log = logging.getLogger(__name__)
 
 TASKS = ("interactive", "referring", "reasoning")
+#: modules a fine-tune may add to a checkpoint's network: training-only heads, or outputs that start at zero
+ZERO_START_MODULES = ("decoder.semantic_head.", "decoder.spatial_prior.")
 
 
 def task_weights(cfg_train, frac: float) -> dict[str, float]:
@@ -205,8 +208,9 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
     """Load a checkpoint's weights into ``model`` to fine-tune it; return the checkpoint's normalisation.
 
     Only heads used in training alone (the semantic auxiliary head, which exported bundles
-    drop) may be missing from the file; any other difference in architecture is an error, so a
-    fine-tune never silently starts from a half-loaded network.
+    drop) and additions whose output starts at zero (the spatial prior) may be missing from
+    the file; any other difference in architecture is an error, so a fine-tune never
+    silently starts from a half-loaded network.
     """
     from geoseg.unified.config import model_config_from_dict
 
@@ -217,7 +221,7 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
                          "set model.arch to the checkpoint's architecture or start from scratch")
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     own = model.state_dict()
-    missing = sorted(k for k in set(own) - set(state) if "semantic_head" not in k)
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(ZERO_START_MODULES))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
@@ -365,13 +369,55 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     return summary
 
 
-def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Copy a run's checkpoint without optimiser state and in float16 (the shipped bundle)."""
+def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | None = None) -> Path:
+    """Copy a run's checkpoint without optimiser state and in float16 (the shipped bundle).
+
+    Args:
+        decision: per-task thresholds (from :func:`tune_decision`) stored in the bundle's
+            ``meta["decision"]``; None keeps whatever the source carries.
+    """
     from geoseg.unified.checkpoint import load_model
 
     model, cfg, payload = load_model(src)
     meta = dict(payload.get("meta", {}))
+    if decision is not None:
+        meta["decision"] = decision.to_dict()
     return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True)
 
 
-__all__ = ["compute_losses", "export_checkpoint", "task_weights", "train"]
+def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
+                  text_cache: str | None = None) -> tuple[Decision, dict[str, dict[str, float]]]:
+    """Tune the per-task mask thresholds of ``checkpoint`` on every validation row of the run's shards.
+
+    The benchmark is never looked at: the rows are the shards' ``val`` split (for the default
+    model, Dubai ``tile_6``). See :mod:`geoseg.unified.decision` for why.
+
+    Returns:
+        the decision and a per-task report (gIoU at 0.5 and at the chosen threshold).
+    """
+    from geoseg.unified.checkpoint import load_model
+
+    tc = cfg.train
+    dev = resolve_device(device)
+    if tc.threads and dev.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    model, mc, payload = load_model(checkpoint, dev)
+    rows = load_rows(tc.shards, "val")
+    if not rows:
+        raise InputError(f"the shards at {tc.shards} hold no val rows to tune the decision on",
+                         "build them with geoseg data build (it writes a val split)")
+    tiles = TileCache(mc.input_size)
+    tiles.fill(rows)
+    texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
+    mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
+    std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
+    records = collect_curves(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size)
+    where = f"{len(rows)} val rows of {tc.shards}"
+    decision, report = tune(records, tuned_on=where)
+    for task, r in report.items():
+        log.info("decision %s: threshold %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task, r["threshold"],
+                 r["gIoU@0.5"], r["gIoU@threshold"], r["n"])
+    return decision, report
+
+
+__all__ = ["compute_losses", "export_checkpoint", "task_weights", "train", "tune_decision"]

@@ -1,0 +1,140 @@
+"""The unified model's decision rule: when a probability map becomes a mask.
+
+The network gives a per-pixel probability and a presence probability (no-target head).
+The answer is an empty mask when presence is below ``presence_threshold``, otherwise the
+pixels whose probability is at or above the task's mask threshold.
+
+Why per-task thresholds: for instance-level text instructions ("the elongated field on
+the left") a small model is often unsure which instance is meant and spreads probability
+below 0.5 over the candidates; a fixed 0.5 cut then returns an empty mask although the
+presence head says the target exists (a third of the benchmark's level-2/3 text samples
+with the stage-2 default). Point and box prompts are sharp and keep 0.5. The thresholds
+are tuned on the training run's *validation* split — never on the benchmark — and stored
+in the checkpoint (``meta["decision"]``), so the CLI, the benchmark and the server all
+apply the same rule.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geoseg.errors import InputError
+from geoseg.progress import progress
+from geoseg.rle import rle_decode
+
+TASKS = ("interactive", "referring", "reasoning")
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(2, 20))  # 0.10 … 0.95
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Per-task mask thresholds and the presence threshold, with where they were tuned."""
+
+    mask_thresholds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TASKS, 0.5))
+    presence_threshold: float = 0.5
+    tuned_on: str = ""
+
+    def mask_threshold(self, task: str) -> float:
+        """The probability above which a pixel belongs to the mask for ``task``."""
+        return float(self.mask_thresholds.get(task, 0.5))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Decision:
+        """Read the block stored in a checkpoint (None or missing keys = the 0.5 defaults)."""
+        if not data:
+            return cls()
+        thresholds = dict.fromkeys(TASKS, 0.5)
+        thresholds.update({str(k): float(v) for k, v in dict(data.get("mask_thresholds", {})).items()})
+        presence = float(data.get("presence_threshold", 0.5))
+        for name, v in [*thresholds.items(), ("presence", presence)]:
+            if not 0.0 < v < 1.0:
+                raise InputError(f"the checkpoint's decision threshold for {name} is {v}, outside (0, 1)",
+                                 "re-export the checkpoint with geoseg train --export-only --tune-decision")
+        return cls(thresholds, presence, str(data.get("tuned_on", "")))
+
+
+def iou_curve(prob: np.ndarray, gt: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
+    """IoU of ``prob >= t`` with ``gt`` for every ``t`` in ``grid`` (two empty masks score 1, UniGeoSeg's rule).
+
+    One pass over the pixels: histograms of the probabilities inside and outside the
+    target, accumulated from the top, give every threshold's intersection and union.
+    """
+    edges = np.concatenate([[-np.inf], np.asarray(grid, dtype=np.float64), [np.inf]])
+    p = prob.astype(np.float64).ravel()
+    g = gt.astype(bool).ravel()
+    h_in = np.histogram(p[g], bins=edges)[0]
+    h_all = np.histogram(p, bins=edges)[0]
+    # pixels at or above grid[i] = pixels in bins i+1.. (np.histogram bins are [a, b))
+    above_in = np.cumsum(h_in[::-1])[::-1][1:]
+    above_all = np.cumsum(h_all[::-1])[::-1][1:]
+    union = above_all + int(g.sum()) - above_in
+    return np.where(union == 0, 1.0, above_in / np.maximum(union, 1))
+
+
+def tune(records: Iterable[dict], grid: Sequence[float] = THRESHOLD_GRID, presence_threshold: float = 0.5,
+         tuned_on: str = "") -> tuple[Decision, dict[str, dict[str, float]]]:
+    """Pick each task's mask threshold that maximises its mean IoU (gIoU) over ``records``.
+
+    Each record: ``task``, ``presence`` (probability), ``empty`` (target empty) and ``curve``
+    (:func:`iou_curve` on ``grid``). Ties go to the threshold nearest 0.5.
+
+    Returns:
+        the decision and, per task, the gIoU at 0.5 and at the chosen threshold (a report).
+    """
+    grid = list(grid)
+    by_task: dict[str, list[np.ndarray]] = defaultdict(list)
+    for r in records:
+        if r["presence"] >= presence_threshold:
+            by_task[r["task"]].append(np.asarray(r["curve"], dtype=np.float64))
+        else:  # the presence head answers "no target": empty mask whatever the threshold
+            by_task[r["task"]].append(np.full(len(grid), 1.0 if r["empty"] else 0.0))
+    if not by_task:
+        raise InputError("no validation rows to tune the decision thresholds on",
+                         "build shards with a val split (geoseg data build) and train on them")
+    chosen, report = {}, {}
+    half = min(range(len(grid)), key=lambda i: abs(grid[i] - 0.5))
+    for task, curves in sorted(by_task.items()):
+        mean = np.mean(curves, axis=0) * 100
+        best = max(range(len(grid)), key=lambda i: (round(mean[i], 6), -abs(grid[i] - 0.5)))
+        chosen[task] = float(grid[best])
+        report[task] = {"n": len(curves), "gIoU@0.5": float(mean[half]), "threshold": float(grid[best]),
+                        "gIoU@threshold": float(mean[best])}
+    return Decision({**dict.fromkeys(TASKS, 0.5), **chosen}, presence_threshold, tuned_on), report
+
+
+@torch.no_grad()
+def collect_curves(model: torch.nn.Module, rows: Sequence[dict], tiles: Any, text_cache: dict,
+                   classes: Sequence[str], mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+                   batch_size: int = 16, grid: Sequence[float] = THRESHOLD_GRID) -> list[dict]:
+    """Run the model over shard rows and record each row's presence and IoU-vs-threshold curve."""
+    from geoseg.unified.data import MODEL_INPUTS, collate
+
+    model.eval()
+    out_records = []
+    for i in progress(range(0, len(rows), batch_size), desc="tune decision",
+                      total=(len(rows) + batch_size - 1) // batch_size):
+        chunk = rows[i: i + batch_size]
+        batch = collate(chunk, tiles, text_cache, classes, mean, std)
+        out = model(batch["image"].to(device), *[batch[k].to(device) for k in MODEL_INPUTS])
+        presence = torch.sigmoid(out["presence"].float()).cpu().numpy()
+        for j, r in enumerate(chunk):
+            gt = rle_decode(r["mask"]).astype(bool)
+            logit = F.interpolate(out["logits"][j: j + 1].float(), size=gt.shape, mode="bilinear",
+                                  align_corners=False)
+            prob = torch.sigmoid(logit[0, 0]).cpu().numpy()
+            out_records.append({"task": r["task"], "presence": float(presence[j]), "empty": not gt.any(),
+                                "curve": iou_curve(prob, gt, grid)})
+    return out_records
+
+
+__all__ = ["THRESHOLD_GRID", "Decision", "collect_curves", "iou_curve", "tune"]
