@@ -140,3 +140,32 @@ def test_semantic_head_is_a_training_only_output():
     m.eval()
     with torch.no_grad():
         assert "semantic_logits" not in m(**x)
+
+
+def test_spatial_prior_starts_at_zero_and_can_point_at_a_corner():
+    from geoseg.models.decoder import SpatialPrior
+
+    prior = SpatialPrior(dim=8, grid=5)
+    q = torch.randn(3, 8)
+    assert torch.equal(prior(q, 16, 16), torch.zeros(3, 1, 16, 16))
+    with torch.no_grad():  # weight only the top-left bump (row 0, column 0 of the 5×5 grid)
+        prior.mlp[-1].bias[0] = 4.0
+    m = prior(q, 40, 40)[0, 0]
+    assert m.shape == (40, 40)
+    y, x = divmod(int(m.argmax()), 40)
+    assert y < 8 and x < 8 and float(m[-1, -1]) < 0.01 * float(m.max())
+
+
+def test_spatial_prior_acts_on_the_mask_logits():
+    torch.manual_seed(3)
+    plain = _small().eval()
+    torch.manual_seed(3)
+    with_prior = _small(spatial_prior=True).eval()
+    with_prior.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        a, b = plain(**_inputs()), with_prior(**_inputs())
+        assert torch.allclose(a["logits"], b["logits"])  # zero-initialised: same network at the start
+        with_prior.decoder.spatial_prior.mlp[-1].bias.fill_(1.0)
+        c = with_prior(**_inputs())
+    assert not torch.allclose(a["logits"], c["logits"])
+    assert torch.allclose(a["similarity"], c["similarity"])  # the query and the features are untouched

@@ -14,7 +14,11 @@ Design (Mask2Former-flavoured, sized for a CPU):
 4. optionally GeoPix's class-wise memory is read by the stride-8 features, decoding
    once before and once after the read (both supervised);
 5. the stride-4 pixel embedding is scored against the query (dot product) plus a
-   1×1 head; a presence head says whether the target exists at all (no-target).
+   1×1 head; a presence head says whether the target exists at all (no-target);
+6. optionally a query-conditioned *spatial prior* is added to the mask logits: the
+   query picks weights of a fixed grid of smooth Gaussian bumps, giving "in the top
+   left corner" a direct path to a location instead of one learned through the
+   coordinate channels alone.
 """
 
 from __future__ import annotations
@@ -54,6 +58,32 @@ def render_prompt_map(points: torch.Tensor, point_labels: torch.Tensor, box: tor
     return torch.cat([pos, neg, inside], dim=1)
 
 
+class SpatialPrior(nn.Module):
+    """A query-conditioned low-frequency logit map: ``Σ_k w_k(q) · exp(-|p - c_k|² / 2σ²)``.
+
+    ``grid × grid`` Gaussian bumps with centres evenly spread over the image; the weights
+    come from a small MLP of the query whose last layer starts at zero, so adding the prior
+    to a trained decoder leaves its outputs unchanged until fine-tuning moves it.
+    """
+
+    def __init__(self, dim: int, grid: int = 5) -> None:
+        super().__init__()
+        self.grid = grid
+        self.sigma = 0.5 / grid
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, grid * grid))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``B×dim`` queries → ``B×1×h×w`` additive logits."""
+        centres = (torch.arange(self.grid, device=q.device, dtype=q.dtype) + 0.5) / self.grid
+        cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+        grid = coord_grid(h, w, q.device, q.dtype)  # 1×2×h×w
+        d2 = (grid[:, 0:1] - cx.reshape(-1, 1, 1)) ** 2 + (grid[:, 1:2] - cy.reshape(-1, 1, 1)) ** 2  # 1×K×h×w
+        basis = torch.exp(-d2 / (2 * self.sigma**2))
+        return torch.einsum("bk,khw->bhw", self.mlp(q), basis[0]).unsqueeze(1)
+
+
 class QueryImageLayer(nn.Module):
     """The query attends image tokens (cross-attention + MLP, pre-norm residual)."""
 
@@ -84,10 +114,12 @@ class MaskDecoder(nn.Module):
         semantic_classes: > 0 adds a per-pixel class head on the stride-8 pyramid level (an
             auxiliary loss that gives the from-scratch backbone class semantics the text
             query can select; not used at inference).
+        spatial_prior: add the query-conditioned :class:`SpatialPrior` to the mask logits.
     """
 
     def __init__(self, dim: int = 64, query_dim: int = 128, heads: int = 4, layers: int = 2, prompt_map: bool = True,
-                 class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0) -> None:
+                 class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0,
+                 spatial_prior: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.use_prompt_map = prompt_map
@@ -109,6 +141,7 @@ class MaskDecoder(nn.Module):
             self.aux_head = nn.Conv2d(dim, 1, 1)
             self.aux_embed = nn.Linear(dim, dim)
         self.semantic_head = nn.Conv2d(dim, semantic_classes, 1) if semantic_classes > 0 else None
+        self.spatial_prior = SpatialPrior(dim) if spatial_prior else None
 
     # -- pieces ------------------------------------------------------------------------
     def refine_query(self, query: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
@@ -168,6 +201,8 @@ class MaskDecoder(nn.Module):
             x8, out["class_attention"] = self.class_memory(x8)
         x4 = self.fuse4(p4 + F.interpolate(x8, size=p4.shape[-2:], mode="bilinear", align_corners=False))
         logits = self._score(q, x4, self.mask_embed, self.pixel_head)
+        if self.spatial_prior is not None:
+            logits = logits + self.spatial_prior(q, *logits.shape[-2:])
         w = torch.sigmoid(logits).flatten(2)  # B×1×HW
         pooled = (x4.flatten(2) * w).sum(-1) / w.sum(-1).clamp_min(1.0)
         out["logits"] = logits

@@ -34,20 +34,22 @@ class UniGeoSeg(nn.Module):
         prompt_map: dense prompt channels in the decoder.
         class_memory_classes, class_memory_slots: GeoPix class-wise memory (0 classes = off).
         semantic_classes: classes of the auxiliary per-pixel class head (0 = off).
+        spatial_prior: query-conditioned spatial prior on the mask logits (position words).
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128, 192), depths: Sequence[int] = (1, 2, 2, 1),
                  fpn_dim: int = 64, text_dim: int = 384, query_dim: int = 128, heads: int = 4,
                  decoder_layers: int = 2, tate: bool = True, latent_memory: int = 4,
                  memory_lambdas: Sequence[float] = (0.0, 0.2, 0.2), prompt_map: bool = True,
-                 class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0) -> None:
+                 class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0,
+                 spatial_prior: bool = False) -> None:
         super().__init__()
         self.backbone = ConvBackbone(channels, depths)
         self.fpn = FPN(self.backbone.out_channels, fpn_dim)
         self.tate = TATE(text_dim, query_dim, heads, enabled=tate)
         self.memory = LatentKnowledgeMemory(query_dim, latent_memory, memory_lambdas) if latent_memory > 0 else None
         self.decoder = MaskDecoder(fpn_dim, query_dim, heads, decoder_layers, prompt_map, class_memory_classes,
-                                   class_memory_slots, semantic_classes)
+                                   class_memory_slots, semantic_classes, spatial_prior)
 
     def encode_image(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Normalised ``B×3×H×W`` image (H, W multiples of 32) → pyramid features (strides 4–32)."""

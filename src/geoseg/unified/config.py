@@ -33,6 +33,7 @@ class ModelConfig:
     class_memory: bool = False
     class_memory_slots: int = 4
     semantic_aux: bool = False  # auxiliary per-pixel class loss on the pyramid (training signal only)
+    spatial_prior: bool = False  # query-conditioned Gaussian-bump prior added to the mask logits
     classes: tuple[str, ...] = ("land", "water", "building", "vegetation", "road")
     text_encoder: str = "all-MiniLM-L6-v2"
     text_dim: int = 384
@@ -53,7 +54,8 @@ class ModelConfig:
                     prompt_map=self.prompt_map,
                     class_memory_classes=len(self.classes) if self.class_memory else 0,
                     class_memory_slots=self.class_memory_slots,
-                    semantic_classes=len(self.classes) if self.semantic_aux else 0)
+                    semantic_classes=len(self.classes) if self.semantic_aux else 0,
+                    spatial_prior=self.spatial_prior)
 
 
 @dataclass
