@@ -129,6 +129,10 @@ def expand_scenes(inputs: str | os.PathLike | Sequence[str | os.PathLike], recur
 # --------------------------------------------------------------------------------------
 # jobs and outcomes
 # --------------------------------------------------------------------------------------
+#: backend options that are secrets: passed to the backend, never written anywhere
+SECRET_OPTIONS = frozenset({"vlm_key"})
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """How a worker builds its segmenter; also the key of its worker-local cache."""
@@ -137,6 +141,7 @@ class BackendSpec:
     checkpoint: str | None = None
     device: str = "auto"
     kinds: tuple[str, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()  # the backend's own keyword arguments, sorted (hashable)
 
 
 @dataclass
@@ -152,10 +157,13 @@ class BatchOptions:
     prompt_crs: str | None = None
     vector: Literal["gpkg", "geojson"] | None = None
     score_raster: bool = False
+    backend_options: dict[str, Any] = field(default_factory=dict)
 
     def key(self, prompts: Sequence[Prompt]) -> dict:
         d = asdict(self)
         d["bands"] = list(self.bands) if self.bands else None
+        # secrets never reach the resume key, which is written into every scene's marker file
+        d["backend_options"] = {k: v for k, v in sorted(self.backend_options.items()) if k not in SECRET_OPTIONS}
         d["prompts"] = [p.to_dict() for p in prompts]
         return d
 
@@ -236,7 +244,7 @@ def get_segmenter(spec: BackendSpec):
 
         prompts = [Prompt(text="x") if k == "text" else Prompt(box=(0, 0, 1, 1)) if k == "box"
                    else Prompt(points=((0, 0),), labels=(1,)) for k in spec.kinds]
-        seg, notes = build_backend(spec.backend, prompts, spec.checkpoint, spec.device)
+        seg, notes = build_backend(spec.backend, prompts, spec.checkpoint, spec.device, dict(spec.options))
         BUILDS[seg.name] = BUILDS.get(seg.name, 0) + 1
         hit = _SEGMENTERS[spec] = (seg, notes)
         log.info("built segmenter %s in process %d", seg.name, os.getpid())
@@ -454,6 +462,7 @@ def run_batch(
     resume: bool = True,
     max_inflight: int | None = None,
     recursive: bool = False,
+    backend_options: dict[str, Any] | None = None,
 ) -> BatchSummary:
     """Segment every scene of ``inputs`` with the same ``prompts``; one output set per scene.
 
@@ -462,6 +471,8 @@ def run_batch(
         output_dir: receives ``<scene>.tif`` (and ``<scene>.gpkg|.geojson``, ``<scene>_score.tif``).
         prompts: the prompts applied to every scene (pixel coordinates, or ``prompt_crs``).
         backend, checkpoint, device: the segmenter (built once per worker process).
+        backend_options: the backend's own keyword arguments (``mask_threshold``, ``vlm_url``, ...);
+            they travel to the workers with the job, API keys excepted from the resume key.
         bands, tile_size, overlap, prompt_crs: as for :func:`geoseg.pipeline.segment`.
         vector: per-scene vector format; ``merged_vector`` implies ``gpkg`` when not given.
         score_raster: also write a float32 score raster per scene.
@@ -505,9 +516,11 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = BatchOptions(backend=backend, checkpoint=checkpoint, device=device,
                         bands=tuple(bands) if bands else None, tile_size=tile_size, overlap=overlap,
-                        prompt_crs=prompt_crs, vector=vector, score_raster=score_raster)
+                        prompt_crs=prompt_crs, vector=vector, score_raster=score_raster,
+                        backend_options=dict(backend_options or {}))
     job_key = opts.key(prompts)
-    spec = BackendSpec(backend, checkpoint, device, tuple(sorted(set().union(*(p.kinds for p in prompts)))))
+    spec = BackendSpec(backend, checkpoint, device, tuple(sorted(set().union(*(p.kinds for p in prompts)))),
+                       tuple(sorted(opts.backend_options.items())))
 
     outcomes: dict[Path, SceneOutcome] = {}
     todo = []

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -279,8 +279,12 @@ def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.n
 # backends
 # --------------------------------------------------------------------------------------
 def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), checkpoint: str | None = None,
-                  device: str = "auto") -> tuple[Segmenter, list[str]]:
+                  device: str = "auto", options: Mapping[str, Any] | None = None) -> tuple[Segmenter, list[str]]:
     """Build the segmenter for these prompts, falling back from ``unified`` to ``classical``.
+
+    ``options`` are the backend's own keyword arguments (``mask_threshold`` for ``unified``,
+    ``vlm_url``/``vlm_model``/``vlm_key``/... for ``trainfree``); a backend ignores those it
+    does not take.
 
     When the default ``unified`` backend cannot be built (module missing, no checkpoint)
     point/box prompts fall back to ``classical`` with a logged notice, and text prompts
@@ -291,7 +295,7 @@ def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), ch
     """
     name = backend or DEFAULT_BACKEND
     kinds = set().union(*(p.kinds for p in prompts)) if prompts else set()
-    kw: dict[str, Any] = {"device": device}
+    kw: dict[str, Any] = {**(options or {}), "device": device}
     if checkpoint:
         kw["checkpoint"] = checkpoint
     notes: list[str] = []
@@ -358,7 +362,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             bands: str | Sequence[int] | None = None, tile_size: int = 1024, overlap: int = 128,
             prompt_crs: str | None = None, vector: str | os.PathLike | None = None,
             score_raster: str | os.PathLike | None = None, stretch: list[list[float]] | None = None,
-            ) -> SegmentResult:
+            backend_options: Mapping[str, Any] | None = None) -> SegmentResult:
     """Segment one scene and write a mask GeoTIFF (and optionally vectors and a score raster).
 
     Args:
@@ -371,6 +375,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             point/box prompts when it is unavailable); ignored when ``segmenter`` is given.
         segmenter: an already built segmenter (e.g. reused across scenes).
         checkpoint, device: passed to the backend.
+        backend_options: the backend's own keyword arguments (see :func:`build_backend`).
         bands: 1-based bands to read as RGB (``"4,3,2"``), or one band for grey.
         tile_size, overlap: the window grid for text prompts and the largest window
             a point/box prompt is processed at.
@@ -409,7 +414,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         plist = prepare_prompts(src, plist, prompt_crs)
         notes: list[str] = []
         if segmenter is None:
-            segmenter, notes = build_backend(backend, plist, checkpoint, device)
+            segmenter, notes = build_backend(backend, plist, checkpoint, device, backend_options)
         else:
             for p in plist:
                 segmenter.check_prompt(p)

@@ -12,6 +12,7 @@ client, the fixed refinement rule and the dual route with the shipped unified mo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,7 @@ def server(small_crops):
 
 @pytest.fixture()
 def clean_env(monkeypatch, tmp_path):
-    """The CLI hands --vlm-* to the backend through the environment: restore it afterwards."""
+    """Blank the GEOSEG_VLM_* fallbacks the backend reads, so only the CLI's --vlm-* arguments count."""
     for var in (ENV_URL, ENV_MODEL, ENV_KEY, ENV_FAMILY, ENV_TIMEOUT, ENV_MAX_PIXELS, ENV_MASK_CHECKPOINT):
         monkeypatch.setenv(var, "")
     monkeypatch.setenv("GEOSEG_HOME", str(tmp_path / "home"))  # no stored calibration profile
@@ -230,6 +231,7 @@ def test_segment_cli_end_to_end_on_dubai(server, small_crops, tmp_path, clean_en
                                    "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     assert len(server.state.requests) == 1
+    assert os.environ[ENV_URL] == ""  # the flags reached the backend as arguments, not through the environment
     with rasterio.open(out) as ds:
         mask = ds.read(1) == 1
         tags = ds.tags()

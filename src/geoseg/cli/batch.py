@@ -53,7 +53,7 @@ def _vector_format(value: str | None) -> str | None:
 def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative_points, boxes, prompt_crs,
                       output: str, vector, score_raster, bands, tile_size, overlap, backend, checkpoint, device,
                       as_json: bool, workers: int, scheduler: str | None, on_error: str,
-                      merged_vector: str | None, no_resume: bool) -> None:
+                      merged_vector: str | None, no_resume: bool, backend_options: dict | None = None) -> None:
     """Run the batch and print its summary; exit code 1 when some scenes failed."""
     from geoseg.batch import run_batch
     from geoseg.pipeline import build_prompts
@@ -75,6 +75,7 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
         bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
         vector=_vector_format(vector), score_raster=bool(score_raster), merged_vector=merged_vector,
         workers=workers, scheduler=scheduler, on_error=on_error, resume=not no_resume,
+        backend_options=backend_options,
     )
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))

@@ -80,15 +80,12 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports."""
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.runner import run_benchmark
+    from geoseg.cli.trainfree import vlm_kwargs
 
-    if "trainfree" in model:
-        from geoseg.trainfree.segmenter import apply_vlm_flags
-
-        apply_vlm_flags(**{k[4:]: v for k, v in vlm.items()})
-
+    options = vlm_kwargs(vlm) if "trainfree" in model else {}
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")
-    spec = resolve_model(model, **({"device": device} if device else {}))
+    spec = resolve_model(model, **options, **({"device": device} if device else {}))
     metrics = run_benchmark(spec, samples, out_dir, empty_rule=empty_rule, data=data, fmt=fmt, split=split,
                             rescore_only=rescore_only, overwrite=overwrite, gallery_size=gallery)
     click.echo(_summary(metrics))

@@ -12,7 +12,7 @@ import json
 import click
 
 from geoseg.cli.batch import batch_options
-from geoseg.cli.trainfree import vlm_options
+from geoseg.cli.trainfree import vlm_kwargs, vlm_options
 from geoseg.prompts import parse_box, parse_xy
 
 
@@ -44,6 +44,9 @@ def _fmt_area(value: float, unit: str) -> str:
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Model checkpoint (builds the unified model from it).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="unified backend: probability at or above which a pixel is in the mask (default: the "
+                   "checkpoint's per-task values, tuned on its validation split).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
@@ -51,7 +54,8 @@ def _fmt_area(value: float, unit: str) -> str:
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
-            backend: str | None, checkpoint: str | None, device: str, as_json: bool, **batch) -> None:
+            backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, as_json: bool,
+            **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -67,18 +71,18 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     """
     from geoseg.batch import is_batch_input
 
-    vlm = {k[4:]: batch.pop(k) for k in list(batch) if k.startswith("vlm_")}
-    if backend == "trainfree":
-        from geoseg.trainfree.segmenter import apply_vlm_flags
-
-        apply_vlm_flags(**vlm)  # read by the trainfree backend, in batch workers too
+    vlm = {k: batch.pop(k) for k in list(batch) if k.startswith("vlm_")}
+    options = vlm_kwargs(vlm) if backend == "trainfree" else {}
+    if mask_threshold is not None:
+        options["mask_threshold"] = mask_threshold
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 
         return run_batch_command(ctx, image, texts=texts, points=points, negative_points=negative_points,
                                  boxes=boxes, prompt_crs=prompt_crs, output=output, vector=vector,
                                  score_raster=score_raster, bands=bands, tile_size=tile_size, overlap=overlap,
-                                 backend=backend, checkpoint=checkpoint, device=device, as_json=as_json, **batch)
+                                 backend=backend, checkpoint=checkpoint, device=device, as_json=as_json,
+                                 backend_options=options, **batch)
     from geoseg.pipeline import segment as run_segment
 
     result = run_segment(
@@ -86,7 +90,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         points=[parse_xy(p) for p in points], negative_points=[parse_xy(p) for p in negative_points],
         boxes=[parse_box(b) for b in boxes], text=list(texts), backend=backend, checkpoint=checkpoint,
         device=device, bands=bands, tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
-        vector=vector, score_raster=score_raster,
+        vector=vector, score_raster=score_raster, backend_options=options,
     )
     quiet = bool((ctx.obj or {}).get("quiet"))
     if as_json:

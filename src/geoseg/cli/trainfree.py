@@ -33,6 +33,11 @@ def vlm_options(f):
     return f
 
 
+def vlm_kwargs(values: dict) -> dict:
+    """The ``vlm_*`` keyword arguments of the ``trainfree`` backend from parsed options (unset ones dropped)."""
+    return {k: v for k, v in values.items() if k.startswith("vlm_") and v is not None and v != ""}
+
+
 @click.group()
 def trainfree() -> None:
     """Training-free route (multimodal-LLM grounding + SAM): calibration of a grounding backend."""

@@ -35,7 +35,7 @@ UNIFIED_MIN_CROP = 512
 #: default routes with the unified mask backend: its point head is weak, so route A's points and the
 #: intersection lower IoU (benchmarks/trainfree_ablation.py); SAM / SAM 2 get GeoSeg's both routes
 UNIFIED_ROUTES = "B"
-#: environment variables the CLI sets from its --vlm-* options (batch workers inherit them)
+#: environment variables the backend falls back on when no vlm_* argument is given
 ENV_URL, ENV_MODEL, ENV_KEY = "GEOSEG_VLM_URL", "GEOSEG_VLM_MODEL", "GEOSEG_VLM_KEY"
 ENV_FAMILY, ENV_TIMEOUT, ENV_MAX_PIXELS = "GEOSEG_VLM_FAMILY", "GEOSEG_VLM_TIMEOUT", "GEOSEG_VLM_MAX_PIXELS"
 #: mask-backend weights for the route where no --checkpoint flag reaches the backend (bench runs)
@@ -55,15 +55,6 @@ class Grounder(Protocol):
     A :class:`~geoseg.trainfree.client.GroundingClient` is one; the ablation uses others."""
 
     def ground(self, image: np.ndarray, instruction: str) -> Any: ...
-
-
-def apply_vlm_flags(**flags: object) -> None:
-    """Hand the CLI's ``--vlm-*`` options (``url=``, ``model=``, ``key=``, ``family=``, ``timeout=``,
-    ``max_pixels=``) to the ``trainfree`` backend through the environment, where it reads them when
-    it is built, in this process or in batch worker processes. Unset options leave it alone."""
-    for name, value in flags.items():
-        if value is not None and value != "":
-            os.environ[f"GEOSEG_VLM_{name.upper()}"] = str(value)
 
 
 def build_mask_backend(mask_backend: str | Segmenter | None = None, checkpoint: str | os.PathLike | None = None,

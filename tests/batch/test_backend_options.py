@@ -1,0 +1,76 @@
+"""Backend options (``mask_threshold``, ``vlm_*``) travel as arguments to the segmenter, in one
+process, in batch workers and from the CLI, and secrets never reach files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rasterio
+
+from geoseg.batch import MARKER_DIR, BatchOptions, run_batch
+from geoseg.cli import main
+from geoseg.prompts import Prompt
+
+from .conftest import write_scene
+
+
+def _mask_pixels(path) -> int:
+    with rasterio.open(path) as ds:
+        return int((ds.read(1) == 1).sum())
+
+
+def _provenance(path) -> dict:
+    with rasterio.open(path) as ds:
+        return json.loads(ds.tags()["provenance_json"])
+
+
+def _cli(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    return int(exc.value.code or 0)
+
+
+def test_resume_key_keeps_options_but_not_the_api_key():
+    opts = BatchOptions(backend="trainfree", backend_options={"vlm_url": "http://h/v1", "vlm_key": "s3cret"})
+    key = opts.key([Prompt(text="the pier")])
+    assert key["backend_options"] == {"vlm_url": "http://h/v1"}
+    assert "s3cret" not in json.dumps(key)
+
+
+def test_batch_passes_the_mask_threshold_to_the_unified_backend(tmp_path, scenes, tiny_checkpoint):
+    prompt = [Prompt(text="the bright roof")]
+    counts = {}
+    for t in (0.05, 0.95):
+        out = tmp_path / f"out_{t}"
+        s = run_batch(scenes, out, prompt, backend="unified", checkpoint=str(tiny_checkpoint), device="cpu",
+                      backend_options={"mask_threshold": t, "presence_threshold": 1e-6, "vlm_key": "s3cret"})
+        assert s.count("done") == 3
+        counts[t] = _mask_pixels(out / "scene_0.tif")
+        prov = _provenance(out / "scene_0.tif")
+        assert prov["mask_thresholds"] == dict.fromkeys(("interactive", "referring", "reasoning"), t)
+        for f in (out / MARKER_DIR).iterdir():
+            assert "s3cret" not in f.read_text()
+    # a lower threshold can only add pixels, and on random weights it adds many
+    assert counts[0.05] > counts[0.95]
+
+
+def test_cli_mask_threshold(tmp_path, tiny_checkpoint, capsys):
+    from geoseg.unified.decision import Decision
+    from geoseg.unified.train import export_checkpoint
+
+    scene = write_scene(tmp_path / "scene.tif")
+    # a bundle whose presence head always answers "present", so the mask threshold alone decides
+    ckpt = export_checkpoint(tiny_checkpoint, tmp_path / "always.pt", Decision(presence_threshold=1e-6))
+    counts = []
+    for t in ("0.05", "0.95"):
+        out = tmp_path / f"m_{t}.tif"
+        assert _cli(["-q", "segment", str(scene), "--text", "the bright roof", "--checkpoint", str(ckpt),
+                     "--mask-threshold", t, "-o", str(out)]) == 0
+        counts.append(_mask_pixels(out))
+        assert _provenance(out)["mask_thresholds"]["referring"] == float(t)
+    assert counts[0] > counts[1]
+    code = _cli(["-q", "segment", str(scene), "--text", "x", "--mask-threshold", "1.5", "-o", str(tmp_path / "bad.tif")])
+    assert code == 2 and "--mask-threshold" in capsys.readouterr().err
+    assert not (tmp_path / "bad.tif").exists()
