@@ -169,3 +169,36 @@ def test_spatial_prior_acts_on_the_mask_logits():
         c = with_prior(**_inputs())
     assert not torch.allclose(a["logits"], c["logits"])
     assert torch.allclose(a["similarity"], c["similarity"])  # the query and the features are untouched
+
+
+def test_relation_anchor_marks_the_anchor_and_its_surroundings():
+    from geoseg.models.decoder import RelationAnchor
+
+    ra = RelationAnchor(dim=4, grow=(3, 7))
+    ra.to_anchor = torch.nn.Identity()  # the query itself is the anchor query
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    feat = -q.view(1, 4, 1, 1).expand(1, 4, 12, 12).clone()
+    feat[0, :, 5, 5] = q[0]  # the anchor: one cell whose feature matches the query
+    extra, anchor = ra(q, feat)
+    assert torch.equal(extra, torch.zeros(1, 4, 12, 12))  # zero-initialised mix: no effect yet
+    assert anchor[0, 0, 5, 5] > 0.99 and anchor[0, 0].sum() < 1.01
+    with torch.no_grad():
+        ra.mix.weight.zero_()
+        ra.mix.weight[0, 1] = 1.0  # channel 0 <- the map grown by one cell
+        ra.mix.weight[1, 2] = 1.0  # channel 1 <- the map grown by three cells
+        extra, _ = ra(q, feat)
+    near, far = extra[0, 0] > 0.99, extra[0, 1] > 0.99
+    assert near.sum() == 9 and near[4:7, 4:7].all()
+    assert far.sum() == 49 and far[2:9, 2:9].all()
+
+
+def test_relation_anchor_starts_as_the_plain_network():
+    torch.manual_seed(4)
+    plain = _small().eval()
+    torch.manual_seed(4)
+    with_anchor = _small(relation_anchor=True).eval()
+    missing, unexpected = with_anchor.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("decoder.anchor.") for k in missing)
+    with torch.no_grad():
+        a, b = plain(**_inputs()), with_anchor(**_inputs())
+    assert torch.allclose(a["logits"], b["logits"]) and b["anchor"].shape[1] == 1

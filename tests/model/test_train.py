@@ -59,24 +59,24 @@ def test_init_from_starts_at_the_checkpoint_weights(trained_run, tiny_shard, tex
         assert torch.equal(v, saved["state_dict"][k].float()), k
 
 
-def test_init_from_may_add_the_zero_started_spatial_prior(trained_run, tiny_shard, tmp_path):
-    """A checkpoint without the spatial prior fine-tunes into a config with it; the new module starts at zero."""
+def test_init_from_may_add_the_zero_started_modules(trained_run, tiny_shard, tmp_path):
+    """A checkpoint without the spatial prior and relation anchor fine-tunes into a config with them."""
     from geoseg.unified.build import build_model
     from geoseg.unified.checkpoint import read_checkpoint
     from geoseg.unified.train import init_weights
 
     cfg = tiny_config(tiny_shard, tmp_path)
-    cfg.model.spatial_prior = True
+    cfg.model.spatial_prior = cfg.model.relation_anchor = True
     model = build_model(cfg.model)
     src = trained_run["out"] / "best.pt"
     init_weights(model, str(src), cfg.model)
     saved = read_checkpoint(src)["state_dict"]
     for k, v in model.state_dict().items():
-        if k.startswith("decoder.spatial_prior."):
+        if k.startswith(("decoder.spatial_prior.", "decoder.anchor.")):
             assert k not in saved
         else:
             assert torch.equal(v, saved[k].float()), k
-    assert not model.decoder.spatial_prior.mlp[-1].weight.any()
+    assert not model.decoder.spatial_prior.mlp[-1].weight.any() and not model.decoder.anchor.mix.weight.any()
 
 
 def test_init_from_another_architecture_is_a_clear_error(trained_run, tiny_shard, tmp_path):

@@ -15,7 +15,9 @@ Design (Mask2Former-flavoured, sized for a CPU):
    once before and once after the read (both supervised);
 5. the stride-4 pixel embedding is scored against the query (dot product) plus a
    1×1 head; a presence head says whether the target exists at all (no-target);
-6. optionally a query-conditioned *spatial prior* is added to the mask logits: the
+6. optionally a *relation anchor* map (a second, query-derived response and its
+   max-pooled surroundings) is added to the stride-8 features, for "next to X";
+7. optionally a query-conditioned *spatial prior* is added to the mask logits: the
    query picks weights of a fixed grid of smooth Gaussian bumps, giving "in the top
    left corner" a direct path to a location instead of one learned through the
    coordinate channels alone.
@@ -84,6 +86,35 @@ class SpatialPrior(nn.Module):
         return torch.einsum("bk,khw->bhw", self.mlp(q), basis[0]).unsqueeze(1)
 
 
+class RelationAnchor(nn.Module):
+    """An *anchor* response and its surroundings, for relational instructions.
+
+    "the road next to the vegetation" needs the vegetation first. A small MLP turns the
+    mask query into an anchor query; its cosine similarity with the stride-8 features
+    (sharpened by a learned temperature, then a sigmoid) marks the anchor, and max-pooling
+    grows that map by one and three cells so "next to", "surrounded by" and "nearest"
+    become local evidence. A 1×1 convolution whose weights start at zero adds the three
+    maps to the decoder's stride-8 features, so adding the module to a trained decoder
+    leaves its outputs unchanged until fine-tuning moves it.
+    """
+
+    def __init__(self, dim: int, grow: tuple[int, ...] = (3, 7)) -> None:
+        super().__init__()
+        self.grow = grow
+        self.to_anchor = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.log_temp = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.mix = nn.Conv2d(1 + len(grow), dim, 1)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, q: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``B×dim`` queries and ``B×dim×h×w`` features → (additive features, ``B×1×h×w`` anchor map)."""
+        sim = torch.einsum("bc,bchw->bhw", F.normalize(self.to_anchor(q), dim=-1), F.normalize(feat, dim=1))
+        anchor = torch.sigmoid(self.log_temp.exp() * sim).unsqueeze(1)
+        maps = [anchor] + [F.max_pool2d(anchor, k, stride=1, padding=k // 2) for k in self.grow]
+        return self.mix(torch.cat(maps, 1)), anchor
+
+
 class QueryImageLayer(nn.Module):
     """The query attends image tokens (cross-attention + MLP, pre-norm residual)."""
 
@@ -115,11 +146,12 @@ class MaskDecoder(nn.Module):
             auxiliary loss that gives the from-scratch backbone class semantics the text
             query can select; not used at inference).
         spatial_prior: add the query-conditioned :class:`SpatialPrior` to the mask logits.
+        relation_anchor: add :class:`RelationAnchor` features at stride 8.
     """
 
     def __init__(self, dim: int = 64, query_dim: int = 128, heads: int = 4, layers: int = 2, prompt_map: bool = True,
                  class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0,
-                 spatial_prior: bool = False) -> None:
+                 spatial_prior: bool = False, relation_anchor: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.use_prompt_map = prompt_map
@@ -142,6 +174,7 @@ class MaskDecoder(nn.Module):
             self.aux_embed = nn.Linear(dim, dim)
         self.semantic_head = nn.Conv2d(dim, semantic_classes, 1) if semantic_classes > 0 else None
         self.spatial_prior = SpatialPrior(dim) if spatial_prior else None
+        self.anchor = RelationAnchor(dim) if relation_anchor else None
 
     # -- pieces ------------------------------------------------------------------------
     def refine_query(self, query: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
@@ -194,6 +227,9 @@ class MaskDecoder(nn.Module):
         x8 = self.fuse8(torch.cat(parts, 1)) + F.interpolate(x16, size=p8.shape[-2:], mode="bilinear",
                                                               align_corners=False)
         out: dict[str, torch.Tensor] = {"similarity": sim8}
+        if self.anchor is not None:
+            extra, out["anchor"] = self.anchor(q, p8)
+            x8 = x8 + extra
         if self.semantic_head is not None and self.training:
             out["semantic_logits"] = self.semantic_head(p8)
         if self.class_memory is not None:

@@ -35,6 +35,7 @@ class UniGeoSeg(nn.Module):
         class_memory_classes, class_memory_slots: GeoPix class-wise memory (0 classes = off).
         semantic_classes: classes of the auxiliary per-pixel class head (0 = off).
         spatial_prior: query-conditioned spatial prior on the mask logits (position words).
+        relation_anchor: query-derived anchor map and its surroundings at stride 8 (relations).
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128, 192), depths: Sequence[int] = (1, 2, 2, 1),
@@ -42,14 +43,15 @@ class UniGeoSeg(nn.Module):
                  decoder_layers: int = 2, tate: bool = True, latent_memory: int = 4,
                  memory_lambdas: Sequence[float] = (0.0, 0.2, 0.2), prompt_map: bool = True,
                  class_memory_classes: int = 0, class_memory_slots: int = 4, semantic_classes: int = 0,
-                 spatial_prior: bool = False) -> None:
+                 spatial_prior: bool = False, relation_anchor: bool = False) -> None:
         super().__init__()
         self.backbone = ConvBackbone(channels, depths)
         self.fpn = FPN(self.backbone.out_channels, fpn_dim)
         self.tate = TATE(text_dim, query_dim, heads, enabled=tate)
         self.memory = LatentKnowledgeMemory(query_dim, latent_memory, memory_lambdas) if latent_memory > 0 else None
         self.decoder = MaskDecoder(fpn_dim, query_dim, heads, decoder_layers, prompt_map, class_memory_classes,
-                                   class_memory_slots, semantic_classes, spatial_prior)
+                                   class_memory_slots, semantic_classes, spatial_prior,
+                                   relation_anchor)
 
     def encode_image(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Normalised ``B×3×H×W`` image (H, W multiples of 32) → pyramid features (strides 4–32)."""

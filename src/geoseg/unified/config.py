@@ -34,6 +34,7 @@ class ModelConfig:
     class_memory_slots: int = 4
     semantic_aux: bool = False  # auxiliary per-pixel class loss on the pyramid (training signal only)
     spatial_prior: bool = False  # query-conditioned Gaussian-bump prior added to the mask logits
+    relation_anchor: bool = False  # query-derived anchor map + its grown surroundings at stride 8
     classes: tuple[str, ...] = ("land", "water", "building", "vegetation", "road")
     text_encoder: str = "all-MiniLM-L6-v2"
     text_dim: int = 384
@@ -55,7 +56,7 @@ class ModelConfig:
                     class_memory_classes=len(self.classes) if self.class_memory else 0,
                     class_memory_slots=self.class_memory_slots,
                     semantic_classes=len(self.classes) if self.semantic_aux else 0,
-                    spatial_prior=self.spatial_prior)
+                    spatial_prior=self.spatial_prior, relation_anchor=self.relation_anchor)
 
 
 @dataclass

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 TASKS = ("interactive", "referring", "reasoning")
 #: modules a fine-tune may add to a checkpoint's network: training-only heads, or outputs that start at zero
-ZERO_START_MODULES = ("decoder.semantic_head.", "decoder.spatial_prior.")
+ZERO_START_MODULES = ("decoder.semantic_head.", "decoder.spatial_prior.", "decoder.anchor.")
 
 
 def task_weights(cfg_train, frac: float) -> dict[str, float]:
@@ -208,7 +208,7 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
     """Load a checkpoint's weights into ``model`` to fine-tune it; return the checkpoint's normalisation.
 
     Only heads used in training alone (the semantic auxiliary head, which exported bundles
-    drop) and additions whose output starts at zero (the spatial prior) may be missing from
+    drop) and additions whose output starts at zero (spatial prior, relation anchor) may be missing from
     the file; any other difference in architecture is an error, so a fine-tune never
     silently starts from a half-loaded network.
     """
