@@ -26,12 +26,16 @@ WET = (("image_part_009", 1024, 512), ("image_part_005", 1536, 256))
 
 def test_default_checkpoint_is_shipped_small_and_described():
     path = default_checkpoint_path()
-    assert path.is_file(), f"{path} missing: geoseg train --config configs/unigeoseg_default_ft.yaml --export {path}"
+    assert path.is_file(), (f"{path} missing: geoseg train --config configs/unigeoseg_default_ra.yaml "
+                            f"--tune-decision --export {path}")
     assert path.stat().st_size < 50e6
     seg = build_segmenter("unified", device="cpu")
     assert isinstance(seg, UnifiedSegmenter) and seg.checkpoint_path == path
-    # stage 2 of the default recipe (configs/unigeoseg_default_ft.yaml, from stage 1's weights)
-    assert seg.meta["experiment"] == "unigeoseg_default_ft" and seg.meta["step"] > 0
+    # stage 3 of the default recipe (configs/unigeoseg_default_ra.yaml, from stage 2's weights), with
+    # decision thresholds tuned on the validation split (tile_6)
+    assert seg.meta["experiment"] == "unigeoseg_default_ra" and seg.meta["step"] > 0
+    assert seg.cfg.relation_anchor and "val rows" in seg.decision.tuned_on
+    assert seg.decision.mask_threshold("interactive") == 0.5 and seg.decision.mask_threshold("referring") < 0.5
     assert seg.provenance()["checkpoint"] == path.name
 
 
