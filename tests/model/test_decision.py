@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geoseg.errors import InputError
-from geoseg.unified.decision import THRESHOLD_GRID, Decision, iou_curve, tune
+from geoseg.unified.decision import THRESHOLD_GRID, Decision, iou_curve, tune, tune_with_presence
 
 
 def _brute_iou(prob: np.ndarray, gt: np.ndarray, t: float) -> float:
@@ -53,6 +53,23 @@ def test_tune_takes_each_tasks_best_threshold_and_gates_on_presence():
     assert report["reasoning"]["gIoU@threshold"] == pytest.approx(60.0)
 
 
+def test_presence_threshold_is_tuned_with_the_mask_thresholds():
+    grid = (0.2, 0.5)
+    # a wrong "present" (0.7) on an empty target: the low mask threshold paints it, the high one does not
+    recs = [_rec("referring", [0.0, 1.0], presence=0.7, empty=True),
+            _rec("referring", [0.8, 0.1], presence=0.9),
+            _rec("referring", [0.6, 0.0], presence=0.95)]
+    decision, report = tune_with_presence(recs, grid=grid, presence_grid=(0.5, 0.8))
+    # presence 0.5: best is mask 0.2 -> (0 + 0.8 + 0.6) / 3; presence 0.8: mask 0.2 -> (1 + 0.8 + 0.6) / 3
+    assert decision.presence_threshold == 0.8 and decision.mask_threshold("referring") == 0.2
+    r = report["referring"]
+    assert r["gIoU@threshold"] == pytest.approx(80.0) and r["gIoU@0.5"] == pytest.approx(110 / 3)
+    assert r["no_target_acc"] == 100.0 and r["presence_threshold"] == 0.8
+    # with one candidate it is plain tune() at that presence threshold
+    d1, _ = tune_with_presence(recs, grid=grid, presence_grid=(0.5,))
+    assert d1 == tune(recs, grid=grid)[0]
+
+
 def test_tune_without_rows_is_a_clear_error():
     with pytest.raises(InputError, match="no validation rows"):
         tune([])
@@ -78,6 +95,7 @@ def test_tuned_bundle_carries_the_thresholds_and_the_segmenter_applies_them(trai
     assert set(report) == {"interactive", "referring", "reasoning"}
     for r in report.values():
         assert r["threshold"] in THRESHOLD_GRID and r["gIoU@threshold"] >= r["gIoU@0.5"] - 1e-9
+        assert r["presence_threshold"] == decision.presence_threshold
     assert "val rows" in decision.tuned_on
     dst = export_checkpoint(best, tmp_path / "bundle.pt", decision)
     assert read_checkpoint(dst)["meta"]["decision"] == decision.to_dict()

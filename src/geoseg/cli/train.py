@@ -21,8 +21,8 @@ import click
               help="After training, write best.pt as a float16 bundle here (e.g. the shipped default).")
 @click.option("--export-only", is_flag=True, help="Do not train: only export OUT_DIR/best.pt of a finished run.")
 @click.option("--tune-decision", is_flag=True,
-              help="Before exporting, tune the per-task mask thresholds on the run's validation split and store "
-                   "them in the bundle.")
+              help="Before exporting, tune the per-task mask thresholds and the presence threshold on the run's "
+                   "validation split and store them in the bundle.")
 @click.pass_context
 def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
           max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool,
@@ -71,7 +71,9 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
 
             decision, report = run_tune(cfg, best, device=device, text_cache=text_cache)
             for task, r in report.items():
-                click.echo(f"decision {task}: mask threshold {r['threshold']:.2f} (val gIoU {r['gIoU@0.5']:.1f} "
-                           f"at 0.5 -> {r['gIoU@threshold']:.1f}, {r['n']} rows)")
+                nta = "" if r["no_target_acc"] != r["no_target_acc"] else f", no-target acc {r['no_target_acc']:.1f} %"
+                click.echo(f"decision {task}: mask threshold {r['threshold']:.2f}, presence "
+                           f"{r['presence_threshold']:.2f} (val gIoU {r['gIoU@0.5']:.1f} at 0.5 -> "
+                           f"{r['gIoU@threshold']:.1f}{nta}, {r['n']} rows)")
         dst = export_checkpoint(best, export_path, decision)
         click.echo(f"exported {best} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")

@@ -43,7 +43,7 @@ from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
 from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import MODEL_INPUTS, TileCache, collate, load_rows, norm_stats, row_text
-from geoseg.unified.decision import Decision, collect_curves, tune
+from geoseg.unified.decision import Decision, collect_curves, tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
 
 log = logging.getLogger(__name__)
@@ -387,13 +387,14 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
 
 def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
                   text_cache: str | None = None) -> tuple[Decision, dict[str, dict[str, float]]]:
-    """Tune the per-task mask thresholds of ``checkpoint`` on every validation row of the run's shards.
+    """Tune the per-task mask thresholds and the presence threshold of ``checkpoint`` on every
+    validation row of the run's shards.
 
     The benchmark is never looked at: the rows are the shards' ``val`` split (for the default
     model, Dubai ``tile_6``). See :mod:`geoseg.unified.decision` for why.
 
     Returns:
-        the decision and a per-task report (gIoU at 0.5 and at the chosen threshold).
+        the decision and a per-task report (gIoU at 0.5 and at the chosen thresholds, no-target accuracy).
     """
     from geoseg.unified.checkpoint import load_model
 
@@ -413,10 +414,10 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
     records = collect_curves(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size)
     where = f"{len(rows)} val rows of {tc.shards}"
-    decision, report = tune(records, tuned_on=where)
+    decision, report = tune_with_presence(records, tuned_on=where)
     for task, r in report.items():
-        log.info("decision %s: threshold %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task, r["threshold"],
-                 r["gIoU@0.5"], r["gIoU@threshold"], r["n"])
+        log.info("decision %s: mask threshold %.2f, presence %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task,
+                 r["threshold"], r["presence_threshold"], r["gIoU@0.5"], r["gIoU@threshold"], r["n"])
     return decision, report
 
 
