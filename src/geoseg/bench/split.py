@@ -37,6 +37,7 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from geoseg.digest import sha256_file
 from geoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,6 @@ def row_checksum(row: Mapping) -> str:
     rec["stretch"] = [[float(f"{v:.6g}") for v in band] for band in (row.get("stretch") or [])]
     blob = json.dumps(rec, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def file_checksum(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- manifests
@@ -248,7 +240,7 @@ def image_rel(row: Mapping, data_root: str | Path) -> str:
 def image_checksums(rows: Iterable[Mapping], data_root: str | Path) -> dict[str, str]:
     """``{image path relative to the data root: sha256}`` of the source images of ``rows``."""
     paths = {image_rel(r, data_root): r["image_path"] for r in rows}
-    return {rel: file_checksum(paths[rel]) for rel in sorted(paths)}
+    return {rel: sha256_file(paths[rel]) for rel in sorted(paths)}
 
 
 def create_manifest(config: Mapping, data_root: str | Path, name: str, *, seed: int = 0, per_task: int = 400,
@@ -322,7 +314,7 @@ def verify(manifest: Mapping, rows: Sequence[Mapping], data_root: str | Path | N
         if want is None:
             raise InputError(f"split {name}: image {rel} of sample {row['sample_id']} is not in the manifest", fix)
         try:
-            got = file_checksum(row["image_path"])
+            got = sha256_file(row["image_path"])
         except OSError as exc:
             raise InputError(f"split {name}: cannot read image {row['image_path']} of sample {row['sample_id']} ({exc})",
                              "materialise the split again where its data lives") from exc

@@ -9,7 +9,6 @@ destination folder and renamed when complete: an interrupted build leaves no hal
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -22,16 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geoseg.data.schema import SHARD_SCHEMA
+from geoseg.digest import sha256_file
 
 TMP_SUFFIX = ".tmp"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ShardWriter:

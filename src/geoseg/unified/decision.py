@@ -23,13 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from geoseg.errors import InputError
-from geoseg.progress import progress
-from geoseg.rle import rle_decode
+from geoseg.models import TASK_IDS
 
-TASKS = ("interactive", "referring", "reasoning")
+TASKS = tuple(TASK_IDS)
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(2, 20))  # 0.10 … 0.95
 
 
@@ -146,29 +144,16 @@ def tune_with_presence(records: Sequence[dict], grid: Sequence[float] = THRESHOL
     return decision, report
 
 
-@torch.no_grad()
 def collect_curves(model: torch.nn.Module, rows: Sequence[dict], tiles: Any, text_cache: dict,
                    classes: Sequence[str], mean: torch.Tensor, std: torch.Tensor, device: torch.device,
                    batch_size: int = 16, grid: Sequence[float] = THRESHOLD_GRID) -> list[dict]:
     """Run the model over shard rows and record each row's presence and IoU-vs-threshold curve."""
-    from geoseg.unified.data import MODEL_INPUTS, collate
+    from geoseg.unified.evaluate import iter_outputs
 
-    model.eval()
-    out_records = []
-    for i in progress(range(0, len(rows), batch_size), desc="tune decision",
-                      total=(len(rows) + batch_size - 1) // batch_size):
-        chunk = rows[i: i + batch_size]
-        batch = collate(chunk, tiles, text_cache, classes, mean, std)
-        out = model(batch["image"].to(device), *[batch[k].to(device) for k in MODEL_INPUTS])
-        presence = torch.sigmoid(out["presence"].float()).cpu().numpy()
-        for j, r in enumerate(chunk):
-            gt = rle_decode(r["mask"]).astype(bool)
-            logit = F.interpolate(out["logits"][j: j + 1].float(), size=gt.shape, mode="bilinear",
-                                  align_corners=False)
-            prob = torch.sigmoid(logit[0, 0]).cpu().numpy()
-            out_records.append({"task": r["task"], "presence": float(presence[j]), "empty": not gt.any(),
-                                "curve": iou_curve(prob, gt, grid)})
-    return out_records
+    return [{"task": r["task"], "presence": presence, "empty": not gt.any(),
+             "curve": iou_curve(torch.sigmoid(logit).cpu().numpy(), gt, grid)}
+            for r, logit, presence, gt in iter_outputs(model, rows, tiles, text_cache, classes, mean, std, device,
+                                                       batch_size, desc="tune decision")]
 
 
 __all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "collect_curves", "iou_curve", "tune", "tune_with_presence"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -77,13 +77,13 @@ def balanced_subset(rows: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
 
 
 @torch.no_grad()
-def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
+def iter_outputs(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
                  mean: torch.Tensor, std: torch.Tensor, device: torch.device, batch_size: int = 16,
-                 presence_threshold: float = 0.5) -> list[dict]:
-    """Predict every row and score it against its full-resolution mask."""
+                 desc: str = "validate") -> Iterator[tuple[dict, torch.Tensor, float, np.ndarray]]:
+    """Run the model over shard rows in batches; yield ``(row, logits, presence, gt)`` per row, with
+    the ``H×W`` mask logits resized to the ground truth's full resolution (validation and tuning)."""
     model.eval()
-    records = []
-    for i in progress(range(0, len(rows), batch_size), desc="validate", total=(len(rows) + batch_size - 1) // batch_size):
+    for i in progress(range(0, len(rows), batch_size), desc=desc, total=(len(rows) + batch_size - 1) // batch_size):
         chunk = rows[i: i + batch_size]
         batch = collate(chunk, tiles, text_cache, classes, mean, std)
         args = [batch[k].to(device) for k in MODEL_INPUTS]
@@ -92,13 +92,23 @@ def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_
         for j, r in enumerate(chunk):
             gt = rle_decode(r["mask"]).astype(bool)
             logit = F.interpolate(out["logits"][j: j + 1].float(), size=gt.shape, mode="bilinear", align_corners=False)
-            pred = (logit[0, 0] > 0).cpu().numpy()
-            if presence[j] < presence_threshold:
-                pred[:] = False
-            iou, inter, union = sample_iou(pred, gt)
-            records.append({"sample_id": r["sample_id"], "task": r["task"], "level": int(r["level"]), "iou": iou,
-                            "inter": inter, "union": union, "empty": not gt.any(), "pred_empty": not pred.any(),
-                            "category": r["category"]})
+            yield r, logit[0, 0], float(presence[j]), gt
+
+
+def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
+                 mean: torch.Tensor, std: torch.Tensor, device: torch.device, batch_size: int = 16,
+                 presence_threshold: float = 0.5) -> list[dict]:
+    """Predict every row and score it against its full-resolution mask."""
+    records = []
+    for r, logit, presence, gt in iter_outputs(model, rows, tiles, text_cache, classes, mean, std, device,
+                                               batch_size):
+        pred = (logit > 0).cpu().numpy()
+        if presence < presence_threshold:
+            pred[:] = False
+        iou, inter, union = sample_iou(pred, gt)
+        records.append({"sample_id": r["sample_id"], "task": r["task"], "level": int(r["level"]), "iou": iou,
+                        "inter": inter, "union": union, "empty": not gt.any(), "pred_empty": not pred.any(),
+                        "category": r["category"]})
     return records
 
 

@@ -8,7 +8,6 @@ decoder, so many prompts on one image are cheap.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import replace
 from importlib import resources
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.device import resolve_device
+from geoseg.digest import sha256_file
 from geoseg.errors import GeosegError, PromptError
 from geoseg.models import TASK_IDS
 from geoseg.prompts import Prompt
@@ -36,15 +36,6 @@ DEFAULT_CHECKPOINT = "unigeoseg_default.pt"
 def default_checkpoint_path() -> Path:
     """The checkpoint shipped inside the package (``geoseg/weights/unigeoseg_default.pt``)."""
     return Path(str(resources.files("geoseg") / "weights" / DEFAULT_CHECKPOINT))
-
-
-def file_digest(path: Path) -> str:
-    """The first 16 hex digits of a file's SHA-256: which weights produced an answer."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def interactive_template(prompt: Prompt, width: int, height: int) -> str:
@@ -106,7 +97,7 @@ class UnifiedSegmenter(Segmenter):
         self.device = resolve_device(device)
         self.model, self.cfg, payload = load_model(path, self.device)
         self.checkpoint_path = path
-        self.checkpoint_sha256 = file_digest(path)
+        self.checkpoint_sha256 = sha256_file(path)[:16]  # which weights produced an answer
         self.meta = payload.get("meta", {})
         norm = payload["norm"]
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
