@@ -124,3 +124,12 @@ def test_corrupt_npz_tile_is_a_counted_skip(tmp_path: Path) -> None:
     manifest = build(cfg, tmp_path / "out", workers=0, report=False)
     assert manifest["counts"]["skipped_scenes"] == 1 and "ukis/bad" in manifest["skipped"][0]
     assert manifest["rows"] > 0
+
+
+@pytest.mark.parametrize("setting", [{"no_target_ratio": 1.0}, {"no_target_level2_share": 1.5},
+                                     {"no_target_per_absent": -1}])
+def test_instruction_settings_out_of_range_are_named(setting: dict) -> None:
+    from geoseg.data.instructions import InstructionConfig
+
+    with pytest.raises(InputError, match=next(iter(setting))):
+        InstructionConfig.from_dict(setting)

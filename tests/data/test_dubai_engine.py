@@ -166,3 +166,22 @@ def test_dask_cluster_build_gives_the_same_bytes(dubai_dir: Path, dubai_build: P
                       dashboard_address=None) as cluster:
         build(dubai_config(dubai_dir), tmp_path / "remote", scheduler=cluster.scheduler_address)
     assert _digest(tmp_path / "remote") == _digest(dubai_build)
+
+
+def test_no_target_settings_set_their_count_and_wording(dubai_dir: Path, dubai_build: Path, tmp_path: Path) -> None:
+    """More no-target rows per absent class, all worded at level 2 (or all at level 1) when asked."""
+    base = [r for r in read_rows(dubai_build, columns=["empty_target", "level"]) if r["empty_target"]]
+    many = {"no_target_ratio": 0.5, "no_target_per_absent": 6}
+    build(dubai_config(dubai_dir, instructions={**many, "no_target_level2_share": 1.0}), tmp_path / "l2", workers=0)
+    l2 = [r for r in read_rows(tmp_path / "l2", columns=["empty_target", "level"]) if r["empty_target"]]
+    assert len(l2) > 2 * len(base)
+    assert {r["level"] for r in l2} == {2}
+    build(dubai_config(dubai_dir, instructions={**many, "no_target_level2_share": 0.0}), tmp_path / "l1", workers=0)
+    l1 = [r for r in read_rows(tmp_path / "l1", columns=["empty_target", "level"]) if r["empty_target"]]
+    assert {r["level"] for r in l1} == {1}
+
+
+def test_regions_missing_from_the_split_map_are_held_out(dubai_dir: Path) -> None:
+    src = get_source("dubai", str(dubai_dir), splits={"train": ["tile_1", "tile_2"]})
+    assert src.split_of("tile_1") == "train"
+    assert src.split_of("tile_6") == "test" and src.split_of("tile_7") == "test"

@@ -156,3 +156,48 @@ def test_semantic_loss_labels_only_target_pixels_with_their_category():
     other[2] = torch.randn(3, 8, 8)
     same = semantic_loss(right, target, category, nonempty)
     assert torch.isclose(semantic_loss(other, target, category, nonempty), same)
+
+
+def test_sampler_no_target_share_raises_the_share_of_empty_text_rows(tiny_shard):
+    import random
+
+    from geoseg.unified.data import load_rows
+    from geoseg.unified.train import TASKS, TaskSampler
+
+    rows = load_rows(tiny_shard, "train")
+    ref = [r for r in rows if r["task"] == "referring"]
+    natural = sum(r["empty_target"] for r in ref) / len(ref)
+    assert 0 < natural < 0.5
+    only_ref = {"interactive": 0.0, "referring": 1.0, "reasoning": 0.0}
+    picks = TaskSampler(rows, seed=0, no_target_share=0.5).batch(4000, only_ref)
+    share = sum(r["empty_target"] for r in picks) / len(picks)
+    assert share == pytest.approx(0.5 + 0.5 * natural, abs=0.03)
+    # share 0 keeps the old draw exactly (runs and resumes made before the option reproduce)
+    mix = {"interactive": 0.4, "referring": 0.4, "reasoning": 0.2}
+    got = [r["sample_id"] for r in TaskSampler(rows, seed=7).batch(64, mix)]
+    rng = random.Random(7)
+    by_task = {t: [r for r in rows if r["task"] == t] for t in TASKS}
+    tasks = rng.choices(list(TASKS), weights=[mix[t] for t in TASKS], k=64)
+    assert got == [rng.choice(by_task[t])["sample_id"] for t in tasks]
+
+
+def test_val_shards_take_validation_from_another_build(tiny_shard, text_cache_path, tmp_path):
+    from geoseg.unified.data import load_rows
+    from geoseg.unified.train import train
+
+    from .conftest import _load_data_module
+
+    other = _load_data_module().write_shard(tmp_path / "other", n_train=0, n_val=7, seed=3)
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=2, val_shards=str(other))
+    train(cfg, device="cpu", text_cache=str(text_cache_path))
+    log = (tmp_path / "run" / "train.log").read_text()
+    n_other, n_own = len(load_rows(other, "val")), len(load_rows(tiny_shard, "val"))
+    assert n_other != n_own
+    assert f", {n_other} val rows" in log
+
+
+def test_config_rejects_a_no_target_share_out_of_range(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("train:\n  no_target_share: 1.5\n")
+    with pytest.raises(InputError, match="no_target_share"):
+        load_config(p)

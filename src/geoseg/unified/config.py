@@ -64,6 +64,7 @@ class TrainConfig:
     """Training run settings."""
 
     shards: str = "data/dubai"              # folder (or glob) of Parquet shards with train/val splits
+    val_shards: str = ""                    # take the val split from this build instead (keeps validation fixed across data variants)
     out_dir: str = "runs/default"
     seed: int = 0
     batch_size: int = 16
@@ -82,6 +83,7 @@ class TrainConfig:
     reasoning_share: float = 0.4
     augment: bool = True                   # dihedral flips (orientation-free instructions only) + photometric jitter
     no_target_weight: float = 0.5
+    no_target_share: float = 0.0           # chance that a referring/reasoning pick comes from that task's no-target rows (0 = uniform)
     dice_weight: float = 1.0
     bce_weight: float = 1.0
     class_memory_weight: float = 0.2
@@ -146,8 +148,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     unknown = set(data) - {"name", "model", "train"}
     if unknown:
         raise InputError(f"unknown top-level key(s) {sorted(unknown)} in {p}", "use name, model and train")
-    return ExperimentConfig(
-        name=str(data.get("name", p.stem)),
-        model=model_config_from_dict(data.get("model") or {}),
-        train=_fill(TrainConfig, data.get("train") or {}, f"{p}: train"),
-    )
+    train = _fill(TrainConfig, data.get("train") or {}, f"{p}: train")
+    if not 0.0 <= float(train.no_target_share) < 1.0:
+        raise InputError(f"train.no_target_share = {train.no_target_share!r} in {p} is out of range",
+                         "use a probability in [0, 1), e.g. 0.15")
+    return ExperimentConfig(name=str(data.get("name", p.stem)), model=model_config_from_dict(data.get("model") or {}),
+                            train=train)

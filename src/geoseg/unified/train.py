@@ -131,11 +131,24 @@ def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
 
 
 class TaskSampler:
-    """Draws batches whose task mix follows the schedule; rows uniformly within a task."""
+    """Draws batches whose task mix follows the schedule; rows uniformly within a task.
 
-    def __init__(self, rows: list[dict], seed: int) -> None:
+    With ``no_target_share`` > 0 a text-task pick comes from that task's no-target rows with this
+    probability (they are 1-4 % of the engine's rows; too few and the presence head learns that
+    a qualified instruction, "the leftmost body of water", always has a target).
+    """
+
+    def __init__(self, rows: list[dict], seed: int, no_target_share: float = 0.0) -> None:
         self.by_task = {t: [r for r in rows if r["task"] == t] for t in TASKS}
+        self.empty = {t: [r for r in v if r["empty_target"]] for t, v in self.by_task.items() if t != "interactive"}
+        self.no_target_share = no_target_share
         self.rng = random.Random(seed)
+
+    def _pick(self, task: str) -> dict:
+        empty = self.empty.get(task)
+        if self.no_target_share > 0 and empty and self.rng.random() < self.no_target_share:
+            return self.rng.choice(empty)
+        return self.rng.choice(self.by_task[task])
 
     def batch(self, n: int, weights: dict[str, float]) -> list[dict]:
         tasks = [t for t in TASKS if self.by_task[t] and weights.get(t, 0) > 0]
@@ -143,7 +156,7 @@ class TaskSampler:
             tasks = [t for t in TASKS if self.by_task[t]]
         w = [weights.get(t, 0) or 1e-9 for t in tasks]
         picks = self.rng.choices(tasks, weights=w, k=n)
-        return [self.rng.choice(self.by_task[t]) for t in picks]
+        return [self._pick(t) for t in picks]
 
     def state(self) -> Any:
         return self.rng.getstate()
@@ -245,7 +258,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
 
     t0 = time.perf_counter()
     train_rows = load_rows(tc.shards, "train")
-    val_rows = balanced_subset(load_rows(tc.shards, "val"), tc.val_samples, seed=tc.seed)
+    val_rows = balanced_subset(load_rows(tc.val_shards or tc.shards, "val"), tc.val_samples, seed=tc.seed)
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
     log.info("data: %d train rows %s, %d val rows", len(train_rows), dict(Counter(r["task"] for r in train_rows)),
@@ -265,7 +278,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     use_amp = tc.amp and dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    sampler = TaskSampler(train_rows, tc.seed)
+    sampler = TaskSampler(train_rows, tc.seed, tc.no_target_share)
     aug_rng = np.random.default_rng(tc.seed)
     total_steps = tc.epochs * tc.steps_per_epoch
     budget_s = tc.max_minutes * 60
@@ -403,9 +416,10 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     if tc.threads and dev.type == "cpu":
         torch.set_num_threads(tc.threads)
     model, mc, payload = load_model(checkpoint, dev)
-    rows = load_rows(tc.shards, "val")
+    val_shards = tc.val_shards or tc.shards
+    rows = load_rows(val_shards, "val")
     if not rows:
-        raise InputError(f"the shards at {tc.shards} hold no val rows to tune the decision on",
+        raise InputError(f"the shards at {val_shards} hold no val rows to tune the decision on",
                          "build them with geoseg data build (it writes a val split)")
     tiles = TileCache(mc.input_size)
     tiles.fill(rows)
@@ -413,7 +427,7 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
     records = collect_curves(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size)
-    where = f"{len(rows)} val rows of {tc.shards}"
+    where = f"{len(rows)} val rows of {val_shards}"
     decision, report = tune_with_presence(records, tuned_on=where)
     for task, r in report.items():
         log.info("decision %s: mask threshold %.2f, presence %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task,

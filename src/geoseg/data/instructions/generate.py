@@ -43,6 +43,11 @@ class InstructionConfig:
         reasoning_per_instance: instance-level reasoning samples per kept instance.
         class_reasoning: one class-level (level-1) reasoning sample per class with a kept instance.
         no_target_ratio: target share of no-target samples among a tile's samples.
+        no_target_per_absent: at most this many no-target samples per absent class and tile
+            (Dubai tiles lack one or two classes, so this cap, not the ratio, usually decides).
+        no_target_level2_share: share of no-target samples worded at level 2 (a superlative or a
+            position: "the leftmost body of water"). Without enough of them a model learns that
+            such modifiers mean the target exists.
         distractor_min_frac: components of the target's class smaller than this share of the tile
             are too small to count as distractors for uniqueness.
         box_share: share of interactive samples given as a box (the rest as points).
@@ -54,22 +59,32 @@ class InstructionConfig:
     reasoning_per_instance: int = 1
     class_reasoning: bool = True
     no_target_ratio: float = 0.08
+    no_target_per_absent: int = 2
+    no_target_level2_share: float = 0.4
     distractor_min_frac: float = 0.001
     box_share: float = 0.4
     point_count_p: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> InstructionConfig:
+        from geoseg.errors import InputError
+
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            from geoseg.errors import InputError
-
             raise InputError(f"unknown instruction settings {sorted(unknown)}",
                              f"use {sorted(cls.__dataclass_fields__)}")
         if "point_count_p" in d:
             d["point_count_p"] = tuple(float(v) for v in d["point_count_p"])
-        return cls(**d)
+        cfg = cls(**d)
+        for name, ok in (("no_target_ratio", 0.0 <= cfg.no_target_ratio < 1.0),
+                         ("no_target_level2_share", 0.0 <= cfg.no_target_level2_share <= 1.0),
+                         ("no_target_per_absent", cfg.no_target_per_absent >= 0)):
+            if not ok:
+                raise InputError(f"instruction setting {name} = {getattr(cfg, name)!r} is out of range",
+                                 "use a share in [0, 1) for the ratio, [0, 1] for the level-2 share, "
+                                 "a count >= 0 per absent class")
+        return cfg
 
 
 @dataclass
@@ -251,16 +266,18 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
     if allow_no_target and absent and cfg.no_target_ratio > 0 and out:
         expected = len(out) * cfg.no_target_ratio / max(1e-9, 1.0 - cfg.no_target_ratio)
         n = int(expected) + int(rng.random() < expected - int(expected))
-        for _ in range(min(n, 2 * len(absent))):
-            out.append(_no_target(inst, absent[int(rng.integers(len(absent)))], kb, rng))
+        for _ in range(min(n, cfg.no_target_per_absent * len(absent))):
+            c = absent[int(rng.integers(len(absent)))]
+            out.append(_no_target(inst, c, kb, rng, cfg.no_target_level2_share))
     return out
 
 
-def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Generator) -> Sample:
+def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Generator,
+               level2_share: float = 0.4) -> Sample:
     cat = inst.classes[c]
     noun = kb.wording(cat)
     uses = kb.uses(cat)
-    level = 1 if rng.random() < 0.6 else 2
+    level = 1 if rng.random() < 1.0 - level2_share else 2
     extra_pre, extra_post = "", ""
     if level == 2:
         if rng.random() < 0.5:

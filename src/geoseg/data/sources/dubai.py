@@ -67,10 +67,15 @@ DEFAULT_SPLITS = {"train": ["tile_1", "tile_2", "tile_3", "tile_4", "tile_5"], "
 
 
 class DubaiSource(Source):
-    """The Dubai semantic-segmentation set; regions are the ``tile_N`` folders."""
+    """The Dubai semantic-segmentation set; regions are the ``tile_N`` folders.
+
+    A region that a config's ``splits:`` does not name goes to ``test`` (held out), never to
+    ``train``: a map that lists only training regions must not turn the validation and test
+    regions into training data. Option ``regions: [...]`` reads only those folders.
+    """
 
     name = "dubai"
-    default_split = "train"
+    default_split = "test"
 
     def __init__(self, root: str, splits: dict[str, list[str]] | None = None, **options: object) -> None:
         super().__init__(root, splits or DEFAULT_SPLITS, **options)
