@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -60,6 +61,7 @@ def test_cli_end_to_end_with_test_backend(tmp_path, Bright, write_bench, monkeyp
     r = CliRunner().invoke(cli, ["bench", "compare", str(tmp_path / "run"), str(tmp_path / "bl/oracle-box_bright-box"),
                                  "--empty-rule", "zero"], catch_exceptions=False)
     assert r.exit_code == 0 and "Empty-target rule: **zero**" in r.output
+    assert "gIoU difference to bright-box (paired, 95 % bootstrap interval)" in r.output
     m = json.loads((tmp_path / "run/metrics.json").read_text())
     assert m["run"]["format"] == "unigeoseg"
 
@@ -71,3 +73,20 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown benchmark format") and err.count("\n") == 1
+
+
+def test_paired_difference_separates_a_shift_from_noise():
+    from geoseg.bench.compare import paired_difference
+
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(300)]
+    base = {k: ("referring" if i % 2 else "reasoning", float(v)) for i, (k, v) in enumerate(zip(ids, rng.random(300)))}
+    better = {k: (t, min(1.0, v + 0.05)) for k, (t, v) in base.items()}
+    noisy = {k: (t, float(np.clip(v + rng.normal(0, 0.2), 0, 1))) for k, (t, v) in base.items()}
+    up = paired_difference(base, better)
+    assert set(up) == {"all", "reasoning", "referring"} and up["all"]["n"] == 300 and up["referring"]["n"] == 150
+    assert 0 < up["all"]["low"] <= up["all"]["diff"] <= up["all"]["high"] < 0.06
+    same = paired_difference(base, noisy)
+    assert same["all"]["low"] < 0 < same["all"]["high"]
+    # only common samples are paired
+    assert paired_difference(base, {k: better[k] for k in ids[:10]})["all"]["n"] == 10
