@@ -102,7 +102,8 @@ def test_progressive_schedule_starts_interactive_and_decays_to_0_7():
 
 
 def test_losses_dice_only_on_targets_and_presence_on_all():
-    tc = SimpleNamespace(bce_weight=1.0, dice_weight=1.0, no_target_weight=0.5, class_memory_weight=0.2)
+    tc = SimpleNamespace(bce_weight=1.0, dice_weight=1.0, no_target_weight=0.5, class_memory_weight=0.2,
+                         mask_loss_on_empty=True)
     target = torch.zeros(2, 1, 8, 8)
     target[0, :, 2:6, 2:6] = 1
     batch = {"target": target, "empty": torch.tensor([False, True]), "category": torch.tensor([0, -1])}
@@ -111,6 +112,15 @@ def test_losses_dice_only_on_targets_and_presence_on_all():
     lg, lb = compute_losses(good, batch, tc), compute_losses(bad, batch, tc)
     assert lg["total"] < 0.01 and lb["total"] > 5
     assert lg["dice"] < 1e-3 and lb["presence"] > 5
+    # mask_loss_on_empty=False: a painted no-target row costs only its presence term
+    painted = {"logits": torch.full_like(target, 10.0), "presence": torch.tensor([10.0, -10.0])}
+    painted["logits"][0] = target[0] * 20 - 10
+    on, off = compute_losses(painted, batch, tc), compute_losses(painted, batch, SimpleNamespace(
+        **{**vars(tc), "mask_loss_on_empty": False}))
+    assert on["bce"] > 4 and off["bce"] < 1e-3 and off["presence"] < 1e-3
+    only_empty = {"target": target[1:], "empty": torch.tensor([True]), "category": torch.tensor([-1])}
+    assert compute_losses({k: v[1:] for k, v in painted.items()}, only_empty,
+                          SimpleNamespace(**{**vars(tc), "mask_loss_on_empty": False}))["bce"] == 0
 
 
 def test_config_rejects_unknown_keys(tmp_path):

@@ -83,6 +83,7 @@ class TrainConfig:
     reasoning_share: float = 0.4
     augment: bool = True                   # dihedral flips (orientation-free instructions only) + photometric jitter
     no_target_weight: float = 0.5
+    mask_loss_on_empty: bool = True       # BCE pushes no-target rows' masks to zero (False: only the presence head learns them)
     no_target_share: float = 0.0           # chance that a referring/reasoning pick comes from that task's no-target rows (0 = uniform)
     dice_weight: float = 1.0
     bce_weight: float = 1.0

@@ -102,8 +102,14 @@ def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     target = batch["target"]
     nonempty = ~batch["empty"]
     logits = F.interpolate(out["logits"].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    if cfg_train.mask_loss_on_empty:
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+    elif nonempty.any():  # no-target rows train the presence head only; their masks are left to it
+        bce = F.binary_cross_entropy_with_logits(logits[nonempty], target[nonempty])
+    else:
+        bce = logits.sum() * 0
     losses = {
-        "bce": F.binary_cross_entropy_with_logits(logits, target),
+        "bce": bce,
         "dice": dice_loss(logits, target, nonempty),
         "presence": F.binary_cross_entropy_with_logits(out["presence"].float(), nonempty.float()),
     }
