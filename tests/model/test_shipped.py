@@ -26,16 +26,18 @@ WET = (("image_part_009", 1024, 512), ("image_part_005", 1536, 256))
 
 def test_default_checkpoint_is_shipped_small_and_described():
     path = default_checkpoint_path()
-    assert path.is_file(), (f"{path} missing: geoseg train --config configs/unigeoseg_default_ra.yaml "
+    assert path.is_file(), (f"{path} missing: geoseg train --config configs/unigeoseg_default_nt2.yaml "
                             f"--tune-decision --export {path}")
     assert path.stat().st_size < 50e6
     seg = build_segmenter("unified", device="cpu")
     assert isinstance(seg, UnifiedSegmenter) and seg.checkpoint_path == path
-    # stage 3 of the default recipe (configs/unigeoseg_default_ra.yaml, from stage 2's weights), with
-    # decision thresholds tuned on the validation split (tile_6)
-    assert seg.meta["experiment"] == "unigeoseg_default_ra" and seg.meta["step"] > 0
-    assert seg.cfg.relation_anchor and "val rows" in seg.decision.tuned_on
-    assert seg.decision.mask_threshold("interactive") == 0.5 and seg.decision.mask_threshold("referring") < 0.5
+    # stage 4 of the default recipe (configs/unigeoseg_default_nt2.yaml, from stage 3's weights, on the
+    # no-target-rich build), with decision thresholds tuned on the default build's validation split (tile_6)
+    assert seg.meta["experiment"] == "unigeoseg_default_nt2" and seg.meta["step"] > 0
+    train = seg.meta["config"]["train"]
+    assert train["mask_loss_on_empty"] is False and train["val_shards"] == "data/shards/dubai"
+    assert seg.cfg.relation_anchor and "1672 val rows of data/shards/dubai" in seg.decision.tuned_on
+    assert seg.decision.mask_threshold("referring") < 0.5 and seg.decision.mask_threshold("reasoning") < 0.5
     assert seg.provenance()["checkpoint"] == path.name
 
 
