@@ -273,7 +273,7 @@ def generate(inst: TileInstances, att: Attributes, keep: np.ndarray, cfg: Instru
 
 
 def _no_target(inst: TileInstances, c: int, kb: KnowledgeBase, rng: np.random.Generator,
-               level2_share: float = 0.4) -> Sample:
+               level2_share: float) -> Sample:
     cat = inst.classes[c]
     noun = kb.wording(cat)
     uses = kb.uses(cat)
