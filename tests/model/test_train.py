@@ -211,3 +211,38 @@ def test_config_rejects_a_no_target_share_out_of_range(tmp_path):
     p.write_text("train:\n  no_target_share: 1.5\n")
     with pytest.raises(InputError, match="no_target_share"):
         load_config(p)
+
+
+def test_map_image_path_replaces_the_longest_whole_component_prefix():
+    from geoseg.unified.data import map_image_path
+
+    m = {"/data": "/mnt/d", "/data/dubai/": "/fast/dubai"}
+    assert map_image_path("/data/dubai/tile_1/a.jpg", m) == "/fast/dubai/tile_1/a.jpg"
+    assert map_image_path("/data/other/b.tif", m) == "/mnt/d/other/b.tif"
+    assert map_image_path("/database/c.tif", m) == "/database/c.tif"  # not a component boundary
+    assert map_image_path("/elsewhere/c.tif", m) == "/elsewhere/c.tif"
+
+
+def test_training_finds_moved_images_through_image_path_map(text_cache_path, tmp_path):
+    import shutil
+
+    from geoseg.unified.train import train
+
+    from .conftest import _load_data_module
+
+    before = _load_data_module().write_shard(tmp_path / "built", n_train=3, n_val=1, seed=5)
+    after = tmp_path / "moved"
+    shutil.move(str(before), str(after))
+    with pytest.raises(InputError, match="image_path_map"):  # the rows still point at the old folder
+        train(tiny_config(after, tmp_path / "run0", epochs=1, steps_per_epoch=1), device="cpu",
+              text_cache=str(text_cache_path))
+    cfg = tiny_config(after, tmp_path / "run1", epochs=1, steps_per_epoch=2, image_path_map={str(before): str(after)})
+    summary = train(cfg, device="cpu", text_cache=str(text_cache_path))
+    assert summary["steps"] == 2 and (tmp_path / "run1" / "best.pt").is_file()
+
+
+def test_config_rejects_an_image_path_map_that_is_not_a_mapping(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("train:\n  image_path_map: [/a, /b]\n")
+    with pytest.raises(InputError, match="image_path_map"):
+        load_config(p)

@@ -65,6 +65,9 @@ class TrainConfig:
 
     shards: str = "data/dubai"              # folder (or glob) of Parquet shards with train/val splits
     val_shards: str = ""                    # take the val split from this build instead (keeps validation fixed across data variants)
+    # rows store absolute image paths; {old prefix: new prefix} finds the images after the shards and
+    # imagery moved (another machine, a cluster, a GPU box), e.g. {/work/shared/data: /data/shared}
+    image_path_map: dict[str, str] = field(default_factory=dict)
     out_dir: str = "runs/default"
     seed: int = 0
     batch_size: int = 16
@@ -150,6 +153,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if unknown:
         raise InputError(f"unknown top-level key(s) {sorted(unknown)} in {p}", "use name, model and train")
     train = _fill(TrainConfig, data.get("train") or {}, f"{p}: train")
+    if not isinstance(train.image_path_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in train.image_path_map.items()):
+        raise InputError(f"train.image_path_map in {p} must map path prefixes to path prefixes",
+                         "write it as a mapping, e.g. image_path_map: {/old/data: /new/data}")
     if not 0.0 <= float(train.no_target_share) < 1.0:
         raise InputError(f"train.no_target_share = {train.no_target_share!r} in {p} is out of range",
                          "use a probability in [0, 1), e.g. 0.15")

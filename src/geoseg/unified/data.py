@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -46,8 +46,32 @@ def shard_files(shards: str | Path) -> list[str]:
     return files
 
 
-def load_rows(shards: str | Path, split: str | None = None, sources: Sequence[str] | None = None) -> list[dict]:
-    """All rows of the shards (optionally one split / some sources) as dicts."""
+def map_image_path(path: str, path_map: Mapping[str, str]) -> str:
+    """``path`` with its longest matching prefix of ``path_map`` replaced (unchanged when none matches).
+
+    Prefixes match whole path components: ``/data`` maps ``/data/x.tif``, not ``/database/x.tif``.
+    """
+    for old in sorted(path_map, key=len, reverse=True):
+        base = old.rstrip("/")
+        if path == base or path.startswith(base + "/"):
+            return path_map[old].rstrip("/") + path[len(base):]
+    return path
+
+
+def check_images(rows: Sequence[dict]) -> None:
+    """Raise a one-line error naming the first image file the rows point at that does not exist."""
+    for path in sorted({r["image_path"] for r in rows}):
+        if not os.path.exists(path):
+            raise InputError(f"image {path} of the shards does not exist",
+                             "if shards and imagery moved, set train.image_path_map: {OLD_PREFIX: NEW_PREFIX}")
+
+
+def load_rows(shards: str | Path, split: str | None = None, sources: Sequence[str] | None = None,
+              path_map: Mapping[str, str] | None = None) -> list[dict]:
+    """All rows of the shards (optionally one split / some sources) as dicts.
+
+    ``path_map`` rewrites each row's ``image_path`` (see :func:`map_image_path`).
+    """
     rows: list[dict] = []
     for f in shard_files(shards):
         table = pq.read_table(f)
@@ -56,6 +80,8 @@ def load_rows(shards: str | Path, split: str | None = None, sources: Sequence[st
                 continue
             if sources and r["source"] not in sources:
                 continue
+            if path_map:
+                r["image_path"] = map_image_path(r["image_path"], path_map)
             rows.append(r)
     return rows
 

@@ -42,7 +42,15 @@ from geoseg.progress import progress
 from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
 from geoseg.unified.config import ExperimentConfig
-from geoseg.unified.data import MODEL_INPUTS, TileCache, collate, load_rows, norm_stats, row_text
+from geoseg.unified.data import (
+    MODEL_INPUTS,
+    TileCache,
+    check_images,
+    collate,
+    load_rows,
+    norm_stats,
+    row_text,
+)
 from geoseg.unified.decision import Decision, collect_curves, tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
 
@@ -263,10 +271,12 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     log.info("experiment %s: geoseg %s, device %s, %d threads", cfg.name, __version__, dev, torch.get_num_threads())
 
     t0 = time.perf_counter()
-    train_rows = load_rows(tc.shards, "train")
-    val_rows = balanced_subset(load_rows(tc.val_shards or tc.shards, "val"), tc.val_samples, seed=tc.seed)
+    train_rows = load_rows(tc.shards, "train", path_map=tc.image_path_map)
+    val_rows = balanced_subset(load_rows(tc.val_shards or tc.shards, "val", path_map=tc.image_path_map),
+                               tc.val_samples, seed=tc.seed)
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
+    check_images(train_rows + val_rows)
     log.info("data: %d train rows %s, %d val rows", len(train_rows), dict(Counter(r["task"] for r in train_rows)),
              len(val_rows))
     tiles = TileCache(mc.input_size)
@@ -423,10 +433,11 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
         torch.set_num_threads(tc.threads)
     model, mc, payload = load_model(checkpoint, dev)
     val_shards = tc.val_shards or tc.shards
-    rows = load_rows(val_shards, "val")
+    rows = load_rows(val_shards, "val", path_map=tc.image_path_map)
     if not rows:
         raise InputError(f"the shards at {val_shards} hold no val rows to tune the decision on",
                          "build them with geoseg data build (it writes a val split)")
+    check_images(rows)
     tiles = TileCache(mc.input_size)
     tiles.fill(rows)
     texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
