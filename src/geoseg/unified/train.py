@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from geoseg._version import __version__
 from geoseg.device import resolve_device
 from geoseg.errors import InputError
+from geoseg.models import TASK_IDS
 from geoseg.progress import progress
 from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
@@ -56,7 +57,7 @@ from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, p
 
 log = logging.getLogger(__name__)
 
-TASKS = ("interactive", "referring", "reasoning")
+TASKS = tuple(TASK_IDS)
 #: modules a fine-tune may add to a checkpoint's network: training-only heads, or outputs that start at zero
 ZERO_START_MODULES = ("decoder.semantic_head.", "decoder.spatial_prior.", "decoder.anchor.")
 
@@ -272,11 +273,10 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
 
     t0 = time.perf_counter()
     train_rows = load_rows(tc.shards, "train", path_map=tc.image_path_map)
-    val_rows = balanced_subset(load_rows(tc.val_shards or tc.shards, "val", path_map=tc.image_path_map),
-                               tc.val_samples, seed=tc.seed)
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
-    check_images(train_rows + val_rows)
+    check_images(train_rows)
+    val_rows = balanced_subset(_val_rows(tc)[0], tc.val_samples, seed=tc.seed)
     log.info("data: %d train rows %s, %d val rows", len(train_rows), dict(Counter(r["task"] for r in train_rows)),
              len(val_rows))
     tiles = TileCache(mc.input_size)
@@ -414,6 +414,14 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
     return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True)
 
 
+def _val_rows(tc) -> tuple[list[dict], str]:
+    """The run's ``val`` rows (from ``val_shards`` when set, image paths mapped, images checked) and their build."""
+    val_shards = tc.val_shards or tc.shards
+    rows = load_rows(val_shards, "val", path_map=tc.image_path_map)
+    check_images(rows)
+    return rows, val_shards
+
+
 def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
                   text_cache: str | None = None) -> tuple[Decision, dict[str, dict[str, float]]]:
     """Tune the per-task mask thresholds and the presence threshold of ``checkpoint`` on every
@@ -432,12 +440,10 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     if tc.threads and dev.type == "cpu":
         torch.set_num_threads(tc.threads)
     model, mc, payload = load_model(checkpoint, dev)
-    val_shards = tc.val_shards or tc.shards
-    rows = load_rows(val_shards, "val", path_map=tc.image_path_map)
+    rows, val_shards = _val_rows(tc)
     if not rows:
         raise InputError(f"the shards at {val_shards} hold no val rows to tune the decision on",
                          "build them with geoseg data build (it writes a val split)")
-    check_images(rows)
     tiles = TileCache(mc.input_size)
     tiles.fill(rows)
     texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
@@ -447,7 +453,7 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     where = f"{len(rows)} val rows of {val_shards}"
     decision, report = tune_with_presence(records, tuned_on=where)
     for task, r in report.items():
-        log.info("decision %s: mask threshold %.2f, presence %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task,
+        log.debug("decision %s: mask threshold %.2f, presence %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task,
                  r["threshold"], r["presence_threshold"], r["gIoU@0.5"], r["gIoU@threshold"], r["n"])
     return decision, report
 
