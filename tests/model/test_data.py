@@ -7,6 +7,7 @@ import numpy as np
 from geoseg.unified.data import (
     TileCache,
     augment,
+    cast_shadow,
     geometry,
     load_rows,
     mask_target,
@@ -51,3 +52,22 @@ def test_position_words_block_geometric_augmentation():
     assert not orientation_free({"task": "referring", "instruction": "the building at the top left"})
     assert not orientation_free({"task": "reasoning", "instruction": "Which water lies north of the road?"})
     assert orientation_free({"task": "interactive", "instruction": "the point at the left [0.1, 0.2]"})
+
+
+def test_cast_shadow_darkens_one_region_and_keeps_labels(tiny_shard):
+    r = next(r for r in load_rows(tiny_shard, "train") if r["task"] == "referring")
+    img = np.full((64, 64, 3), 200.0, np.float32)
+    out = cast_shadow(img, np.random.default_rng(3))
+    dark = out[..., 0] < 199
+    assert 0.005 < dark.mean() < 0.5                  # one region, not the whole tile
+    assert (out <= img + 1e-4).all()                  # only darkens
+    assert out[..., 0].min() < 0.65 * 200             # at least 35 % darker at its core
+    core = out[..., 0] == out[..., 0].min()
+    assert (out[core][:, 2] > out[core][:, 0]).all()  # skylight: blue dimmed less than red
+    # through augment: same flips and jitter as without the shadow, the mask untouched
+    cache = TileCache(64)
+    base = cache.get(r)
+    mask = mask_target(r, 64)
+    a = augment(base, mask, geometry(r), np.random.default_rng(5), geometric=False, shadow=0.0)
+    b = augment(base, mask, geometry(r), np.random.default_rng(5), geometric=False, shadow=1.0)
+    assert np.array_equal(a[1], b[1]) and (b[0] <= a[0] + 1e-4).all() and (b[0] < a[0] - 1).any()

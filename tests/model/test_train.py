@@ -127,6 +127,8 @@ def test_losses_dice_only_on_targets_and_presence_on_all():
     ("model:\n  chanels: [1, 2]\n", "chanels"),                       # unknown key
     ("train:\n  no_target_share: 1.5\n", "no_target_share"),          # out of range
     ("train:\n  image_path_map: [/a, /b]\n", "image_path_map"),       # not a mapping
+    ("train:\n  select_on: best\n", "select_on"),                    # not a selection rule
+    ("train:\n  shadow_aug: 2\n", "shadow_aug"),                     # not a share
 ])
 def test_config_rejects_bad_values_naming_the_key(tmp_path, text, named):
     p = tmp_path / "x.yaml"
@@ -209,6 +211,25 @@ def test_val_shards_take_validation_from_another_build(tiny_shard, text_cache_pa
     n_other, n_own = len(load_rows(other, "val")), len(load_rows(tiny_shard, "val"))
     assert n_other != n_own
     assert f", {n_other} val rows" in log
+
+
+def test_select_on_tuned_picks_epochs_at_the_tuned_thresholds(tiny_shard, text_cache_path, tmp_path):
+    from geoseg.unified.checkpoint import read_checkpoint
+    from geoseg.unified.train import train
+
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=2, steps_per_epoch=3, select_on="tuned", shadow_aug=0.5)
+    summary = train(cfg, device="cpu", text_cache=str(text_cache_path))
+    hist = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    tuned = [h["val_tuned"] for h in hist]
+    assert len(tuned) == 2 and all(set(t["decision"]["mask_thresholds"]) == {"interactive", "referring", "reasoning"}
+                                   for t in tuned)
+    # tuning can only match or beat the fixed 0.5 rule on the same rows, and it is what selects
+    fixed = [sum(h["val"][t]["gIoU"] for t in ("interactive", "referring", "reasoning")) / 3 for h in hist]
+    assert all(t["score"] >= f - 1e-6 for t, f in zip(tuned, fixed))
+    assert summary["best"] == pytest.approx(max(t["score"] for t in tuned), abs=0.01)
+    best = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
+    assert best["val_tuned"]["score"] == pytest.approx(summary["best"], abs=0.01)
+    assert "at the tuned thresholds" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_map_image_path_replaces_the_longest_whole_component_prefix():

@@ -59,6 +59,9 @@ class ModelConfig:
                     spatial_prior=self.spatial_prior, relation_anchor=self.relation_anchor)
 
 
+SELECT_ON = ("fixed", "tuned")
+
+
 @dataclass
 class TrainConfig:
     """Training run settings."""
@@ -85,6 +88,7 @@ class TrainConfig:
     ramp_frac: float = 0.4
     reasoning_share: float = 0.4
     augment: bool = True                   # dihedral flips (orientation-free instructions only) + photometric jitter
+    shadow_aug: float = 0.0                # share of training samples given a random cast shadow (with augment)
     no_target_weight: float = 0.5
     mask_loss_on_empty: bool = True       # BCE pushes no-target rows' masks to zero (False: only the presence head learns them)
     no_target_share: float = 0.0           # chance that a referring/reasoning pick comes from that task's no-target rows (0 = uniform)
@@ -93,6 +97,9 @@ class TrainConfig:
     class_memory_weight: float = 0.2
     semantic_weight: float = 0.5
     val_samples: int = 240                 # validation rows per epoch (balanced across tasks), 0 = all
+    # which epoch is best: "fixed" = mean task gIoU at mask 0.5 / presence 0.5; "tuned" = at the
+    # thresholds --tune-decision would pick on the same rows (how the exported model answers)
+    select_on: str = "fixed"
     max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
     threads: int = 0                        # torch threads on CPU (0 = torch default)
     amp: bool = True                        # bf16/fp16 autocast on CUDA only
@@ -157,6 +164,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
             isinstance(k, str) and isinstance(v, str) for k, v in train.image_path_map.items()):
         raise InputError(f"train.image_path_map in {p} must map path prefixes to path prefixes",
                          "write it as a mapping, e.g. image_path_map: {/old/data: /new/data}")
+    if train.select_on not in SELECT_ON:
+        raise InputError(f"train.select_on = {train.select_on!r} in {p} is not one of {', '.join(SELECT_ON)}",
+                         "use fixed (thresholds 0.5) or tuned (thresholds tuned on the val rows each epoch)")
+    if not 0.0 <= float(train.shadow_aug) <= 1.0:
+        raise InputError(f"train.shadow_aug = {train.shadow_aug!r} in {p} is out of range",
+                         "use a share in [0, 1], e.g. 0.3")
     if not 0.0 <= float(train.no_target_share) < 1.0:
         raise InputError(f"train.no_target_share = {train.no_target_share!r} in {p} is out of range",
                          "use a probability in [0, 1), e.g. 0.15")

@@ -97,18 +97,29 @@ def iter_outputs(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_
 
 def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
                  mean: torch.Tensor, std: torch.Tensor, device: torch.device, batch_size: int = 16,
-                 presence_threshold: float = 0.5) -> list[dict]:
-    """Predict every row and score it against its full-resolution mask."""
+                 presence_threshold: float = 0.5, with_curves: bool = False) -> list[dict]:
+    """Predict every row and score it against its full-resolution mask (mask at probability 0.5).
+
+    Each record also holds the ``presence`` probability and, ``with_curves``, the row's IoU at
+    every decision threshold (``curve``), so the same pass can feed
+    :func:`geoseg.unified.decision.tune_with_presence`.
+    """
+    from geoseg.unified.decision import iou_curve
+
     records = []
     for r, logit, presence, gt in iter_outputs(model, rows, tiles, text_cache, classes, mean, std, device,
                                                batch_size):
-        pred = (logit > 0).cpu().numpy()
+        prob = torch.sigmoid(logit).cpu().numpy()
+        pred = prob > 0.5
         if presence < presence_threshold:
             pred[:] = False
         iou, inter, union = sample_iou(pred, gt)
-        records.append({"sample_id": r["sample_id"], "task": r["task"], "level": int(r["level"]), "iou": iou,
-                        "inter": inter, "union": union, "empty": not gt.any(), "pred_empty": not pred.any(),
-                        "category": r["category"]})
+        rec = {"sample_id": r["sample_id"], "task": r["task"], "level": int(r["level"]), "iou": iou,
+               "inter": inter, "union": union, "empty": not gt.any(), "pred_empty": not pred.any(),
+               "category": r["category"], "presence": presence}
+        if with_curves:
+            rec["curve"] = iou_curve(prob, gt)
+        records.append(rec)
     return records
 
 

@@ -343,7 +343,8 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                 g["lr"] = tc.lr * lr_factor(step, frac, tc.warmup_steps)
             rows = sampler.batch(tc.batch_size, task_weights(tc, frac))
             seen.update(r["task"] for r in rows)
-            batch = collate(rows, tiles, texts, mc.classes, mean, std, aug_rng if tc.augment else None)
+            batch = collate(rows, tiles, texts, mc.classes, mean, std, aug_rng if tc.augment else None,
+                            tc.shadow_aug)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 out = model(batch["image"], *[batch[k] for k in MODEL_INPUTS])
@@ -366,23 +367,36 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                          agg["bce"] / n_ep, agg["dice"] / n_ep, agg["presence"] / n_ep, extra,
                          opt.param_groups[0]["lr"], w["interactive"], n_ep * tc.batch_size / (time.perf_counter() - t_ep))
         epoch += 1
+        tuned_select = tc.select_on == "tuned" and bool(val_rows)
         records = predict_rows(model, val_rows, tiles, texts, mc.classes, mean.to(dev), std.to(dev), dev,
-                               batch_size=tc.batch_size) if val_rows else []
+                               batch_size=tc.batch_size, with_curves=tuned_select) if val_rows else []
         metrics = summarise(records) if records else {}
         task_g = [metrics[t]["gIoU"] for t in TASKS if t in metrics]
         score = float(np.mean(task_g)) if task_g else -float(agg["total"] / max(n_ep, 1))
+        tuned: dict[str, Any] = {}
+        if tuned_select:
+            decision, report = tune_with_presence(records)
+            tuned = {"score": round(float(np.mean([r["gIoU@threshold"] for r in report.values()])), 2),
+                     "decision": decision.to_dict()}
+            log.info("epoch %d: val mean task gIoU %.1f at thresholds 0.5, %.1f at the tuned thresholds %s "
+                     "(presence %.2f): selection uses the tuned score", epoch, score, tuned["score"],
+                     decision.mask_thresholds, decision.presence_threshold)
+            score = tuned["score"]
         elapsed = elapsed_before + time.perf_counter() - start
         entry = {"epoch": epoch, "step": step, "minutes": round(elapsed / 60, 2),
                  "train_loss": round(agg["total"] / max(n_ep, 1), 4), "task_mix": dict(seen),
                  "val": {k: {m: (round(v, 2) if isinstance(v, float) else v) for m, v in d.items()}
                          for k, d in metrics.items()}}
+        if tuned:
+            entry["val_tuned"] = tuned
         history.append(entry)
         with open(out_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(entry) + "\n")
-        log.info("epoch %d done at step %d (%.1f min): train loss %.3f, val mean task gIoU %.1f\n%s", epoch, step,
-                 elapsed / 60, entry["train_loss"], score, format_table(metrics) if metrics else "(no val rows)")
+        log.info("epoch %d done at step %d (%.1f min): train loss %.3f, val mean task gIoU %.1f (%s thresholds)\n%s",
+                 epoch, step, elapsed / 60, entry["train_loss"], score, "tuned" if tuned else "0.5",
+                 format_table(metrics) if metrics else "(no val rows)")
         meta = {**meta_base, "epoch": epoch, "step": step, "train_minutes": round(elapsed / 60, 1),
-                "val_metrics": metrics, "device": str(dev)}
+                "val_metrics": metrics, "device": str(dev), **({"val_tuned": tuned} if tuned else {})}
         state = {"optimizer": opt.state_dict(), "step": step, "epoch": epoch, "elapsed_s": elapsed,
                  "best": max(best, score), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
                  "history": history}
