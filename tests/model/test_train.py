@@ -225,7 +225,7 @@ def test_select_on_tuned_picks_epochs_at_the_tuned_thresholds(tiny_shard, text_c
                                    for t in tuned)
     # tuning can only match or beat the fixed 0.5 rule on the same rows, and it is what selects
     fixed = [sum(h["val"][t]["gIoU"] for t in ("interactive", "referring", "reasoning")) / 3 for h in hist]
-    assert all(t["score"] >= f - 1e-6 for t, f in zip(tuned, fixed))
+    assert all(t["score"] >= f - 0.01 for t, f in zip(tuned, fixed))  # the score is rounded to 0.01
     assert summary["best"] == pytest.approx(max(t["score"] for t in tuned), abs=0.01)
     best = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
     assert best["val_tuned"]["score"] == pytest.approx(summary["best"], abs=0.01)
