@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from geoseg.errors import InputError
 from geoseg.models import TASK_IDS
@@ -144,16 +143,4 @@ def tune_with_presence(records: Sequence[dict], grid: Sequence[float] = THRESHOL
     return decision, report
 
 
-def collect_curves(model: torch.nn.Module, rows: Sequence[dict], tiles: Any, text_cache: dict,
-                   classes: Sequence[str], mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-                   batch_size: int = 16, grid: Sequence[float] = THRESHOLD_GRID) -> list[dict]:
-    """Run the model over shard rows and record each row's presence and IoU-vs-threshold curve."""
-    from geoseg.unified.evaluate import iter_outputs
-
-    return [{"task": r["task"], "presence": presence, "empty": not gt.any(),
-             "curve": iou_curve(torch.sigmoid(logit).cpu().numpy(), gt, grid)}
-            for r, logit, presence, gt in iter_outputs(model, rows, tiles, text_cache, classes, mean, std, device,
-                                                       batch_size, desc="tune decision")]
-
-
-__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "collect_curves", "iou_curve", "tune", "tune_with_presence"]
+__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "iou_curve", "tune", "tune_with_presence"]

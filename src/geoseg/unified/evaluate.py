@@ -21,6 +21,7 @@ from geoseg.models import UniGeoSeg
 from geoseg.progress import progress
 from geoseg.rle import rle_decode
 from geoseg.unified.data import MODEL_INPUTS, TileCache, collate
+from geoseg.unified.decision import iou_curve
 
 EMPTY_RULE = "unigeoseg (empty prediction of an empty target = IoU 1)"
 
@@ -97,18 +98,16 @@ def iter_outputs(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_
 
 def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
                  mean: torch.Tensor, std: torch.Tensor, device: torch.device, batch_size: int = 16,
-                 presence_threshold: float = 0.5, with_curves: bool = False) -> list[dict]:
+                 presence_threshold: float = 0.5, with_curves: bool = False, desc: str = "validate") -> list[dict]:
     """Predict every row and score it against its full-resolution mask (mask at probability 0.5).
 
     Each record also holds the ``presence`` probability and, ``with_curves``, the row's IoU at
     every decision threshold (``curve``), so the same pass can feed
-    :func:`geoseg.unified.decision.tune_with_presence`.
+    :func:`geoseg.unified.decision.tune_with_presence` (per-epoch selection and ``--tune-decision``).
     """
-    from geoseg.unified.decision import iou_curve
-
     records = []
     for r, logit, presence, gt in iter_outputs(model, rows, tiles, text_cache, classes, mean, std, device,
-                                               batch_size):
+                                               batch_size, desc):
         prob = torch.sigmoid(logit).cpu().numpy()
         pred = prob > 0.5
         if presence < presence_threshold:

@@ -52,7 +52,7 @@ from geoseg.unified.data import (
     norm_stats,
     row_text,
 )
-from geoseg.unified.decision import Decision, collect_curves, tune_with_presence
+from geoseg.unified.decision import Decision, tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
 
 log = logging.getLogger(__name__)
@@ -463,7 +463,8 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
     mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
-    records = collect_curves(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size)
+    records = predict_rows(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size,
+                           with_curves=True, desc="tune decision")
     where = f"{len(rows)} val rows of {val_shards}"
     decision, report = tune_with_presence(records, tuned_on=where)
     for task, r in report.items():
