@@ -129,6 +129,7 @@ def test_losses_dice_only_on_targets_and_presence_on_all():
     ("train:\n  image_path_map: [/a, /b]\n", "image_path_map"),       # not a mapping
     ("train:\n  select_on: best\n", "select_on"),                    # not a selection rule
     ("train:\n  shadow_aug: 2\n", "shadow_aug"),                     # not a share
+    ("train:\n  ema: 1.0\n", "ema"),                                 # a decay of 1 never moves
 ])
 def test_config_rejects_bad_values_naming_the_key(tmp_path, text, named):
     p = tmp_path / "x.yaml"
@@ -230,6 +231,38 @@ def test_select_on_tuned_picks_epochs_at_the_tuned_thresholds(tiny_shard, text_c
     best = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
     assert best["val_tuned"]["score"] == pytest.approx(summary["best"], abs=0.01)
     assert "at the tuned thresholds" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_ema_validates_and_saves_the_average_of_the_step_weights(tiny_shard, text_cache_path, tmp_path):
+    """With train.ema the saved weights are torch's EMA of the weights after each step, raw ones kept for resume.
+
+    One step from the same seed gives w1; two steps give raw w2 and, at decay 0.5, an average of
+    0.5 w1 + 0.5 w2 (the average starts as a copy of the first step's weights).
+    """
+    from geoseg.unified.checkpoint import read_checkpoint
+    from geoseg.unified.train import train
+
+    train(tiny_config(tiny_shard, tmp_path / "one", epochs=1, steps_per_epoch=1), device="cpu",
+          text_cache=str(text_cache_path))
+    train(tiny_config(tiny_shard, tmp_path / "two", epochs=1, steps_per_epoch=2, ema=0.5), device="cpu",
+          text_cache=str(text_cache_path))
+    w1 = read_checkpoint(tmp_path / "one" / "last.pt")["state_dict"]
+    two = read_checkpoint(tmp_path / "two" / "last.pt")
+    w2, avg = two["train_state"]["raw_state_dict"], two["state_dict"]
+    floats = [k for k, v in w2.items() if v.is_floating_point()]
+    assert any(not torch.equal(w1[k], w2[k]) for k in floats)
+    for k in floats:  # parameters and BatchNorm statistics alike
+        torch.testing.assert_close(avg[k], 0.5 * w1[k] + 0.5 * w2[k], rtol=1e-4, atol=1e-6, msg=k)
+    best = read_checkpoint(tmp_path / "two" / "best.pt")["state_dict"]
+    assert all(torch.equal(best[k], avg[k]) for k in floats)  # what was validated is what best.pt holds
+
+    # resume continues from the raw weights with the average restored
+    summary = train(tiny_config(tiny_shard, tmp_path / "two", epochs=2, steps_per_epoch=2, ema=0.5), resume=True,
+                    device="cpu", text_cache=str(text_cache_path))
+    assert summary["steps"] == 4
+    again = read_checkpoint(tmp_path / "two" / "last.pt")
+    w4 = again["train_state"]["raw_state_dict"]
+    assert any(not torch.equal(again["state_dict"][k], w4[k]) for k in floats)
 
 
 def test_map_image_path_replaces_the_longest_whole_component_prefix():

@@ -100,6 +100,9 @@ class TrainConfig:
     # which epoch is best: "fixed" = mean task gIoU at mask 0.5 / presence 0.5; "tuned" = at the
     # thresholds --tune-decision would pick on the same rows (how the exported model answers)
     select_on: str = "fixed"
+    # decay of an exponential moving average of the weights (e.g. 0.998 ~ the last 500 steps); when
+    # set, validation, best.pt and last.pt's weights are the average (0 = off: the raw weights)
+    ema: float = 0.0
     max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
     threads: int = 0                        # torch threads on CPU (0 = torch default)
     amp: bool = True                        # bf16/fp16 autocast on CUDA only
@@ -170,6 +173,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not 0.0 <= float(train.shadow_aug) <= 1.0:
         raise InputError(f"train.shadow_aug = {train.shadow_aug!r} in {p} is out of range",
                          "use a share in [0, 1], e.g. 0.3")
+    if not 0.0 <= float(train.ema) < 1.0:
+        raise InputError(f"train.ema = {train.ema!r} in {p} is out of range",
+                         "use a decay in [0, 1), e.g. 0.998, or 0 to train without a weight average")
     if not 0.0 <= float(train.no_target_share) < 1.0:
         raise InputError(f"train.no_target_share = {train.no_target_share!r} in {p} is out of range",
                          "use a probability in [0, 1), e.g. 0.15")

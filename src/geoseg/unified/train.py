@@ -14,7 +14,8 @@ One call = one experiment (``configs/NAME.yaml``). The run
 * uses autocast (bf16, else fp16 with a scaler) on CUDA, plain fp32 on the CPU;
 * validates every epoch on a task-balanced val subset with the benchmark's metrics,
   keeps ``last.pt`` (with optimiser state, for ``--resume``) and ``best.pt``, and
-  writes a readable ``train.log`` plus ``history.jsonl``;
+  writes a readable ``train.log`` plus ``history.jsonl``; with ``ema`` set, what is
+  validated and saved is an exponential moving average of the weights;
 * honours a wall-clock budget (``max_minutes``): schedule and learning rate follow
   the larger of step progress and time progress, so a budgeted run still completes
   its whole schedule and ends with a validated checkpoint.
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from geoseg._version import __version__
 from geoseg.device import resolve_device
@@ -232,6 +234,11 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
         handler.close()
 
 
+def _as_float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with floating tensors in float32 (checkpoints may store float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
     """Load a checkpoint's weights into ``model`` to fine-tune it; return the checkpoint's normalisation.
 
@@ -247,7 +254,7 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
     if theirs.arch != mc.arch:
         raise InputError(f"train.init_from {path} holds a {theirs.arch!r} model, the config builds {mc.arch!r}",
                          "set model.arch to the checkpoint's architecture or start from scratch")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    state = _as_float(payload["state_dict"])
     own = model.state_dict()
     missing = sorted(k for k in set(own) - set(state) if not k.startswith(ZERO_START_MODULES))
     unexpected = sorted(set(state) - set(own))
@@ -308,8 +315,9 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         if not last_path.is_file():
             raise InputError(f"--resume given but {last_path} does not exist", "drop --resume to start afresh")
         payload = read_checkpoint(last_path)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
         st = payload["train_state"]
+        # with an EMA, state_dict holds the average (what was validated) and raw_state_dict the trained weights
+        model.load_state_dict(_as_float(st.get("raw_state_dict") or payload["state_dict"]))
         opt.load_state_dict(st["optimizer"])
         step, epoch, elapsed_before, best = st["step"], st["epoch"], st["elapsed_s"], st["best"]
         sampler.set_state(st["sampler"])
@@ -317,6 +325,14 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         history = st.get("history", [])
         norm = payload["norm"]
         log.info("resumed from %s at epoch %d, step %d", last_path, epoch, step)
+    # the weight average is validated and saved in place of the raw weights (torch's EMA, buffers included,
+    # so BatchNorm statistics follow the averaged weights)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+           if tc.ema > 0 else None)
+    if ema is not None and resume and "raw_state_dict" in st:
+        ema.module.load_state_dict(_as_float(payload["state_dict"]))
+        ema.n_averaged.fill_(step)
+    eval_model = ema.module if ema is not None else model
 
     start = time.perf_counter()
 
@@ -355,6 +371,8 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(opt)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             for k, v in losses.items():
                 agg[k] += float(v.detach())
             step += 1
@@ -368,7 +386,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                          opt.param_groups[0]["lr"], w["interactive"], n_ep * tc.batch_size / (time.perf_counter() - t_ep))
         epoch += 1
         tuned_select = tc.select_on == "tuned" and bool(val_rows)
-        records = predict_rows(model, val_rows, tiles, texts, mc.classes, mean.to(dev), std.to(dev), dev,
+        records = predict_rows(eval_model, val_rows, tiles, texts, mc.classes, mean.to(dev), std.to(dev), dev,
                                batch_size=tc.batch_size, with_curves=tuned_select) if val_rows else []
         metrics = summarise(records) if records else {}
         task_g = [metrics[t]["gIoU"] for t in TASKS if t in metrics]
@@ -400,10 +418,12 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         state = {"optimizer": opt.state_dict(), "step": step, "epoch": epoch, "elapsed_s": elapsed,
                  "best": max(best, score), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
                  "history": history}
-        save_checkpoint(last_path, model, mc, norm, meta, train_state=state)
+        if ema is not None:
+            state["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_checkpoint(last_path, eval_model, mc, norm, meta, train_state=state)
         if score > best:
             best = score
-            save_checkpoint(best_path, model, mc, norm, meta)
+            save_checkpoint(best_path, eval_model, mc, norm, meta)
             log.info("new best (%.1f) saved to %s", best, best_path)
         summary = {"out_dir": str(out_dir), "best": best, "last_metrics": metrics, "steps": step, "epochs": epoch,
                    "minutes": round(elapsed / 60, 1)}
