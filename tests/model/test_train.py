@@ -130,6 +130,7 @@ def test_losses_dice_only_on_targets_and_presence_on_all():
     ("train:\n  select_on: best\n", "select_on"),                    # not a selection rule
     ("train:\n  shadow_aug: 2\n", "shadow_aug"),                     # not a share
     ("train:\n  ema: 1.0\n", "ema"),                                 # a decay of 1 never moves
+    ("train:\n  freeze: backbone\n", "freeze"),                      # not a list
 ])
 def test_config_rejects_bad_values_naming_the_key(tmp_path, text, named):
     p = tmp_path / "x.yaml"
@@ -263,6 +264,31 @@ def test_ema_validates_and_saves_the_average_of_the_step_weights(tiny_shard, tex
     again = read_checkpoint(tmp_path / "two" / "last.pt")
     w4 = again["train_state"]["raw_state_dict"]
     assert any(not torch.equal(again["state_dict"][k], w4[k]) for k in floats)
+
+
+def test_freeze_keeps_the_named_modules_and_their_batchnorm_statistics(trained_run, tiny_shard, text_cache_path,
+                                                                        tmp_path):
+    from geoseg.unified.checkpoint import read_checkpoint
+    from geoseg.unified.train import train
+
+    src = trained_run["out"] / "best.pt"
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=3, init_from=str(src),
+                      freeze=("backbone",))
+    train(cfg, device="cpu", text_cache=str(text_cache_path))
+    before, after = read_checkpoint(src)["state_dict"], read_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
+    frozen = [k for k in after if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("decoder."))
+    assert "frozen backbone: training" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_freeze_of_an_unknown_module_is_a_clear_error(tiny_shard, text_cache_path, tmp_path):
+    from geoseg.unified.train import train
+
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=1, freeze=("backbon",))
+    with pytest.raises(InputError, match="backbon.*backbone"):
+        train(cfg, device="cpu", text_cache=str(text_cache_path))
 
 
 def test_map_image_path_replaces_the_longest_whole_component_prefix():

@@ -103,6 +103,9 @@ class TrainConfig:
     # decay of an exponential moving average of the weights (e.g. 0.998 ~ the last 500 steps); when
     # set, validation, best.pt and last.pt's weights are the average (0 = off: the raw weights)
     ema: float = 0.0
+    # modules kept at their loaded weights, by name prefix (e.g. [backbone]: train the FPN, text path and
+    # decoder on a fixed image encoder); their BatchNorm statistics are frozen too
+    freeze: tuple[str, ...] = ()
     max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
     threads: int = 0                        # torch threads on CPU (0 = torch default)
     amp: bool = True                        # bf16/fp16 autocast on CUDA only
@@ -173,6 +176,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not 0.0 <= float(train.shadow_aug) <= 1.0:
         raise InputError(f"train.shadow_aug = {train.shadow_aug!r} in {p} is out of range",
                          "use a share in [0, 1], e.g. 0.3")
+    if not isinstance(train.freeze, tuple) or not all(isinstance(m, str) for m in train.freeze):
+        raise InputError(f"train.freeze in {p} must be a list of module names",
+                         "write it as a list, e.g. freeze: [backbone]")
     if not 0.0 <= float(train.ema) < 1.0:
         raise InputError(f"train.ema = {train.ema!r} in {p} is out of range",
                          "use a decay in [0, 1), e.g. 0.998, or 0 to train without a weight average")

@@ -234,6 +234,23 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
         handler.close()
 
 
+def freeze_modules(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
+    """Stop gradients into the modules named by ``prefixes``; return those modules (to keep in eval mode).
+
+    A prefix that names no module is an error: a typo would otherwise train everything.
+    """
+    named = dict(model.named_modules())
+    unknown = [p for p in prefixes if p not in named]
+    if unknown:
+        tops = sorted(n for n in named if n and "." not in n)
+        raise InputError(f"train.freeze names no module of the model: {unknown}",
+                         f"use module names such as {', '.join(tops)}")
+    frozen = [named[p] for p in prefixes]
+    for m in frozen:
+        m.requires_grad_(False)
+    return frozen
+
+
 def _as_float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict with floating tensors in float32 (checkpoints may store float16)."""
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -297,7 +314,12 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     norm = norm_stats([tiles.get(r) for r in train_rows[:: max(1, len(train_rows) // 400)]])
     mean = torch.tensor(norm["mean"], dtype=torch.float32)
     std = torch.tensor(norm["std"], dtype=torch.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    frozen = freeze_modules(model, tuple(tc.freeze))
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    if frozen:
+        log.info("frozen %s: training %d of %d parameters", ", ".join(tc.freeze), sum(q.numel() for q in trainable),
+                 sum(q.numel() for q in model.parameters()))
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
     use_amp = tc.amp and dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -347,6 +369,8 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     summary: dict[str, Any] = {}
     while epoch < tc.epochs and frac_now() < 1.0:
         model.train()
+        for m in frozen:  # BatchNorm statistics stay those of the loaded weights
+            m.eval()
         agg: dict[str, float] = Counter()
         seen = Counter()
         t_ep = time.perf_counter()
@@ -368,7 +392,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             scaler.step(opt)
             scaler.update()
             if ema is not None:
