@@ -103,8 +103,8 @@ class TrainConfig:
     # decay of an exponential moving average of the weights (e.g. 0.998 ~ the last 500 steps); when
     # set, validation, best.pt and last.pt's weights are the average (0 = off: the raw weights)
     ema: float = 0.0
-    # modules kept at their loaded weights, by name prefix (e.g. [backbone]: train the FPN, text path and
-    # decoder on a fixed image encoder); their BatchNorm statistics are frozen too
+    # modules kept at their loaded weights, by module name (e.g. [backbone]: train the FPN, text path and
+    # decoder on a fixed image encoder; a sub-module such as backbone.stem works too); BatchNorm statistics included
     freeze: tuple[str, ...] = ()
     max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
     threads: int = 0                        # torch threads on CPU (0 = torch default)

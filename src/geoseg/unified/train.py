@@ -234,18 +234,19 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
         handler.close()
 
 
-def freeze_modules(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
-    """Stop gradients into the modules named by ``prefixes``; return those modules (to keep in eval mode).
+def freeze_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
+    """Stop gradients into the modules ``names`` (``model.named_modules()`` names); return those
+    modules, which training keeps in eval mode so their BatchNorm statistics stay fixed too.
 
-    A prefix that names no module is an error: a typo would otherwise train everything.
+    A name that is no module is an error: a typo would otherwise train everything.
     """
     named = dict(model.named_modules())
-    unknown = [p for p in prefixes if p not in named]
+    unknown = [n for n in names if n not in named]
     if unknown:
         tops = sorted(n for n in named if n and "." not in n)
         raise InputError(f"train.freeze names no module of the model: {unknown}",
                          f"use module names such as {', '.join(tops)}")
-    frozen = [named[p] for p in prefixes]
+    frozen = [named[n] for n in names]
     for m in frozen:
         m.requires_grad_(False)
     return frozen
