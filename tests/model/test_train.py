@@ -291,6 +291,44 @@ def test_freeze_of_an_unknown_module_is_a_clear_error(tiny_shard, text_cache_pat
         train(cfg, device="cpu", text_cache=str(text_cache_path))
 
 
+@pytest.mark.parametrize("layout", ["bare", "state_dict", "whole_model"])
+def test_backbone_weights_load_user_encoder_weights(tiny_shard, text_cache_path, tmp_path, layout):
+    """train.backbone_weights starts the image encoder from a user's file (three usual layouts); with
+    freeze: [backbone] the trained checkpoint keeps exactly those weights."""
+    from geoseg.unified.build import build_model
+    from geoseg.unified.checkpoint import read_checkpoint
+    from geoseg.unified.train import train
+
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=2, freeze=("backbone",))
+    torch.manual_seed(123)
+    donor = build_model(cfg.model)
+    theirs = donor.backbone.state_dict()
+    payload = {"bare": theirs, "state_dict": {"state_dict": theirs}, "whole_model": donor.state_dict()}[layout]
+    torch.save(payload, tmp_path / "enc.pt")
+    cfg.train.backbone_weights = str(tmp_path / "enc.pt")
+    train(cfg, device="cpu", text_cache=str(text_cache_path))
+    got = read_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
+    assert all(torch.equal(got[f"backbone.{k}"], v) for k, v in theirs.items())
+    assert "loaded backbone weights" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_backbone_weights_of_another_shape_is_a_clear_error(tiny_shard, text_cache_path, tmp_path):
+    import dataclasses
+
+    from geoseg.unified.build import build_model
+    from geoseg.unified.train import train
+
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=1)
+    other = build_model(dataclasses.replace(cfg.model, channels=(8, 16, 24, 32)))  # narrower encoder
+    torch.save(other.backbone.state_dict(), tmp_path / "enc.pt")
+    cfg.train.backbone_weights = str(tmp_path / "enc.pt")
+    with pytest.raises(InputError, match="backbone_weights .* does not fit the configured backbone"):
+        train(cfg, device="cpu", text_cache=str(text_cache_path))
+    cfg.train.backbone_weights = str(tmp_path / "nothing.pt")
+    with pytest.raises(InputError, match="does not exist"):
+        train(cfg, device="cpu", text_cache=str(text_cache_path))
+
+
 def test_map_image_path_replaces_the_longest_whole_component_prefix():
     from geoseg.unified.data import map_image_path
 

@@ -112,6 +112,9 @@ class TrainConfig:
     num_workers: int = 0
     log_every: int = 20
     init_from: str = ""                    # start from this checkpoint's weights (fine-tuning); optimiser and schedule start afresh
+    # user-supplied image-encoder weights: a torch file holding the backbone's state dict (bare, under
+    # "state_dict"/"model", or inside a whole-model state dict as backbone.*), loaded after init_from
+    backbone_weights: str = ""
 
 
 @dataclass

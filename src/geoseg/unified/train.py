@@ -252,6 +252,50 @@ def freeze_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch
     return frozen
 
 
+def load_backbone_weights(model: torch.nn.Module, path: str) -> int:
+    """Load user-supplied image-encoder weights into ``model.backbone``; return the number of tensors.
+
+    Why: the backbone is trained from scratch here (no weights can be downloaded), but a user
+    with pretrained weights for the same architecture should start from them, e.g. with
+    ``freeze: [backbone]``. The file holds the backbone's state dict bare, under a ``state_dict``
+    or ``model`` key, or inside a whole-model state dict (``backbone.*`` keys). Every tensor must
+    fit: a half-loaded encoder is an error, not a warning.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"train.backbone_weights {p} does not exist", "give the path of a saved backbone state dict")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors have many types; all mean "not a state dict"
+        raise InputError(f"train.backbone_weights {p} is not a torch weights file ({exc.__class__.__name__})",
+                         "save it with torch.save(backbone.state_dict(), path)") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise InputError(f"train.backbone_weights {p} holds no state dict", "save backbone.state_dict() to it")
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    misfit = _misfit(model.backbone.state_dict(), state)
+    if misfit:
+        raise InputError(f"train.backbone_weights {p} does not fit the configured backbone ({misfit})",
+                         "use weights saved from a backbone with the same model.arch, channels and depths")
+    model.backbone.load_state_dict(_as_float(state))
+    log.info("loaded backbone weights from %s (%d tensors)", p, len(state))
+    return len(state)
+
+
+def _misfit(own: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], may_miss: tuple[str, ...] = ()) -> str:
+    """What keeps ``theirs`` from loading into a module with state ``own`` ("" when it fits);
+    keys starting with ``may_miss`` may be absent from ``theirs``."""
+    missing = sorted(k for k in set(own) - set(theirs) if not k.startswith(may_miss))
+    unexpected = sorted(set(theirs) - set(own))
+    wrong = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
+    if not (missing or unexpected or wrong):
+        return ""
+    return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
+
+
 def _as_float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict with floating tensors in float32 (checkpoints may store float16)."""
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -273,13 +317,9 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
         raise InputError(f"train.init_from {path} holds a {theirs.arch!r} model, the config builds {mc.arch!r}",
                          "set model.arch to the checkpoint's architecture or start from scratch")
     state = _as_float(payload["state_dict"])
-    own = model.state_dict()
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(ZERO_START_MODULES))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise InputError(f"train.init_from {path} does not fit the configured model "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})",
+    misfit = _misfit(model.state_dict(), state, ZERO_START_MODULES)
+    if misfit:
+        raise InputError(f"train.init_from {path} does not fit the configured model ({misfit})",
                          "use the model section the checkpoint was trained with")
     model.load_state_dict(state, strict=False)
     log.info("initialised from %s (%d tensors; optimiser and schedule start afresh)", path, len(state))
@@ -334,6 +374,8 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if tc.init_from and not resume:
         norm = init_weights(model, tc.init_from, mc)
+    if tc.backbone_weights and not resume:
+        load_backbone_weights(model, tc.backbone_weights)
     if resume:
         if not last_path.is_file():
             raise InputError(f"--resume given but {last_path} does not exist", "drop --resume to start afresh")
