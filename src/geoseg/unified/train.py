@@ -261,14 +261,10 @@ def load_backbone_weights(model: torch.nn.Module, path: str) -> int:
     or ``model`` key, or inside a whole-model state dict (``backbone.*`` keys). Every tensor must
     fit: a half-loaded encoder is an error, not a warning.
     """
+    from geoseg.segmenters.sam import load_weights_file  # the project's safe (tensors-only) weights reader
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"train.backbone_weights {p} does not exist", "give the path of a saved backbone state dict")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors have many types; all mean "not a state dict"
-        raise InputError(f"train.backbone_weights {p} is not a torch weights file ({exc.__class__.__name__})",
-                         "save it with torch.save(backbone.state_dict(), path)") from exc
+    state = load_weights_file(p, "train.backbone_weights", "save it with torch.save(backbone.state_dict(), path)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
