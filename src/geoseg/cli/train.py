@@ -23,10 +23,13 @@ import click
 @click.option("--tune-decision", is_flag=True,
               help="Before exporting, tune the per-task mask thresholds and the presence threshold on the run's "
                    "validation split and store them in the bundle.")
+@click.option("--fit-selector", is_flag=True,
+              help="Before exporting, fit the instance selector (which parts of a referring/reasoning answer the "
+                   "instruction means) on the run's train split, tune it on its validation split and store it.")
 @click.pass_context
 def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
           max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool,
-          tune_decision: bool) -> None:
+          tune_decision: bool, fit_selector: bool) -> None:
     """Train the unified model (progressive multi-task schedule) and validate every epoch."""
     from geoseg.errors import require
 
@@ -46,11 +49,12 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         from geoseg.errors import InputError
 
         raise InputError("--export-only needs --export PATH", "add --export src/geoseg/weights/unigeoseg_default.pt")
-    if tune_decision and not export_path:
-        from geoseg.errors import InputError
+    for flag, on in (("--tune-decision", tune_decision), ("--fit-selector", fit_selector)):
+        if on and not export_path:
+            from geoseg.errors import InputError
 
-        raise InputError("--tune-decision needs --export PATH (the thresholds are stored in the exported bundle)",
-                         "add --export PATH")
+            raise InputError(f"{flag} needs --export PATH (the result is stored in the exported bundle)",
+                             "add --export PATH")
     quiet = bool((ctx.obj or {}).get("quiet"))
     if not quiet and not export_only:
         h = logging.StreamHandler(sys.stderr)
@@ -75,5 +79,20 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
                 click.echo(f"decision {task}: mask threshold {r['threshold']:.2f}, presence "
                            f"{r['presence_threshold']:.2f} (val gIoU {r['gIoU@0.5']:.1f} at 0.5 -> "
                            f"{r['gIoU@threshold']:.1f}{nta}, {r['n']} rows)")
-        dst = export_checkpoint(best, export_path, decision)
+        selector = None
+        if fit_selector:
+            from geoseg.unified.checkpoint import read_checkpoint
+            from geoseg.unified.decision import Decision
+            from geoseg.unified.select_fit import fit_for_checkpoint
+
+            rule = decision or Decision.from_dict(read_checkpoint(best).get("meta", {}).get("decision"))
+            selector, report = fit_for_checkpoint(cfg, best, rule, device=device, text_cache=text_cache)
+            for task, r in report.items():
+                by = r["gIoU_by_threshold"]
+                chosen = r["threshold"]
+                after = by[chosen] if chosen is not None else r["gIoU_off"]
+                use = f"threshold {chosen:.2f}" if chosen is not None else "off"
+                click.echo(f"selector {task}: {use} "
+                           f"(val gIoU {r['gIoU_off']:.1f} without -> {after:.1f}, {r['n']} rows)")
+        dst = export_checkpoint(best, export_path, decision, selector)
         click.echo(f"exported {best} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")

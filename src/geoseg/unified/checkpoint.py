@@ -47,11 +47,12 @@ def _major_minor(v: str) -> tuple[int, int]:
 
 def save_checkpoint(path: str | Path, model: UniGeoSeg, cfg: ModelConfig, norm: dict[str, list[float]] | None = None,
                     meta: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None,
-                    half: bool = False) -> Path:
+                    half: bool = False, selector: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, then ``os.replace``).
 
     Args:
         half: store floating weights as float16 (shipped bundles; halves the size).
+        selector: a fitted instance selector (:func:`geoseg.unified.select_fit.selector_payload`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,8 @@ def save_checkpoint(path: str | Path, model: UniGeoSeg, cfg: ModelConfig, norm: 
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    if selector is not None:
+        payload["selector"] = selector
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

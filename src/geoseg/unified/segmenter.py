@@ -3,7 +3,9 @@
 ``set_image`` resizes the image to the working scale the network was trained at (a
 512-px tile becomes ``input_size`` px), runs the backbone and pyramid once and caches
 them; ``predict`` only encodes the instruction (cached per text) and runs the small
-decoder, so many prompts on one image are cheap.
+decoder, so many prompts on one image are cheap. A checkpoint with a fitted instance
+selector (``geoseg train --fit-selector``) then keeps only the connected parts of a referring
+or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision
+from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
+from geoseg.unified.selection import component_features, select_mask, split_components
 from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,8 @@ class UnifiedSegmenter(Segmenter):
             None = the checkpoint's tuned value (:mod:`geoseg.unified.decision`, 0.5 if it has none).
         mask_threshold: probability at or above which a pixel is in the mask, for every task; None =
             the checkpoint's per-task values tuned on its validation split (0.5 if it has none).
+        use_selector: apply the checkpoint's instance selector, if it has one, to referring and
+            reasoning answers (False answers with every part the decoder found).
     """
 
     name: ClassVar[str] = "unified"
@@ -86,7 +92,7 @@ class UnifiedSegmenter(Segmenter):
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = "auto",
                  text_encoder: str | None = None, threads: int | None = None,
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
-                 **_: object) -> None:
+                 use_selector: bool = True, **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -112,7 +118,10 @@ class UnifiedSegmenter(Segmenter):
         if presence_threshold is not None:
             decision = replace(decision, presence_threshold=float(presence_threshold))
         self.decision = decision
+        stored = payload.get("selector")
+        self.selector = load_selector(stored, path) if stored is not None and use_selector else None
         self._pyramid: list[torch.Tensor] | None = None
+        self._semantic: np.ndarray | None = None
 
     # -- image ---------------------------------------------------------------------------
     def network_size(self, height: int, width: int) -> tuple[int, int]:
@@ -130,6 +139,7 @@ class UnifiedSegmenter(Segmenter):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
         x = (x - self._mean) / self._std
         self._pyramid = self.model.encode_image(x)
+        self._semantic = None
 
     # -- prompts -------------------------------------------------------------------------
     def task_of(self, prompt: Prompt) -> str:
@@ -168,8 +178,31 @@ class UnifiedSegmenter(Segmenter):
         mask = prob >= self.decision.mask_threshold(task)
         if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
-        return Prediction(mask=mask, score=presence, prob=prob,
-                          info={"task": task, "presence": presence, "instruction": text})
+        info = {"task": task, "presence": presence, "instruction": text}
+        if self.selector is not None and task in TEXT_TASKS and mask.any():
+            mask = self._select(mask, prob, text, task, info)
+        return Prediction(mask=mask, score=presence, prob=prob, info=info)
+
+    def _semantic_probs(self) -> np.ndarray:
+        """Per-class probabilities of the current image from the semantic head (``K×h8×w8``, cached)."""
+        if self._semantic is None:
+            head = self.model.decoder.semantic_head
+            with torch.no_grad():
+                self._semantic = torch.softmax(head(self._pyramid[1]).float(), 1)[0].cpu().numpy()
+        return self._semantic
+
+    def _select(self, mask: np.ndarray, prob: np.ndarray, text: str, task: str, info: dict) -> np.ndarray:
+        """Keep the connected parts of ``mask`` the selector scores as meant by the instruction."""
+        net, cfg, thresholds = self.selector
+        tau = thresholds.get(task)
+        comps = split_components(mask)
+        if tau is None or comps.count < 2:
+            return mask
+        feats = component_features(comps, prob, self._semantic_probs())
+        scores = score_components(net, cfg, sentence_vector(self.text.encode([text])[0].cpu()), feats)
+        kept = select_mask(comps, scores, tau)
+        info["selected_parts"] = f"{int(np.unique(comps.labels[kept]).size)} of {comps.count}"
+        return kept
 
     def text_logits(self, text: str, task: str | None = None) -> np.ndarray:
         """Text-conditioned mask logits (``H×W`` float32) for the current image.
@@ -192,5 +225,7 @@ class UnifiedSegmenter(Segmenter):
                      "arch": self.cfg.arch,
                      "experiment": self.meta.get("experiment", ""),
                      "mask_thresholds": dict(self.decision.mask_thresholds),
-                     "presence_threshold": self.decision.presence_threshold})
+                     "presence_threshold": self.decision.presence_threshold,
+                     "instance_selector": (dict(self.selector[2]) if self.selector is not None
+                                           else None)})
         return prov

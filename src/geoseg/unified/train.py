@@ -495,12 +495,15 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     return summary
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | None = None) -> Path:
+def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | None = None,
+                      selector: dict[str, Any] | None = None) -> Path:
     """Copy a run's checkpoint without optimiser state and in float16 (the shipped bundle).
 
     Args:
         decision: per-task thresholds (from :func:`tune_decision`) stored in the bundle's
             ``meta["decision"]``; None keeps whatever the source carries.
+        selector: a fitted instance selector (:func:`geoseg.unified.select_fit.fit_for_checkpoint`);
+            None keeps the source's, if any.
     """
     from geoseg.unified.checkpoint import load_model
 
@@ -508,7 +511,9 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
     meta = dict(payload.get("meta", {}))
     if decision is not None:
         meta["decision"] = decision.to_dict()
-    return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True)
+    if selector is None:
+        selector = payload.get("selector")
+    return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True, selector=selector)
 
 
 def _val_rows(tc) -> tuple[list[dict], str]:
