@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.unified.select_fit import Example, fit_selector, score_components, tune_selection
+from geoseg.unified.select_fit import Example, apply_selection, fit_selector, score_components, tune_selection
 from geoseg.unified.selection import (
     component_features,
     feature_dim,
@@ -68,9 +68,14 @@ def test_target_labels_and_selection():
     y = target_labels(comps, gt)
     assert y[tall] == 1 and y[bar] == 0
     scores = np.array([0.1, 0.2, 0.3])
-    assert select_mask(comps, scores, 0.25).sum() == comps.mask([2]).sum()
-    assert select_mask(comps, scores, 0.9).sum() == comps.mask([2]).sum()  # none passes: the best one
-    assert select_mask(comps, np.array([0.9, 0.8, 0.1]), 0.5).sum() == comps.mask([0, 1]).sum()
+    assert np.array_equal(select_mask(comps, scores, 0.25), comps.mask([2]))
+    assert select_mask(comps, scores, 0.9) is None  # no preference
+    assert np.array_equal(select_mask(comps, np.array([0.9, 0.8, 0.1]), 0.5), comps.mask([0, 1]))
+    answer = _blobs()
+    assert np.array_equal(apply_selection(comps, scores, 0.9, answer), answer)  # the whole answer is kept
+    assert np.array_equal(apply_selection(comps, scores, 0.25, answer), comps.mask([2]))
+    one = split_components(answer & (np.arange(160)[None, :] < 100) & (np.arange(128)[:, None] < 50))
+    assert one.count == 1 and np.array_equal(apply_selection(one, np.array([0.0]), 0.5, answer), answer)
 
 
 def _synthetic(n: int, rng: np.random.Generator, left: np.ndarray, right: np.ndarray):
@@ -173,7 +178,8 @@ def test_fit_export_and_segment_with_the_selector(tiny_shard, text_cache_path, t
     text = seg.text.encode(["the building on the left"])[0].float().mean(0).numpy()
     scores = score_components(net, scfg, text, component_features(comps, mask.astype(np.float32),
                                                                    seg._semantic_probs()))
-    assert np.array_equal(kept, select_mask(comps, scores, 0.5))
+    assert np.array_equal(kept, apply_selection(comps, scores, 0.5, mask))
+    assert info["selected_parts"] == f"{int((scores >= 0.5).sum()) or 2} of 2"
     # reasoning has no threshold: untouched
     assert np.array_equal(seg._select(mask, mask.astype(np.float32), "x", "reasoning", {}), mask)
 

@@ -28,8 +28,14 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision
-from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
-from geoseg.unified.selection import component_features, select_mask, split_components
+from geoseg.unified.select_fit import (
+    TEXT_TASKS,
+    apply_selection,
+    load_selector,
+    score_components,
+    sentence_vector,
+)
+from geoseg.unified.selection import component_features, split_components
 from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
 
 log = logging.getLogger(__name__)
@@ -200,9 +206,9 @@ class UnifiedSegmenter(Segmenter):
             return mask
         feats = component_features(comps, prob, self._semantic_probs())
         scores = score_components(net, cfg, sentence_vector(self.text.encode([text])[0].cpu()), feats)
-        kept = select_mask(comps, scores, tau)
-        info["selected_parts"] = f"{int(np.unique(comps.labels[kept]).size)} of {comps.count}"
-        return kept
+        kept = int((scores >= tau).sum())
+        info["selected_parts"] = f"{kept or comps.count} of {comps.count}"
+        return apply_selection(comps, scores, tau, mask)
 
     def text_logits(self, text: str, task: str | None = None) -> np.ndarray:
         """Text-conditioned mask logits (``H×W`` float32) for the current image.

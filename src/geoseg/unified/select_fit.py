@@ -147,6 +147,15 @@ def score_components(net: InstanceSelector, cfg: dict, text: np.ndarray, feats: 
     return torch.sigmoid(logits[0]).numpy()
 
 
+def apply_selection(comps: Components, scores: np.ndarray, threshold: float, answer: np.ndarray) -> np.ndarray:
+    """The answer after selection: the parts scoring at least ``threshold``, or the whole
+    ``answer`` when it has fewer than two parts or no part passes."""
+    if comps.count < 2:
+        return answer
+    kept = select_mask(comps, scores, threshold)
+    return answer if kept is None else kept
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     u = int((a | b).sum())
     return 1.0 if u == 0 else int((a & b).sum()) / u
@@ -166,8 +175,7 @@ def tune_selection(net: InstanceSelector, cfg: dict, val: Sequence[Example], gri
         scores = [score_components(net, cfg, e.text, e.feats) for e in ex]
         per_tau = {}
         for tau in grid:
-            ious = [_iou(select_mask(e.comps, s, tau) if e.comps.count > 1 else e.decided, e.gt)
-                    for e, s in zip(ex, scores)]
+            ious = [_iou(apply_selection(e.comps, s, tau, e.decided), e.gt) for e, s in zip(ex, scores)]
             per_tau[tau] = float(np.mean(ious))
         best = max(per_tau, key=per_tau.get)
         use = per_tau[best] > float(base.mean())
@@ -252,5 +260,5 @@ def fit_for_checkpoint(cfg: Any, checkpoint: str | Path, decision: Decision, dev
     return selector_payload(net, scfg, thresholds, report, where), report
 
 
-__all__ = ["Example", "fit_for_checkpoint", "fit_selector", "iter_examples", "load_selector", "score_components",
+__all__ = ["Example", "apply_selection", "fit_for_checkpoint", "fit_selector", "iter_examples", "load_selector", "score_components",
            "selector_payload", "sentence_vector", "tune_selection"]

@@ -172,13 +172,12 @@ def target_labels(comps: Components, gt: np.ndarray, share: float = 0.5) -> np.n
     return ((inside >= share * np.maximum(area, 1)) | (inside >= share * total)).astype(np.float32)
 
 
-def select_mask(comps: Components, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """The components scoring at least ``threshold`` (the best one when none does)."""
-    if comps.count == 0:
-        return np.zeros(comps.labels.shape, bool)
+def select_mask(comps: Components, scores: np.ndarray, threshold: float) -> np.ndarray | None:
+    """The components scoring at least ``threshold``; None when none does (the selector has no
+    preference, so the caller keeps the whole answer rather than gamble on one part)."""
     keep = np.flatnonzero(scores >= threshold)
     if keep.size == 0:
-        keep = np.array([int(np.argmax(scores))])
+        return None
     return comps.mask(keep)
 
 
