@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.unified.select_fit import Example, apply_selection, fit_selector, score_components, tune_selection
+from geoseg.unified.select_fit import Example, fit_selector, score_components, tune_selection
 from geoseg.unified.selection import (
+    apply_selection,
     component_features,
     feature_dim,
     feature_names,

@@ -28,14 +28,8 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision
-from geoseg.unified.select_fit import (
-    TEXT_TASKS,
-    apply_selection,
-    load_selector,
-    score_components,
-    sentence_vector,
-)
-from geoseg.unified.selection import component_features, split_components
+from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
+from geoseg.unified.selection import apply_selection, component_features, split_components
 from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from geoseg.unified.data import MODEL_INPUTS, TileCache, check_images, collate, 
 from geoseg.unified.decision import Decision
 from geoseg.unified.selection import (
     Components,
+    apply_selection,
     component_features,
     feature_dim,
-    select_mask,
     split_components,
     target_labels,
 )
@@ -147,15 +147,6 @@ def score_components(net: InstanceSelector, cfg: dict, text: np.ndarray, feats: 
     return torch.sigmoid(logits[0]).numpy()
 
 
-def apply_selection(comps: Components, scores: np.ndarray, threshold: float, answer: np.ndarray) -> np.ndarray:
-    """The answer after selection: the parts scoring at least ``threshold``, or the whole
-    ``answer`` when it has fewer than two parts or no part passes."""
-    if comps.count < 2:
-        return answer
-    kept = select_mask(comps, scores, threshold)
-    return answer if kept is None else kept
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     u = int((a | b).sum())
     return 1.0 if u == 0 else int((a & b).sum()) / u
@@ -260,5 +251,5 @@ def fit_for_checkpoint(cfg: Any, checkpoint: str | Path, decision: Decision, dev
     return selector_payload(net, scfg, thresholds, report, where), report
 
 
-__all__ = ["Example", "apply_selection", "fit_for_checkpoint", "fit_selector", "iter_examples", "load_selector", "score_components",
+__all__ = ["Example", "fit_for_checkpoint", "fit_selector", "iter_examples", "load_selector", "score_components",
            "selector_payload", "sentence_vector", "tune_selection"]

@@ -181,4 +181,14 @@ def select_mask(comps: Components, scores: np.ndarray, threshold: float) -> np.n
     return comps.mask(keep)
 
 
-__all__ = ["Components", "component_features", "feature_dim", "feature_names", "select_mask", "split_components", "target_labels"]
+def apply_selection(comps: Components, scores: np.ndarray, threshold: float, answer: np.ndarray) -> np.ndarray:
+    """The answer after selection: the parts scoring at least ``threshold``, or the whole
+    ``answer`` when it has fewer than two parts or no part passes."""
+    if comps.count < 2:
+        return answer
+    kept = select_mask(comps, scores, threshold)
+    return answer if kept is None else kept
+
+
+__all__ = ["Components", "apply_selection", "component_features", "feature_dim", "feature_names", "select_mask",
+           "split_components", "target_labels"]
