@@ -74,3 +74,16 @@ def test_cli_mask_threshold(tmp_path, tiny_checkpoint, capsys):
     code = _cli(["-q", "segment", str(scene), "--text", "x", "--mask-threshold", "1.5", "-o", str(tmp_path / "bad.tif")])
     assert code == 2 and "--mask-threshold" in capsys.readouterr().err
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_cli_no_selector(tmp_path):
+    """The shipped checkpoint carries an instance selector; --no-selector answers without it, and
+    the output's provenance says which way it answered."""
+    scene = write_scene(tmp_path / "scene.tif")
+    used = {}
+    for flag in ([], ["--no-selector"]):
+        out = tmp_path / f"m{len(flag)}.tif"
+        assert _cli(["-q", "segment", str(scene), "--text", "the largest building", *flag, "-o", str(out)]) == 0
+        used[bool(flag)] = _provenance(out)["instance_selector"]
+    assert used[False] and set(used[False]) == {"referring", "reasoning"}
+    assert used[True] is None

@@ -47,6 +47,9 @@ def _fmt_area(value: float, unit: str) -> str:
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="unified backend: probability at or above which a pixel is in the mask (default: the "
                    "checkpoint's per-task values, tuned on its validation split).")
+@click.option("--no-selector", is_flag=True,
+              help="unified backend: answer text with every part the decoder found, without the checkpoint's "
+                   "instance selector.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
@@ -54,8 +57,8 @@ def _fmt_area(value: float, unit: str) -> str:
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
-            backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, as_json: bool,
-            **batch) -> None:
+            backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
+            as_json: bool, **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -75,6 +78,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     options = vlm_kwargs(vlm) if backend == "trainfree" else {}
     if mask_threshold is not None:
         options["mask_threshold"] = mask_threshold
+    if no_selector:
+        options["use_selector"] = False
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 
