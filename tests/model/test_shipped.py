@@ -27,7 +27,7 @@ WET = (("image_part_009", 1024, 512), ("image_part_005", 1536, 256))
 def test_default_checkpoint_is_shipped_small_and_described():
     path = default_checkpoint_path()
     assert path.is_file(), (f"{path} missing: geoseg train --config configs/unigeoseg_default_ct.yaml "
-                            f"--tune-decision --export {path}")
+                            f"--export-only --tune-decision --fit-selector --export {path}")
     assert path.stat().st_size < 50e6
     seg = build_segmenter("unified", device="cpu")
     assert isinstance(seg, UnifiedSegmenter) and seg.checkpoint_path == path
