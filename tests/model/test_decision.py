@@ -116,12 +116,14 @@ def test_tuned_bundle_carries_the_thresholds_and_the_segmenter_applies_them(trai
     assert seg2.decision.presence_threshold == 0.2
 
 
-def test_cli_tune_decision_needs_export(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--tune-decision", "--fit-selector"])
+def test_cli_post_training_steps_need_export(tmp_path, capsys, flag):
+    """Tuned thresholds and a fitted selector live in the exported bundle, so both flags need --export."""
     from geoseg.cli import main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: x\n")
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--config", str(cfg), "--tune-decision"])
+        main(["train", "--config", str(cfg), flag])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "--tune-decision needs --export" in err and len(err.strip().splitlines()) == 1
+    assert exc.value.code == 2 and f"{flag} needs --export" in err and len(err.strip().splitlines()) == 1

@@ -207,13 +207,3 @@ def test_fit_selector_needs_the_semantic_head(trained_run, text_cache_path):
         fit_for_checkpoint(trained_run["cfg"], trained_run["out"] / "best.pt", Decision.from_dict(None),
                            device="cpu", text_cache=str(text_cache_path))
 
-
-def test_cli_fit_selector_needs_export(tmp_path, capsys):
-    from geoseg.cli import main
-
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: x\n")
-    with pytest.raises(SystemExit) as exc:
-        main(["train", "--config", str(cfg), "--fit-selector"])
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and "--fit-selector needs --export" in err and len(err.strip().splitlines()) == 1

@@ -80,20 +80,29 @@ def balanced_subset(rows: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
 @torch.no_grad()
 def iter_outputs(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],
                  mean: torch.Tensor, std: torch.Tensor, device: torch.device, batch_size: int = 16,
-                 desc: str = "validate") -> Iterator[tuple[dict, torch.Tensor, float, np.ndarray]]:
+                 desc: str = "validate", semantic: bool = False) -> Iterator[tuple]:
     """Run the model over shard rows in batches; yield ``(row, logits, presence, gt)`` per row, with
-    the ``H×W`` mask logits resized to the ground truth's full resolution (validation and tuning)."""
+    the ``H×W`` mask logits resized to the ground truth's full resolution (validation and tuning).
+
+    With ``semantic`` each tuple also ends with the image's per-class probabilities from the
+    semantic head (``K×h8×w8`` numpy, read by the instance selector; None without the head).
+    """
     model.eval()
+    sem_head = getattr(model.decoder, "semantic_head", None) if semantic else None
     for i in progress(range(0, len(rows), batch_size), desc=desc, total=(len(rows) + batch_size - 1) // batch_size):
         chunk = rows[i: i + batch_size]
         batch = collate(chunk, tiles, text_cache, classes, mean, std)
-        args = [batch[k].to(device) for k in MODEL_INPUTS]
-        out = model(batch["image"].to(device), *args)
+        pyramid = model.encode_image(batch["image"].to(device))
+        out = model.decode(pyramid, *[batch[k].to(device) for k in MODEL_INPUTS])
         presence = torch.sigmoid(out["presence"].float()).cpu().numpy()
+        sem = torch.softmax(sem_head(pyramid[1]).float(), 1).cpu().numpy() if sem_head is not None else None
         for j, r in enumerate(chunk):
             gt = rle_decode(r["mask"]).astype(bool)
             logit = F.interpolate(out["logits"][j: j + 1].float(), size=gt.shape, mode="bilinear", align_corners=False)
-            yield r, logit[0, 0], float(presence[j]), gt
+            if semantic:
+                yield r, logit[0, 0], float(presence[j]), gt, None if sem is None else sem[j]
+            else:
+                yield r, logit[0, 0], float(presence[j]), gt
 
 
 def predict_rows(model: UniGeoSeg, rows: Sequence[dict], tiles: TileCache, text_cache: dict, classes: Sequence[str],

@@ -25,9 +25,9 @@ from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, InputError
 from geoseg.models.selector import InstanceSelector
 from geoseg.progress import progress
-from geoseg.rle import rle_decode
-from geoseg.unified.data import MODEL_INPUTS, TileCache, check_images, collate, load_rows, row_text
+from geoseg.unified.data import TileCache, check_images, load_rows, row_text
 from geoseg.unified.decision import Decision
+from geoseg.unified.evaluate import iter_outputs, sample_iou
 from geoseg.unified.selection import (
     Components,
     apply_selection,
@@ -65,25 +65,14 @@ def iter_examples(model: torch.nn.Module, rows: Sequence[dict], tiles: TileCache
                   classes: Sequence[str], mean: torch.Tensor, std: torch.Tensor, device: torch.device,
                   decision: Decision, batch_size: int = 16, desc: str = "components") -> Iterator[Example]:
     """Answer every row with the network and its decision rule, and cut each answer into components."""
-    model.eval()
-    sem_head = getattr(model.decoder, "semantic_head", None)
-    for i in progress(range(0, len(rows), batch_size), desc=desc, total=(len(rows) + batch_size - 1) // batch_size):
-        chunk = rows[i: i + batch_size]
-        batch = collate(chunk, tiles, texts, classes, mean, std)
-        pyramid = model.encode_image(batch["image"].to(device))
-        out = model.decode(pyramid, *[batch[k].to(device) for k in MODEL_INPUTS])
-        presence = torch.sigmoid(out["presence"].float()).cpu().numpy()
-        sem = torch.softmax(sem_head(pyramid[1]).float(), 1).cpu().numpy() if sem_head is not None else None
-        for j, r in enumerate(chunk):
-            gt = rle_decode(r["mask"]).astype(bool)
-            logit = F.interpolate(out["logits"][j: j + 1].float(), size=gt.shape, mode="bilinear", align_corners=False)
-            prob = torch.sigmoid(logit[0, 0]).cpu().numpy()
-            decided = prob >= decision.mask_threshold(r["task"])
-            if presence[j] < decision.presence_threshold:
-                decided[:] = False
-            comps = split_components(decided)
-            feats = component_features(comps, prob, None if sem is None else sem[j])
-            yield Example(r, sentence_vector(texts[row_text(r)]), comps, feats, decided, gt)
+    for r, logit, presence, gt, sem in iter_outputs(model, rows, tiles, texts, classes, mean, std, device,
+                                                    batch_size, desc, semantic=True):
+        prob = torch.sigmoid(logit).cpu().numpy()
+        decided = prob >= decision.mask_threshold(r["task"])
+        if presence < decision.presence_threshold:
+            decided[:] = False
+        comps = split_components(decided)
+        yield Example(r, sentence_vector(texts[row_text(r)]), comps, component_features(comps, prob, sem), decided, gt)
 
 
 def _pad(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, ...]:
@@ -147,11 +136,6 @@ def score_components(net: InstanceSelector, cfg: dict, text: np.ndarray, feats: 
     return torch.sigmoid(logits[0]).numpy()
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = int((a | b).sum())
-    return 1.0 if u == 0 else int((a & b).sum()) / u
-
-
 def tune_selection(net: InstanceSelector, cfg: dict, val: Sequence[Example], grid: Sequence[float] = TAU_GRID
                    ) -> tuple[dict[str, float | None], dict[str, dict]]:
     """Per task, the selection threshold with the best val gIoU, or None (off) when no threshold
@@ -162,11 +146,11 @@ def tune_selection(net: InstanceSelector, cfg: dict, val: Sequence[Example], gri
         ex = [e for e in val if e.row["task"] == task]
         if not ex:
             continue
-        base = np.array([_iou(e.decided, e.gt) for e in ex])
+        base = np.array([sample_iou(e.decided, e.gt)[0] for e in ex])
         scores = [score_components(net, cfg, e.text, e.feats) for e in ex]
         per_tau = {}
         for tau in grid:
-            ious = [_iou(apply_selection(e.comps, s, tau, e.decided), e.gt) for e, s in zip(ex, scores)]
+            ious = [sample_iou(apply_selection(e.comps, s, tau, e.decided), e.gt)[0] for e, s in zip(ex, scores)]
             per_tau[tau] = float(np.mean(ious))
         best = max(per_tau, key=per_tau.get)
         use = per_tau[best] > float(base.mean())
