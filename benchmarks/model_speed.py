@@ -4,7 +4,8 @@ Prints:
 * CPU, batch 1, 2 threads (default): a 512×512 RGB tile end to end — ``set_image``
   (resize to the working scale + backbone + pyramid) and one ``predict`` with the
   instruction's embedding already cached — as the median over repeats, plus the split
-  between the two and the cost of a first (uncached) instruction;
+  between the two, the cost of a first (uncached) instruction, and what the GrabCut re-cut of
+  point/box answers adds (:mod:`geoseg.unified.refine`);
 * CUDA (when present): 512² tiles/s at batch 64 in bf16 autocast (resize + encoder +
   decoder), the FLOPs per tile (torch's FlopCounterMode) and the fraction of the GPU's
   peak dense bf16 FLOP/s that represents.
@@ -77,6 +78,25 @@ def cpu_latency(ckpt: Path, threads: int, repeats: int) -> None:
           f"p90 {np.percentile(total, 90) * 1e3:.1f} ms over {repeats} runs")
     print(f"  set_image {statistics.median(enc) * 1e3:.1f} ms, predict {statistics.median(dec) * 1e3:.1f} ms; "
           f"a new instruction adds the text encoder once: {first * 1e3:.1f} ms")
+    refine_cost(ckpt, tile, repeats)
+
+
+def refine_cost(ckpt: Path, tile: np.ndarray, repeats: int) -> None:
+    """What the GrabCut re-cut adds to a point or box answer (same tile, with and without it)."""
+    plain = UnifiedSegmenter(checkpoint=ckpt, device="cpu", refine=False, presence_threshold=1e-6)
+    cut = UnifiedSegmenter(checkpoint=ckpt, device="cpu", presence_threshold=1e-6)
+    prompts = [Prompt(box=(100.0, 100.0, 300.0, 260.0)), Prompt(points=((256.0, 256.0),), labels=(1,))]
+    times: dict[str, list[float]] = {"plain": [], "refined": []}
+    for seg, key in ((plain, "plain"), (cut, "refined")):
+        seg.set_image(tile)
+        for i in range(repeats + 2):
+            t0 = time.perf_counter()
+            seg.predict(prompts[i % 2])
+            if i >= 2:  # the first calls warm up
+                times[key].append(time.perf_counter() - t0)
+    a, b = statistics.median(times["plain"]), statistics.median(times["refined"])
+    print(f"  point/box predict: {a * 1e3:.1f} ms without the GrabCut re-cut, {b * 1e3:.1f} ms with it "
+          f"(+{(b - a) * 1e3:.1f} ms; p90 {np.percentile(times['refined'], 90) * 1e3:.1f} ms)")
 
 
 def peak_tflops(name: str) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import rasterio
 
@@ -76,14 +77,24 @@ def test_cli_mask_threshold(tmp_path, tiny_checkpoint, capsys):
     assert not (tmp_path / "bad.tif").exists()
 
 
-def test_cli_no_selector(tmp_path):
-    """The shipped checkpoint carries an instance selector; --no-selector answers without it, and
-    the output's provenance says which way it answered."""
+@pytest.mark.parametrize("flag, prompt, key", [
+    ("--no-selector", ["--text", "the largest building"], "instance_selector"),
+    ("--no-refine", ["--box", "140,90,410,310"], "interactive_refine"),
+])
+def test_cli_turns_off_a_step_of_the_default_model(tmp_path, flag, prompt, key):
+    """The shipped model selects the parts of a text answer and re-cuts point/box answers along image
+    edges; each flag answers without that step, and the output's provenance says which way it answered."""
     scene = write_scene(tmp_path / "scene.tif")
     used = {}
-    for flag in ([], ["--no-selector"]):
-        out = tmp_path / f"m{len(flag)}.tif"
-        assert _cli(["-q", "segment", str(scene), "--text", "the largest building", *flag, "-o", str(out)]) == 0
-        used[bool(flag)] = _provenance(out)["instance_selector"]
-    assert used[False] and set(used[False]) == {"referring", "reasoning"}
-    assert used[True] is None
+    for flags in ([], [flag]):
+        out = tmp_path / f"m{len(flags)}.tif"
+        assert _cli(["-q", "segment", str(scene), *prompt, *flags, "-o", str(out)]) == 0
+        used[bool(flags)] = _provenance(out)[key]
+        with rasterio.open(out) as ds:
+            mask = ds.read(1) == 1
+        roof = np.zeros_like(mask)
+        roof[100:300, 150:400] = True  # the bright roof write_scene draws
+        used[(bool(flags), "iou")] = (mask & roof).sum() / (mask | roof).sum()
+    assert used[False] and used[True] is None
+    if flag == "--no-refine":  # the box answer snaps to the roof's edges (measured 0.999 vs 0.961)
+        assert used[(False, "iou")] > 0.98 and used[(False, "iou")] > used[(True, "iou")]

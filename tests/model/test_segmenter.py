@@ -9,6 +9,7 @@ import pytest
 from geoseg.errors import GeosegError, PromptError
 from geoseg.prompts import Prompt
 from geoseg.segmenters import build_segmenter
+from geoseg.unified.refine import refine_mask
 from geoseg.unified.segmenter import UnifiedSegmenter
 
 
@@ -44,7 +45,28 @@ def test_predict_returns_a_full_size_mask(segmenter, dubai_image, prompt, task):
     assert pred.mask.shape == (h, w) and pred.mask.dtype == bool
     assert pred.prob.shape == (h, w) and pred.prob.dtype == np.float32
     assert 0.0 <= pred.score <= 1.0 and pred.info["task"] == task
-    assert np.array_equal(pred.mask, (pred.prob >= 0.5) & (pred.score >= 0.5)) or not pred.mask.any()
+    decided = (pred.prob >= 0.5) & (pred.score >= 0.5)
+    if task == "interactive":  # re-cut along image edges, seeded by the same probabilities
+        assert pred.info["refined"] == "grabcut"
+        assert np.array_equal(pred.mask, refine_mask(dubai_image, pred.prob, decided, 0.5, prompt))
+    else:
+        assert np.array_equal(pred.mask, decided) or not pred.mask.any()
+
+
+def test_refinement_can_be_turned_off_and_is_recorded(trained_run, dubai_image):
+    box = Prompt(box=(100.0, 120.0, 300.0, 400.0))
+    plain = UnifiedSegmenter(trained_run["out"] / "best.pt", device="cpu", refine=False,
+                             presence_threshold=1e-6, mask_threshold=0.3)
+    plain.set_image(dubai_image)
+    pred = plain.predict(box)
+    assert "refined" not in pred.info and plain.provenance()["interactive_refine"] is None
+    assert np.array_equal(pred.mask, pred.prob >= 0.3) and pred.mask.any()
+    on = UnifiedSegmenter(trained_run["out"] / "best.pt", device="cpu", presence_threshold=1e-6, mask_threshold=0.3)
+    on.set_image(dubai_image)
+    cut = on.predict(box).mask
+    assert on.provenance()["interactive_refine"]["method"] == "grabcut"
+    assert np.array_equal(cut, refine_mask(dubai_image, pred.prob, pred.mask, 0.3, box))
+    assert cut.any()  # re-cut inside the box, or the network's answer where the cut came back empty
 
 
 def test_set_image_caches_features_and_predict_is_cheap(segmenter, dubai_image):

@@ -238,6 +238,7 @@ def test_segment_cli_end_to_end_on_dubai(server, small_crops, tmp_path, clean_en
     prov = json.loads(tags["provenance_json"])
     assert tags["model"] == "trainfree" and prov["vlm_model"] == QWEN25 and prov["vlm_family"] == "qwen2.5-vl"
     assert prov["refinement"] == "fixed" and prov["routes"] == "B" and prov["mask_backend"]["model"] == "unified"
+    assert prov["mask_backend"]["interactive_refine"] is None  # the MLLM's box is no object extent to cut at
     assert mask.shape == gt.shape and mask.any()
     iou = (mask & gt).sum() / (mask | gt).sum()
     h, w = gt.shape

@@ -50,6 +50,9 @@ def _fmt_area(value: float, unit: str) -> str:
 @click.option("--no-selector", is_flag=True,
               help="unified backend: answer text with every part the decoder found, without the checkpoint's "
                    "instance selector.")
+@click.option("--no-refine", is_flag=True,
+              help="unified backend: answer points/boxes with the decoder's own mask, without re-cutting it "
+                   "along image edges (GrabCut seeded by the network).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
@@ -58,7 +61,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
-            as_json: bool, **batch) -> None:
+            no_refine: bool, as_json: bool, **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -80,6 +83,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         options["mask_threshold"] = mask_threshold
     if no_selector:
         options["use_selector"] = False
+    if no_refine:
+        options["refine"] = False
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 

@@ -80,8 +80,12 @@ def build_mask_backend(mask_backend: str | Segmenter | None = None, checkpoint: 
     kw: dict[str, Any] = {"device": device}
     if checkpoint:
         kw["checkpoint"] = str(checkpoint)
-    if name == "unified" and threads:
-        kw["threads"] = threads
+    if name == "unified":
+        # the routes' boxes are the MLLM's estimates, not the object's extent, so the unified model's
+        # GrabCut re-cut (which takes everything outside a box as background) stays off here
+        kw["refine"] = False
+        if threads:
+            kw["threads"] = threads
     seg = build_segmenter(name, **kw)
     if not {"point", "box"} <= seg.capabilities:
         raise GeosegError(f"mask backend {seg.name!r} cannot take point and box prompts", "use sam, sam2 or unified")

@@ -5,7 +5,8 @@
 them; ``predict`` only encodes the instruction (cached per text) and runs the small
 decoder, so many prompts on one image are cheap. A checkpoint with a fitted instance
 selector (``geoseg train --fit-selector``) then keeps only the connected parts of a referring
-or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`).
+or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`), and point/box
+answers are re-cut along image edges at full resolution (:mod:`geoseg.unified.refine`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision
+from geoseg.unified.refine import RefineConfig, refine_mask
 from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
 from geoseg.unified.selection import apply_selection, component_features, split_components
 from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
@@ -84,6 +86,9 @@ class UnifiedSegmenter(Segmenter):
             the checkpoint's per-task values tuned on its validation split (0.5 if it has none).
         use_selector: apply the checkpoint's instance selector, if it has one, to referring and
             reasoning answers (False answers with every part the decoder found).
+        refine: re-cut interactive (point/box) answers along the image's edges with GrabCut seeded
+            by the network's probabilities (:mod:`geoseg.unified.refine`); False returns the
+            decoder's own mask.
     """
 
     name: ClassVar[str] = "unified"
@@ -92,7 +97,7 @@ class UnifiedSegmenter(Segmenter):
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = "auto",
                  text_encoder: str | None = None, threads: int | None = None,
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
-                 use_selector: bool = True, **_: object) -> None:
+                 use_selector: bool = True, refine: bool = True, **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -120,8 +125,10 @@ class UnifiedSegmenter(Segmenter):
         self.decision = decision
         stored = payload.get("selector")
         self.selector = load_selector(stored, path) if stored is not None and use_selector else None
+        self.refine = RefineConfig() if refine else None
         self._pyramid: list[torch.Tensor] | None = None
         self._semantic: np.ndarray | None = None
+        self._image: np.ndarray | None = None
 
     # -- image ---------------------------------------------------------------------------
     def network_size(self, height: int, width: int) -> tuple[int, int]:
@@ -140,6 +147,7 @@ class UnifiedSegmenter(Segmenter):
         x = (x - self._mean) / self._std
         self._pyramid = self.model.encode_image(x)
         self._semantic = None
+        self._image = image
 
     # -- prompts -------------------------------------------------------------------------
     def task_of(self, prompt: Prompt) -> str:
@@ -179,6 +187,9 @@ class UnifiedSegmenter(Segmenter):
         if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
         info = {"task": task, "presence": presence, "instruction": text}
+        if self.refine is not None and task == "interactive" and (prompt.points or prompt.box is not None):
+            mask = refine_mask(self._image, prob, mask, self.decision.mask_threshold(task), prompt, self.refine)
+            info["refined"] = "grabcut"
         if self.selector is not None and task in TEXT_TASKS and mask.any():
             mask = self._select(mask, prob, text, task, info)
         return Prediction(mask=mask, score=presence, prob=prob, info=info)
@@ -227,5 +238,6 @@ class UnifiedSegmenter(Segmenter):
                      "mask_thresholds": dict(self.decision.mask_thresholds),
                      "presence_threshold": self.decision.presence_threshold,
                      "instance_selector": (dict(self.selector[2]) if self.selector is not None
-                                           else None)})
+                                           else None),
+                     "interactive_refine": self.refine.to_dict() if self.refine is not None else None})
         return prov
