@@ -161,3 +161,15 @@ def test_resumed_run_refuses_other_weights_behind_the_same_name(tmp_path, write_
     with pytest.raises(InputError, match="mask_thresholds differ"):
         run_benchmark(resolve_model(str(ckpt), device="cpu", mask_threshold=0.4), samples, tmp_path / "run2",
                       report=False)
+    # same file and thresholds, without the interactive re-cut: other answers to point/box prompts
+    with pytest.raises(InputError, match="interactive_refine differ"):
+        run_benchmark(resolve_model(str(ckpt), device="cpu", mask_threshold=0.3, refine=False), samples,
+                      tmp_path / "run2", report=False)
+    # a run written before the re-cut existed (its identity lacks the key) is not resumed with it
+    run_json = tmp_path / "run2" / "run.json"
+    old = json.loads(run_json.read_text())
+    del old["weights"]["interactive_refine"]
+    run_json.write_text(json.dumps(old))
+    with pytest.raises(InputError, match="interactive_refine differ"):
+        run_benchmark(resolve_model(str(ckpt), device="cpu", mask_threshold=0.3), samples, tmp_path / "run2",
+                      report=False)

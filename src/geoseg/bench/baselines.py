@@ -85,7 +85,8 @@ def _category_region(sample: BenchSample, seg: Segmenter | None) -> np.ndarray |
 
 
 #: provenance keys that identify a backend's weights and decision rule (a resumed run must match them)
-IDENTITY_KEYS = ("checkpoint_sha256", "mask_thresholds", "presence_threshold")
+IDENTITY_KEYS = ("checkpoint_sha256", "mask_thresholds", "presence_threshold", "instance_selector",
+                 "interactive_refine")
 
 
 @dataclass
@@ -111,8 +112,9 @@ class ModelSpec:
         return self._segmenter
 
     def weights_identity(self) -> dict:
-        """What, besides ``--model``, decides the backend's answers: its weights' digest and
-        decision thresholds where the backend reports them (builds the backend)."""
+        """What, besides ``--model``, decides the backend's answers: its weights' digest, decision
+        thresholds and answer post-processing (instance selector, interactive re-cut) where the
+        backend reports them (builds the backend)."""
         seg = self.segmenter
         if seg is None:
             return {}

@@ -126,7 +126,9 @@ def _check_run_identity(out_dir: Path, info: dict, overwrite: bool) -> None:
         mine, theirs = info.get("weights") or {}, old.get("weights") or {}
         if "weights" not in info and theirs:  # re-scoring builds no model: keep what the predictions came from
             info["weights"] = theirs
-        changed = sorted(k for k in set(mine) & set(theirs) if mine[k] != theirs[k])
+        # a key only one side reports counts as None on the other (e.g. a run from before a
+        # post-processing step existed, resumed by a version that applies it)
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)) if mine else []
         if changed:
             raise InputError(
                 f"{out_dir} holds predictions of {info['model']!r} with other weights or thresholds "
