@@ -6,7 +6,8 @@ them; ``predict`` only encodes the instruction (cached per text) and runs the sm
 decoder, so many prompts on one image are cheap. A checkpoint with a fitted instance
 selector (``geoseg train --fit-selector``) then keeps only the connected parts of a referring
 or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`), and point/box
-answers are re-cut along image edges at full resolution (:mod:`geoseg.unified.refine`).
+answers are re-cut along image edges by GrabCut seeded with the network's probabilities
+(:mod:`geoseg.unified.refine`).
 """
 
 from __future__ import annotations
