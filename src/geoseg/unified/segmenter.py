@@ -184,12 +184,13 @@ class UnifiedSegmenter(Segmenter):
         logits = F.interpolate(out["logits"].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         prob = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
         presence = float(torch.sigmoid(out["presence"].float())[0])
-        mask = prob >= self.decision.mask_threshold(task)
+        threshold = self.decision.mask_threshold(task)
+        mask = prob >= threshold
         if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
         info = {"task": task, "presence": presence, "instruction": text}
         if self.refine is not None and task == "interactive" and (prompt.points or prompt.box is not None):
-            mask = refine_mask(self._image, prob, mask, self.decision.mask_threshold(task), prompt, self.refine)
+            mask = refine_mask(self._image, prob, mask, threshold, prompt, self.refine)
             info["refined"] = "grabcut"
         if self.selector is not None and task in TEXT_TASKS and mask.any():
             mask = self._select(mask, prob, text, task, info)
