@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geoseg.errors import InputError
-from geoseg.unified.decision import THRESHOLD_GRID, Decision, iou_curve, tune, tune_with_presence
+from geoseg.unified.decision import THRESHOLD_GRID, Decision, iou_curve, record_ious, tune, tune_with_presence
 
 
 def _brute_iou(prob: np.ndarray, gt: np.ndarray, t: float) -> float:
@@ -70,6 +70,26 @@ def test_presence_threshold_is_tuned_with_the_mask_thresholds():
     assert d1 == tune(recs, grid=grid)[0]
 
 
+def test_record_ious_score_each_row_as_the_decision_answers_it():
+    grid = (0.2, 0.5)
+    recs = [_rec("referring", [0.0, 1.0], presence=0.7, empty=True),
+            _rec("referring", [0.8, 0.1], presence=0.9),
+            _rec("interactive", [0.3, 0.6], presence=0.2),   # below presence: empty answer on a target = 0
+            _rec("reasoning", [0.4, 0.7], presence=0.9)]
+    d = Decision({"interactive": 0.5, "referring": 0.2, "reasoning": 0.5}, 0.8)
+    assert record_ious(recs, d, grid=grid).tolist() == [1.0, 0.8, 0.0, 0.7]
+    # the tuned decision's per-task means are the tuning report's figures
+    rng = np.random.default_rng(3)
+    many = [_rec(t, rng.random(len(THRESHOLD_GRID)).tolist(), presence=float(rng.random()), empty=bool(rng.random() < 0.2))
+            for t in ("interactive", "referring", "reasoning") for _ in range(30)]
+    tuned, report = tune_with_presence(many)
+    ious = record_ious(many, tuned)
+    for task, r in report.items():
+        assert 100 * ious[[m["task"] == task for m in many]].mean() == pytest.approx(r["gIoU@threshold"])
+    with pytest.raises(InputError, match="not on the tuning grid"):
+        record_ious(recs, Decision({"referring": 0.33}), grid=grid)
+
+
 def test_tune_without_rows_is_a_clear_error():
     with pytest.raises(InputError, match="no validation rows"):
         tune([])
@@ -88,10 +108,17 @@ def test_tuned_bundle_carries_the_thresholds_and_the_segmenter_applies_them(trai
     from geoseg.prompts import Prompt
     from geoseg.unified.checkpoint import read_checkpoint
     from geoseg.unified.segmenter import UnifiedSegmenter
-    from geoseg.unified.train import export_checkpoint, tune_decision
+    from geoseg.unified.train import export_checkpoint, tune_decision, val_records
 
     best = trained_run["out"] / "best.pt"
     decision, report = tune_decision(trained_run["cfg"], best, device="cpu", text_cache=str(text_cache_path))
+    # the same pass, kept row by row: every val row once, each at the tuned decision giving the report's figure
+    records, where = val_records(trained_run["cfg"], best, device="cpu", text_cache=str(text_cache_path))
+    assert where == decision.tuned_on and len(records) == sum(r["n"] for r in report.values())
+    assert len({r["sample_id"] for r in records}) == len(records)
+    ious = record_ious(records, decision)
+    for task, r in report.items():
+        assert 100 * ious[[rec["task"] == task for rec in records]].mean() == pytest.approx(r["gIoU@threshold"])
     assert set(report) == {"interactive", "referring", "reasoning"}
     for r in report.values():
         assert r["threshold"] in THRESHOLD_GRID and r["gIoU@threshold"] >= r["gIoU@0.5"] - 1e-9

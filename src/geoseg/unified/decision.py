@@ -109,6 +109,24 @@ def tune(records: Iterable[dict], grid: Sequence[float] = THRESHOLD_GRID, presen
     return Decision({**dict.fromkeys(TASKS, 0.5), **chosen}, presence_threshold, tuned_on), report
 
 
+def record_ious(records: Sequence[dict], decision: Decision, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
+    """Each record's IoU when ``decision`` answers it (records as for :func:`tune`).
+
+    Why: to compare two models row by row (paired differences) each at its own tuned
+    thresholds, without predicting the rows again. A mask threshold must lie on ``grid``.
+    """
+    grid = [round(float(g), 6) for g in grid]
+    out = np.empty(len(records))
+    for i, r in enumerate(records):
+        t = round(decision.mask_threshold(r["task"]), 6)
+        if t not in grid:
+            raise InputError(f"mask threshold {t} of task {r['task']} is not on the tuning grid",
+                             "use a threshold from geoseg.unified.decision.THRESHOLD_GRID")
+        present = r["presence"] >= decision.presence_threshold
+        out[i] = float(r["curve"][grid.index(t)]) if present else (1.0 if r["empty"] else 0.0)
+    return out
+
+
 PRESENCE_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -143,4 +161,4 @@ def tune_with_presence(records: Sequence[dict], grid: Sequence[float] = THRESHOL
     return decision, report
 
 
-__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "iou_curve", "tune", "tune_with_presence"]
+__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "iou_curve", "record_ious", "tune", "tune_with_presence"]

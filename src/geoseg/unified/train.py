@@ -524,6 +524,38 @@ def _val_rows(tc) -> tuple[list[dict], str]:
     return rows, val_shards
 
 
+def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
+                text_cache: str | None = None, desc: str = "validate") -> tuple[list[dict], str]:
+    """Predict every validation row of the run's shards with ``checkpoint``; each record carries
+    its IoU curve over the decision grid (see :func:`geoseg.unified.evaluate.predict_rows`).
+
+    Why all rows and curves: one pass serves threshold tuning and row-by-row comparisons of
+    models, each at its own thresholds (:func:`geoseg.unified.decision.record_ious`).
+
+    Returns:
+        the records and a description of the rows (``"N val rows of SHARDS"``).
+    """
+    from geoseg.unified.checkpoint import load_model
+
+    tc = cfg.train
+    dev = resolve_device(device)
+    if tc.threads and dev.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    model, mc, payload = load_model(checkpoint, dev)
+    rows, val_shards = _val_rows(tc)
+    if not rows:
+        raise InputError(f"the shards at {val_shards} hold no val rows to validate on",
+                         "build them with geoseg data build (it writes a val split)")
+    tiles = TileCache(mc.input_size)
+    tiles.fill(rows)
+    texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
+    mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
+    std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
+    records = predict_rows(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size,
+                           with_curves=True, desc=desc)
+    return records, f"{len(rows)} val rows of {val_shards}"
+
+
 def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
                   text_cache: str | None = None) -> tuple[Decision, dict[str, dict[str, float]]]:
     """Tune the per-task mask thresholds and the presence threshold of ``checkpoint`` on every
@@ -535,25 +567,7 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     Returns:
         the decision and a per-task report (gIoU at 0.5 and at the chosen thresholds, no-target accuracy).
     """
-    from geoseg.unified.checkpoint import load_model
-
-    tc = cfg.train
-    dev = resolve_device(device)
-    if tc.threads and dev.type == "cpu":
-        torch.set_num_threads(tc.threads)
-    model, mc, payload = load_model(checkpoint, dev)
-    rows, val_shards = _val_rows(tc)
-    if not rows:
-        raise InputError(f"the shards at {val_shards} hold no val rows to tune the decision on",
-                         "build them with geoseg data build (it writes a val split)")
-    tiles = TileCache(mc.input_size)
-    tiles.fill(rows)
-    texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
-    mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
-    std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
-    records = predict_rows(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size,
-                           with_curves=True, desc="tune decision")
-    where = f"{len(rows)} val rows of {val_shards}"
+    records, where = val_records(cfg, checkpoint, device, text_cache, desc="tune decision")
     decision, report = tune_with_presence(records, tuned_on=where)
     for task, r in report.items():
         log.debug("decision %s: mask threshold %.2f, presence %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task,
@@ -561,4 +575,4 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     return decision, report
 
 
-__all__ = ["compute_losses", "export_checkpoint", "task_weights", "train", "tune_decision"]
+__all__ = ["compute_losses", "export_checkpoint", "task_weights", "train", "tune_decision", "val_records"]
