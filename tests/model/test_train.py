@@ -153,6 +153,26 @@ def test_shipped_configs_parse():
     assert ablations["ablation_classwise_memory"].model.class_memory is True
 
 
+def test_longer_ablation_variants_differ_from_their_baseline_only_in_the_ablated_setting():
+    from dataclasses import asdict
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / "ablation_1200"
+    runs = {c.stem: asdict(load_config(c)) for c in sorted(folder.glob("*.yaml"))}
+    base = runs.pop("baseline")
+    assert base["train"]["epochs"] * base["train"]["steps_per_epoch"] == 1200
+    expected = {"no_tate": ("model", "tate", False), "no_memory": ("model", "latent_memory", 0),
+                "no_progressive": ("train", "progressive", False), "classwise_memory": ("model", "class_memory", True)}
+    assert set(runs) == set(expected)
+    for name, (section, key, value) in expected.items():
+        run = runs[name]
+        assert run[section][key] == value != base[section][key]
+        assert run["train"]["out_dir"] == f"runs/ablation_1200/ablation_{name}"
+        for sec in ("model", "train"):
+            differing = {k for k in base[sec] if base[sec][k] != run[sec][k]}
+            assert differing == ({key} if sec == section else set()) | ({"out_dir"} if sec == "train" else set())
+
+
 def test_semantic_loss_labels_only_target_pixels_with_their_category():
     from geoseg.unified.train import semantic_loss
 
