@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 ROWS = [("ablation_baseline", "full model (TATE + latent memory + progressive schedule)"),
+        ("ablation_baseline_seed1", "full model, another training seed (how far two runs of one model differ)"),
         ("ablation_no_tate", "without TATE (masked mean pooling for every task)"),
         ("ablation_no_memory", "without the latent knowledge memory"),
         ("ablation_no_progressive", "without the progressive schedule (uniform task mix)"),
@@ -83,7 +84,9 @@ def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -
     from geoseg.unified.decision import Decision, record_ious, tune_with_presence
     from geoseg.unified.train import val_records
 
-    configs = sorted(config_dir.glob("*.yaml"), key=lambda f: (f.stem != "baseline", f.stem))
+    order = [name for name, _ in ROWS]
+    configs = sorted(config_dir.glob("*.yaml"), key=lambda f: (f.stem != "baseline", (
+        order.index(f"ablation_{f.stem}") if f"ablation_{f.stem}" in order else len(order)), f.stem))
     if not configs or configs[0].stem != "baseline":
         raise SystemExit(f"error: {config_dir} has no baseline.yaml; put the reference variant's config there")
     labels = dict(ROWS)

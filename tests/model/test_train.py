@@ -162,7 +162,8 @@ def test_longer_ablation_variants_differ_from_their_baseline_only_in_the_ablated
     base = runs.pop("baseline")
     assert base["train"]["epochs"] * base["train"]["steps_per_epoch"] == 1200
     expected = {"no_tate": ("model", "tate", False), "no_memory": ("model", "latent_memory", 0),
-                "no_progressive": ("train", "progressive", False), "classwise_memory": ("model", "class_memory", True)}
+                "no_progressive": ("train", "progressive", False), "classwise_memory": ("model", "class_memory", True),
+                "baseline_seed1": ("train", "seed", 1)}
     assert set(runs) == set(expected)
     for name, (section, key, value) in expected.items():
         run = runs[name]
