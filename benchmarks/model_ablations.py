@@ -12,7 +12,9 @@ named ``baseline.yaml``) re-scores every variant's final weights (``last.pt``: t
 budget) on *all* validation rows instead of the per-epoch subset, at fixed (0.5) and at its own
 tuned thresholds, with the paired per-row difference to the reference and a 95 % bootstrap
 interval. Why: on the 160 rows per task of the per-epoch subset, gaps under about 3 points
-are noise; the paired interval on all rows says which gaps are not.
+are noise; the paired interval on all rows says which gaps are not due to the rows drawn. It
+does not cover training noise: a second seed of the reference (``baseline_seed1.yaml``) shows
+how far two runs of one model differ.
 """
 
 from __future__ import annotations
