@@ -27,6 +27,7 @@ import numpy as np
 
 ROWS = [("ablation_baseline", "full model (TATE + latent memory + progressive schedule)"),
         ("ablation_baseline_seed1", "full model, another training seed (how far two runs of one model differ)"),
+        ("ablation_baseline_seed2", "full model, a third training seed"),
         ("ablation_no_tate", "without TATE (masked mean pooling for every task)"),
         ("ablation_no_memory", "without the latent knowledge memory"),
         ("ablation_no_progressive", "without the progressive schedule (uniform task mix)"),
