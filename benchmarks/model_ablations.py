@@ -13,7 +13,7 @@ budget) on *all* validation rows instead of the per-epoch subset, at fixed (0.5)
 tuned thresholds, with the paired per-row difference to the reference and a 95 % bootstrap
 interval. Why: on the 160 rows per task of the per-epoch subset, gaps under about 3 points
 are noise; the paired interval on all rows says which gaps are not due to the rows drawn. It
-does not cover training noise: a second seed of the reference (``baseline_seed1.yaml``) shows
+does not cover training noise: more seeds of the reference (``baseline_seed1.yaml``, ``baseline_seed2.yaml``) show
 how far two runs of one model differ.
 """
 
