@@ -109,7 +109,7 @@ def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -
             continue
         records, where = val_records(cfg, ck, "cpu", text_cache, desc=cfg.name)
         fixed = record_ious(records, Decision())
-        decision, report = tune_with_presence(records)
+        decision, _ = tune_with_presence(records)
         tuned = record_ious(records, decision)
         rows = {r["sample_id"]: (r["task"], float(v)) for r, v in zip(records, tuned, strict=True)}
         g_fixed, g_tuned = _per_task(records, fixed), _per_task(records, tuned)

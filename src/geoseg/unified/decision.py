@@ -78,6 +78,15 @@ def iou_curve(prob: np.ndarray, gt: np.ndarray, grid: Sequence[float] = THRESHOL
     return np.where(union == 0, 1.0, above_in / np.maximum(union, 1))
 
 
+def answered_curve(record: dict, presence_threshold: float, grid_len: int) -> np.ndarray:
+    """The record's IoU at every grid threshold once the presence head has spoken: its own curve
+    when presence reaches ``presence_threshold``, otherwise an empty answer whatever the
+    threshold (IoU 1 on an empty target, 0 on a real one)."""
+    if record["presence"] >= presence_threshold:
+        return np.asarray(record["curve"], dtype=np.float64)
+    return np.full(grid_len, 1.0 if record["empty"] else 0.0)
+
+
 def tune(records: Iterable[dict], grid: Sequence[float] = THRESHOLD_GRID, presence_threshold: float = 0.5,
          tuned_on: str = "") -> tuple[Decision, dict[str, dict[str, float]]]:
     """Pick each task's mask threshold that maximises its mean IoU (gIoU) over ``records``.
@@ -91,10 +100,7 @@ def tune(records: Iterable[dict], grid: Sequence[float] = THRESHOLD_GRID, presen
     grid = list(grid)
     by_task: dict[str, list[np.ndarray]] = defaultdict(list)
     for r in records:
-        if r["presence"] >= presence_threshold:
-            by_task[r["task"]].append(np.asarray(r["curve"], dtype=np.float64))
-        else:  # the presence head answers "no target": empty mask whatever the threshold
-            by_task[r["task"]].append(np.full(len(grid), 1.0 if r["empty"] else 0.0))
+        by_task[r["task"]].append(answered_curve(r, presence_threshold, len(grid)))
     if not by_task:
         raise InputError("no validation rows to tune the decision thresholds on",
                          "build shards with a val split (geoseg data build) and train on them")
@@ -122,8 +128,7 @@ def record_ious(records: Sequence[dict], decision: Decision, grid: Sequence[floa
         if t not in grid:
             raise InputError(f"mask threshold {t} of task {r['task']} is not on the tuning grid",
                              "use a threshold from geoseg.unified.decision.THRESHOLD_GRID")
-        present = r["presence"] >= decision.presence_threshold
-        out[i] = float(r["curve"][grid.index(t)]) if present else (1.0 if r["empty"] else 0.0)
+        out[i] = float(answered_curve(r, decision.presence_threshold, len(grid))[grid.index(t)])
     return out
 
 
@@ -161,4 +166,4 @@ def tune_with_presence(records: Sequence[dict], grid: Sequence[float] = THRESHOL
     return decision, report
 
 
-__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "iou_curve", "record_ious", "tune", "tune_with_presence"]
+__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "answered_curve", "iou_curve", "record_ious", "tune", "tune_with_presence"]
