@@ -15,6 +15,12 @@ interval. Why: on the 160 rows per task of the per-epoch subset, gaps under abou
 are noise; the paired interval on all rows says which gaps are not due to the rows drawn. It
 does not cover training noise: more seeds of the reference (``baseline_seed1.yaml``, ``baseline_seed2.yaml``) show
 how far two runs of one model differ.
+
+``--checkpoints A.pt B.pt ...`` scores any trained checkpoints (a run's ``best.pt``, an exported
+bundle such as the shipped ``src/geoseg/weights/unigeoseg_default.pt``) the same way on all val
+rows of ``--val-shards`` (default ``data/shards/dubai``), paired against the first: how a
+candidate network compares with the shipped one on validation before it is benchmarked. It
+scores the network's answers (decision thresholds only: no instance selector, no re-cut).
 """
 
 from __future__ import annotations
@@ -80,34 +86,25 @@ def _per_task(records: list[dict], ious: np.ndarray) -> list[float]:
     return [100 * float(ious[[r["task"] == t for r in records]].mean()) for t in TASKS]
 
 
-def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -> None:
-    """Every variant's ``last.pt`` on all val rows, paired against ``baseline.yaml``'s run."""
+def _full_val_rows(entries: list[tuple[str, object, Path, object]], text_cache: str | None) -> None:
+    """Print one table row per ``(label, config, checkpoint, steps)`` entry, paired against the first.
+
+    Each checkpoint predicts all val rows of its config's shards once; it is scored at fixed (0.5)
+    thresholds and at presence and mask thresholds tuned on the same rows.
+    """
     from geoseg.bench.compare import paired_difference
-    from geoseg.unified.config import load_config
     from geoseg.unified.decision import Decision, record_ious, tune_with_presence
     from geoseg.unified.train import val_records
 
-    order = [name for name, _ in ROWS]
-    configs = sorted(config_dir.glob("*.yaml"), key=lambda f: (f.stem != "baseline", (
-        order.index(f"ablation_{f.stem}") if f"ablation_{f.stem}" in order else len(order)), f.stem))
-    if not configs or configs[0].stem != "baseline":
-        raise SystemExit(f"error: {config_dir} has no baseline.yaml; put the reference variant's config there")
-    labels = dict(ROWS)
-    base_rows = None
     print("| variant | steps | gIoU @0.5 (int / ref / rea) | tuned gIoU (int / ref / rea) | tuned mean "
-          "| Δ vs full model, paired [95 % CI] (int / ref / rea) | no-target acc (tuned) |")
+          f"| Δ vs {entries[0][0]}, paired [95 % CI] (int / ref / rea) | no-target acc (tuned) |")
     print("|---|---:|---|---|---:|---|---:|")
-    where = ""
-    for f in configs:
-        cfg = load_config(f)
-        if threads:
-            cfg.train.threads = threads
-        label = labels.get(cfg.name, cfg.name)
-        ck = Path(cfg.train.out_dir) / "last.pt"
+    base_rows, where = None, ""
+    for label, cfg, ck, step in entries:
         if not ck.is_file():
             print(f"| {label} | not run ({ck} missing) | | | | | |")
             continue
-        records, where = val_records(cfg, ck, "cpu", text_cache, desc=cfg.name)
+        records, where = val_records(cfg, ck, "cpu", text_cache, desc=label)
         fixed = record_ious(records, Decision())
         decision, _ = tune_with_presence(records)
         tuned = record_ious(records, decision)
@@ -121,12 +118,47 @@ def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -
                                for t in TASKS)
         empties = [bool(r["empty"]) for r in records]
         nt = 100 * float(np.mean(tuned[empties] == 1.0)) if any(empties) else float("nan")
-        step = (last_entry(Path(cfg.train.out_dir)) or {}).get("step", "?")
         print(f"| {label} | {step} | {' / '.join(f'{x:.1f}' for x in g_fixed)} | "
               f"{' / '.join(f'{x:.1f}' for x in g_tuned)} | {np.mean(g_tuned):.1f} | {delta} | {nt:.1f} |")
     if where:
-        print(f"\nvalidation: all {where}, final weights (last.pt); tuned = each variant's own presence and mask "
-              "thresholds tuned on these rows; empty-target rule unigeoseg")
+        print(f"\nvalidation: all {where}; tuned = each model's own presence and mask thresholds tuned on "
+              "these rows; empty-target rule unigeoseg")
+
+
+def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -> None:
+    """Every variant's ``last.pt`` (the equal budget) on all val rows, paired against ``baseline.yaml``'s run."""
+    from geoseg.unified.config import load_config
+
+    order = [name for name, _ in ROWS]
+    configs = sorted(config_dir.glob("*.yaml"), key=lambda f: (f.stem != "baseline", (
+        order.index(f"ablation_{f.stem}") if f"ablation_{f.stem}" in order else len(order)), f.stem))
+    if not configs or configs[0].stem != "baseline":
+        raise SystemExit(f"error: {config_dir} has no baseline.yaml; put the reference variant's config there")
+    labels = dict(ROWS)
+    entries = []
+    for f in configs:
+        cfg = load_config(f)
+        if threads:
+            cfg.train.threads = threads
+        run = Path(cfg.train.out_dir)
+        entries.append((labels.get(cfg.name, cfg.name), cfg, run / "last.pt", (last_entry(run) or {}).get("step", "?")))
+    _full_val_rows(entries, text_cache)
+
+
+def checkpoint_table(checkpoints: list[Path], val_shards: str, text_cache: str | None, threads: int = 0) -> None:
+    """Trained checkpoints (any run's ``best.pt``/``last.pt`` or exported bundle) on all val rows of
+    ``val_shards``, paired against the first: how a candidate model compares with the shipped one
+    on validation, before it is ever benchmarked."""
+    from geoseg.unified.checkpoint import read_checkpoint
+    from geoseg.unified.config import ExperimentConfig
+
+    cfg = ExperimentConfig()
+    cfg.train.shards, cfg.train.threads = val_shards, threads
+    entries = []
+    for ck in checkpoints:
+        step = read_checkpoint(ck).get("meta", {}).get("step", "?") if ck.is_file() else "?"
+        entries.append((ck.name, cfg, ck, step))
+    _full_val_rows(entries, text_cache)
 
 
 def main() -> None:
@@ -134,9 +166,15 @@ def main() -> None:
     ap.add_argument("runs", nargs="?", default="runs", help="folder holding the ablation runs (history mode)")
     ap.add_argument("--full-val", metavar="CONFIG_DIR", help="re-score each config's last.pt on all val rows")
     ap.add_argument("--text-cache", help="instruction-embedding cache shared with training")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for --full-val (0 = the configs' own)")
+    ap.add_argument("--checkpoints", nargs="+", type=Path, metavar="CKPT",
+                    help="score these checkpoints on all val rows, paired against the first")
+    ap.add_argument("--val-shards", default="data/shards/dubai", help="shards whose val split --checkpoints uses")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads for --full-val / --checkpoints (0 = the configs' own / torch default)")
     args = ap.parse_args()
-    if args.full_val:
+    if args.checkpoints:
+        checkpoint_table(args.checkpoints, args.val_shards, args.text_cache, args.threads)
+    elif args.full_val:
         full_val_table(Path(args.full_val), args.text_cache, args.threads)
     else:
         history_table(Path(args.runs))

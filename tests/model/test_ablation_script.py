@@ -1,0 +1,43 @@
+"""``benchmarks/model_ablations.py --checkpoints``: trained checkpoints scored on all val rows, paired."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "model_ablations.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("model_ablations", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_checkpoint_table_pairs_each_checkpoint_with_the_first_at_its_tuned_thresholds(
+        trained_run, text_cache_path, capsys):
+    from geoseg.unified.train import tune_decision
+
+    best = trained_run["out"] / "best.pt"
+    _script().checkpoint_table([best, best], trained_run["cfg"].train.shards, str(text_cache_path), threads=2)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| best.pt")]
+    assert len(lines) == 2
+    first, second = ([c.strip() for c in ln.strip("|").split("|")] for ln in lines)
+    assert first[5] == "–"
+    # the same weights against themselves: every paired difference and its interval is zero
+    assert second[5] == " / ".join(["+0.0 [+0.0, +0.0]"] * 3)
+    # tuned figures: the thresholds `--tune-decision` would store, on the same rows
+    _, report = tune_decision(trained_run["cfg"], best, device="cpu", text_cache=str(text_cache_path))
+    tuned = [float(x) for x in first[3].split(" / ")]
+    for value, task in zip(tuned, ("interactive", "referring", "reasoning"), strict=True):
+        assert value == pytest.approx(report[task]["gIoU@threshold"], abs=0.051)
+
+
+def test_checkpoint_table_says_when_a_checkpoint_is_missing(trained_run, text_cache_path, capsys, tmp_path):
+    best = trained_run["out"] / "best.pt"
+    _script().checkpoint_table([best, tmp_path / "nowhere.pt"], trained_run["cfg"].train.shards,
+                               str(text_cache_path), threads=2)
+    assert f"not run ({tmp_path / 'nowhere.pt'} missing)" in capsys.readouterr().out
