@@ -86,11 +86,12 @@ def _per_task(records: list[dict], ious: np.ndarray) -> list[float]:
     return [100 * float(ious[[r["task"] == t for r in records]].mean()) for t in TASKS]
 
 
-def _full_val_rows(entries: list[tuple[str, object, Path, object]], text_cache: str | None) -> None:
+def _full_val_rows(entries: list[tuple[str, object, Path, object]], text_cache: str | None, weights: str = "") -> None:
     """Print one table row per ``(label, config, checkpoint, steps)`` entry, paired against the first.
 
     Each checkpoint predicts all val rows of its config's shards once; it is scored at fixed (0.5)
-    thresholds and at presence and mask thresholds tuned on the same rows.
+    thresholds and at presence and mask thresholds tuned on the same rows. ``weights`` says which
+    weights the entries are (printed under the table).
     """
     from geoseg.bench.compare import paired_difference
     from geoseg.unified.decision import Decision, record_ious, tune_with_presence
@@ -121,7 +122,7 @@ def _full_val_rows(entries: list[tuple[str, object, Path, object]], text_cache: 
         print(f"| {label} | {step} | {' / '.join(f'{x:.1f}' for x in g_fixed)} | "
               f"{' / '.join(f'{x:.1f}' for x in g_tuned)} | {np.mean(g_tuned):.1f} | {delta} | {nt:.1f} |")
     if where:
-        print(f"\nvalidation: all {where}; tuned = each model's own presence and mask thresholds tuned on "
+        print(f"\nvalidation: all {where}{weights}; tuned = each model's own presence and mask thresholds tuned on "
               "these rows; empty-target rule unigeoseg")
 
 
@@ -142,7 +143,7 @@ def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -
             cfg.train.threads = threads
         run = Path(cfg.train.out_dir)
         entries.append((labels.get(cfg.name, cfg.name), cfg, run / "last.pt", (last_entry(run) or {}).get("step", "?")))
-    _full_val_rows(entries, text_cache)
+    _full_val_rows(entries, text_cache, ", final weights (last.pt)")
 
 
 def checkpoint_table(checkpoints: list[Path], val_shards: str, text_cache: str | None, threads: int = 0) -> None:
@@ -157,7 +158,7 @@ def checkpoint_table(checkpoints: list[Path], val_shards: str, text_cache: str |
     entries = []
     for ck in checkpoints:
         step = read_checkpoint(ck).get("meta", {}).get("step", "?") if ck.is_file() else "?"
-        entries.append((ck.name, cfg, ck, step))
+        entries.append((str(ck), cfg, ck, step))
     _full_val_rows(entries, text_cache)
 
 

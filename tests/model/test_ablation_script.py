@@ -23,7 +23,7 @@ def test_checkpoint_table_pairs_each_checkpoint_with_the_first_at_its_tuned_thre
 
     best = trained_run["out"] / "best.pt"
     _script().checkpoint_table([best, best], trained_run["cfg"].train.shards, str(text_cache_path), threads=2)
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| best.pt")]
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {best} |")]
     assert len(lines) == 2
     first, second = ([c.strip() for c in ln.strip("|").split("|")] for ln in lines)
     assert first[5] == "–"
