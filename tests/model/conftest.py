@@ -11,12 +11,17 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def _load_data_module():
-    spec = importlib.util.spec_from_file_location("geoseg_model_test_data", HERE / "data.py")
+def load_module(name: str, path: Path):
+    """Import a Python file that is not in a package (the test data writer, a benchmark script)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def _load_data_module():
+    return load_module("geoseg_model_test_data", HERE / "data.py")
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from .conftest import load_module
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "model_ablations.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("model_ablations", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("model_ablations", SCRIPT)
 
 
 def test_checkpoint_table_pairs_each_checkpoint_with_the_first_at_its_tuned_thresholds(
