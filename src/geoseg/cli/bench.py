@@ -11,6 +11,7 @@ import click
 from geoseg.bench.baselines import BASELINE_ROWS
 from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, EMPTY_RULES
 from geoseg.bench.readers import FORMATS
+from geoseg.cli.segment import answer_step_kwargs, answer_step_options
 from geoseg.cli.trainfree import vlm_options
 
 _rule_opt = click.option("--empty-rule", type=click.Choice(list(EMPTY_RULES)), default=DEFAULT_EMPTY_RULE,
@@ -74,10 +75,7 @@ def bench() -> None:
 @click.option("--overwrite", is_flag=True, help="Discard cached predictions in the run folder.")
 @click.option("--device", default=None, help="Device for model backends (auto when left out).")
 @click.option("--gallery", default=4, show_default=True, help="Best/median/worst examples each in the HTML report.")
-@click.option("--no-selector", is_flag=True,
-              help="unified model: score text answers without the checkpoint's instance selector.")
-@click.option("--no-refine", is_flag=True,
-              help="unified model: score point/box answers without the GrabCut re-cut along image edges.")
+@answer_step_options
 @vlm_options  # --model trainfree: the multimodal LLM that grounds each instruction
 def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery,
             no_selector, no_refine, **vlm) -> None:
@@ -91,10 +89,7 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     from geoseg.cli.trainfree import vlm_kwargs
 
     options = vlm_kwargs(vlm) if "trainfree" in model else {}
-    if no_selector:
-        options["use_selector"] = False
-    if no_refine:
-        options["refine"] = False
+    options.update(answer_step_kwargs(no_selector, no_refine))
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")
     spec = resolve_model(model, **options, **({"device": device} if device else {}))

@@ -22,6 +22,22 @@ def _fmt_area(value: float, unit: str) -> str:
     return f"{value:.0f} px"
 
 
+def answer_step_options(f):
+    """Add ``--no-selector`` / ``--no-refine``: the unified model answers without one of its answer
+    steps (``geoseg segment`` and ``geoseg bench run`` take both)."""
+    f = click.option("--no-refine", is_flag=True,
+                     help="unified backend: answer points/boxes with the decoder's own mask, without re-cutting "
+                          "it along image edges (GrabCut seeded by the network).")(f)
+    return click.option("--no-selector", is_flag=True,
+                        help="unified backend: answer text with every part the decoder found, without the "
+                             "checkpoint's instance selector.")(f)
+
+
+def answer_step_kwargs(no_selector: bool, no_refine: bool) -> dict:
+    """The unified backend's keyword arguments for the flags of :func:`answer_step_options`."""
+    return {**({"use_selector": False} if no_selector else {}), **({"refine": False} if no_refine else {})}
+
+
 @click.command("segment")
 @click.argument("image", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--text", "texts", multiple=True, help="Referring expression or reasoning query (needs a text-capable backend).")
@@ -47,12 +63,7 @@ def _fmt_area(value: float, unit: str) -> str:
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="unified backend: probability at or above which a pixel is in the mask (default: the "
                    "checkpoint's per-task values, tuned on its validation split).")
-@click.option("--no-selector", is_flag=True,
-              help="unified backend: answer text with every part the decoder found, without the checkpoint's "
-                   "instance selector.")
-@click.option("--no-refine", is_flag=True,
-              help="unified backend: answer points/boxes with the decoder's own mask, without re-cutting it "
-                   "along image edges (GrabCut seeded by the network).")
+@answer_step_options
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
@@ -81,10 +92,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     options = vlm_kwargs(vlm) if backend == "trainfree" else {}
     if mask_threshold is not None:
         options["mask_threshold"] = mask_threshold
-    if no_selector:
-        options["use_selector"] = False
-    if no_refine:
-        options["refine"] = False
+    options.update(answer_step_kwargs(no_selector, no_refine))
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 
