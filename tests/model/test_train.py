@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from geoseg.errors import InputError
-from geoseg.unified.config import load_config
 from geoseg.unified.train import compute_losses, task_weights
 
 from .conftest import tiny_config
@@ -121,58 +120,6 @@ def test_losses_dice_only_on_targets_and_presence_on_all():
     only_empty = {"target": target[1:], "empty": torch.tensor([True]), "category": torch.tensor([-1])}
     assert compute_losses({k: v[1:] for k, v in painted.items()}, only_empty,
                           SimpleNamespace(**{**vars(tc), "mask_loss_on_empty": False}))["bce"] == 0
-
-
-@pytest.mark.parametrize("text, named", [
-    ("model:\n  chanels: [1, 2]\n", "chanels"),                       # unknown key
-    ("train:\n  no_target_share: 1.5\n", "no_target_share"),          # out of range
-    ("train:\n  image_path_map: [/a, /b]\n", "image_path_map"),       # not a mapping
-    ("train:\n  select_on: best\n", "select_on"),                    # not a selection rule
-    ("train:\n  shadow_aug: 2\n", "shadow_aug"),                     # not a share
-    ("train:\n  ema: 1.0\n", "ema"),                                 # a decay of 1 never moves
-    ("train:\n  freeze: backbone\n", "freeze"),                      # not a list
-])
-def test_config_rejects_bad_values_naming_the_key(tmp_path, text, named):
-    p = tmp_path / "x.yaml"
-    p.write_text(text)
-    with pytest.raises(InputError, match=named):
-        load_config(p)
-
-
-def test_shipped_configs_parse():
-    from pathlib import Path
-
-    cfgs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
-    assert len(cfgs) >= 5
-    names = {load_config(c).name for c in cfgs}
-    assert len(names) == len(cfgs)
-    ablations = {c.stem: load_config(c) for c in cfgs}
-    assert ablations["ablation_no_tate"].model.tate is False
-    assert ablations["ablation_no_memory"].model.latent_memory == 0
-    assert ablations["ablation_no_progressive"].train.progressive is False
-    assert ablations["ablation_classwise_memory"].model.class_memory is True
-
-
-def test_longer_ablation_variants_differ_from_their_baseline_only_in_the_ablated_setting():
-    from dataclasses import asdict
-    from pathlib import Path
-
-    folder = Path(__file__).resolve().parents[2] / "configs" / "ablation_1200"
-    runs = {c.stem: asdict(load_config(c)) for c in sorted(folder.glob("*.yaml"))}
-    base = runs.pop("baseline")
-    assert base["train"]["epochs"] * base["train"]["steps_per_epoch"] == 1200
-    expected = {"no_tate": ("model", "tate", False), "no_memory": ("model", "latent_memory", 0),
-                "no_progressive": ("train", "progressive", False), "classwise_memory": ("model", "class_memory", True),
-                "baseline_seed1": ("train", "seed", 1), "baseline_seed2": ("train", "seed", 2)}
-    assert set(runs) == set(expected)
-    for name, (section, key, value) in expected.items():
-        run = runs[name]
-        assert run[section][key] == value != base[section][key]
-        assert run["train"]["out_dir"] == f"runs/ablation_1200/ablation_{name}"
-        for sec in ("model", "train"):
-            # where the run writes and how many CPU threads it uses are not model or training settings
-            differing = {k for k in base[sec] if base[sec][k] != run[sec][k]} - {"out_dir", "threads"}
-            assert differing == ({key} if sec == section else set())
 
 
 def test_semantic_loss_labels_only_target_pixels_with_their_category():

@@ -3,6 +3,12 @@
 A config has two parts: ``model`` (what is saved in every checkpoint and rebuilds the
 network) and ``train`` (data, schedule, optimiser, budget). Unknown keys are errors, so
 a typo never silently falls back to a default.
+
+A config may start from another with ``extends: OTHER.yaml`` (a path relative to its own
+folder) and list only what it changes: an ablation or a second seed then reads as the one
+setting it differs in. ``model`` and ``train`` keys are merged one by one, the extending
+file's winning; ``name`` and ``train.out_dir`` are never inherited (a variant must not write
+into its parent's run folder): they default to the file's stem and ``runs/<name>``.
 """
 
 from __future__ import annotations
@@ -154,21 +160,53 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     return _fill(ModelConfig, base, "the model config")
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read an experiment YAML (``name``, ``model: {...}``, ``train: {...}``)."""
+def _read_yaml(p: Path) -> dict[str, Any]:
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config file {p} does not exist", "pass --config configs/NAME.yaml")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"cannot parse {p} ({exc})", "fix the YAML syntax") from exc
-    unknown = set(data) - {"name", "model", "train"}
+    if not isinstance(data, dict):
+        raise InputError(f"{p} is not a mapping of name, model and train", "write the config as YAML keys")
+    unknown = set(data) - {"name", "model", "train", "extends"}
     if unknown:
-        raise InputError(f"unknown top-level key(s) {sorted(unknown)} in {p}", "use name, model and train")
-    train = _fill(TrainConfig, data.get("train") or {}, f"{p}: train")
+        raise InputError(f"unknown top-level key(s) {sorted(unknown)} in {p}", "use name, extends, model and train")
+    for section in ("model", "train"):
+        if not isinstance(data.get(section) or {}, dict):
+            raise InputError(f"{section} in {p} is not a mapping", f"write {section}: as indented key: value lines")
+    return data
+
+
+def resolve_config_dict(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw ``name`` / ``model`` / ``train`` mapping of a config file, its ``extends`` chain merged in."""
+    p = Path(path)
+    if not p.is_file():
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise InputError(f"config file {p} does not exist{where}", "pass --config configs/NAME.yaml")
+    if p.resolve() in _chain:
+        cycle = " -> ".join(str(c) for c in (*_chain, p.resolve()))
+        raise InputError(f"config {p} extends itself ({cycle})", "make the chain of extends: keys end at a file without one")
+    data = _read_yaml(p)
+    model, train = dict(data.get("model") or {}), dict(data.get("train") or {})
+    parent = data.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str) or not parent:
+            raise InputError(f"extends in {p} must be a file name", "write e.g. extends: unigeoseg_cw.yaml")
+        base = resolve_config_dict(p.parent / parent, (*_chain, p.resolve()))
+        base_train = {k: v for k, v in base["train"].items() if k != "out_dir"}
+        model, train = {**base["model"], **model}, {**base_train, **train}
+    name = str(data.get("name", p.stem))
+    if parent is not None and "out_dir" not in train:
+        train["out_dir"] = f"runs/{name}"
+    return {"name": name, "model": model, "train": train}
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an experiment YAML (``name``, ``extends``, ``model: {...}``, ``train: {...}``)."""
+    p = Path(path)
+    data = resolve_config_dict(p)
+    train = _fill(TrainConfig, data["train"], f"{p}: train")
     if not isinstance(train.image_path_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in train.image_path_map.items()):
         raise InputError(f"train.image_path_map in {p} must map path prefixes to path prefixes",
@@ -188,5 +226,4 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not 0.0 <= float(train.no_target_share) < 1.0:
         raise InputError(f"train.no_target_share = {train.no_target_share!r} in {p} is out of range",
                          "use a probability in [0, 1), e.g. 0.15")
-    return ExperimentConfig(name=str(data.get("name", p.stem)), model=model_config_from_dict(data.get("model") or {}),
-                            train=train)
+    return ExperimentConfig(name=data["name"], model=model_config_from_dict(data["model"]), train=train)

@@ -1,0 +1,99 @@
+"""Experiment configs: validation of keys and values, ``extends`` chains, and the shipped configs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from geoseg.errors import InputError
+from geoseg.unified.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("text, named", [
+    ("model:\n  chanels: [1, 2]\n", "chanels"),                       # unknown key
+    ("train:\n  no_target_share: 1.5\n", "no_target_share"),          # out of range
+    ("train:\n  image_path_map: [/a, /b]\n", "image_path_map"),       # not a mapping
+    ("train:\n  select_on: best\n", "select_on"),                    # not a selection rule
+    ("train:\n  shadow_aug: 2\n", "shadow_aug"),                     # not a share
+    ("train:\n  ema: 1.0\n", "ema"),                                 # a decay of 1 never moves
+    ("train:\n  freeze: backbone\n", "freeze"),                      # not a list
+])
+def test_config_rejects_bad_values_naming_the_key(tmp_path, text, named):
+    p = tmp_path / "x.yaml"
+    p.write_text(text)
+    with pytest.raises(InputError, match=named):
+        load_config(p)
+
+
+def test_shipped_configs_parse():
+    cfgs = sorted(CONFIGS.glob("*.yaml"))
+    assert len(cfgs) >= 5
+    names = {load_config(c).name for c in cfgs}
+    assert len(names) == len(cfgs)
+    ablations = {c.stem: load_config(c) for c in cfgs}
+    assert ablations["ablation_no_tate"].model.tate is False
+    assert ablations["ablation_no_memory"].model.latent_memory == 0
+    assert ablations["ablation_no_progressive"].train.progressive is False
+    assert ablations["ablation_classwise_memory"].model.class_memory is True
+
+
+def test_longer_ablation_variants_differ_from_their_baseline_only_in_the_ablated_setting():
+    folder = CONFIGS / "ablation_1200"
+    runs = {c.stem: asdict(load_config(c)) for c in sorted(folder.glob("*.yaml"))}
+    base = runs.pop("baseline")
+    assert base["train"]["epochs"] * base["train"]["steps_per_epoch"] == 1200
+    expected = {"no_tate": ("model", "tate", False), "no_memory": ("model", "latent_memory", 0),
+                "no_progressive": ("train", "progressive", False), "classwise_memory": ("model", "class_memory", True),
+                "baseline_seed1": ("train", "seed", 1), "baseline_seed2": ("train", "seed", 2)}
+    assert set(runs) == set(expected)
+    for name, (section, key, value) in expected.items():
+        run = runs[name]
+        assert run[section][key] == value != base[section][key]
+        assert run["train"]["out_dir"] == f"runs/ablation_1200/ablation_{name}"
+        for sec in ("model", "train"):
+            # where the run writes and how many CPU threads it uses are not model or training settings
+            differing = {k for k in base[sec] if base[sec][k] != run[sec][k]} - {"out_dir", "threads"}
+            assert differing == ({key} if sec == section else set())
+
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    p = folder / name
+    p.write_text(text)
+    return p
+
+
+def test_extends_merges_key_by_key_and_never_inherits_name_or_out_dir(tmp_path):
+    _write(tmp_path, "base.yaml", "name: base\nmodel:\n  tate: false\n  latent_memory: 2\n"
+                                  "train:\n  out_dir: runs/base\n  seed: 3\n  lr: 0.002\n  epochs: 5\n")
+    _write(tmp_path, "mid.yaml", "extends: base.yaml\nmodel:\n  latent_memory: 0\ntrain:\n  seed: 4\n")
+    leaf = load_config(_write(tmp_path, "leaf.yaml", "name: leaf_run\nextends: mid.yaml\ntrain:\n  epochs: 7\n"))
+    base = load_config(tmp_path / "base.yaml")
+    assert (leaf.model.tate, leaf.model.latent_memory) == (False, 0)          # one from each level
+    assert (leaf.train.seed, leaf.train.lr, leaf.train.epochs) == (4, 0.002, 7)
+    assert leaf.name == "leaf_run" and load_config(tmp_path / "mid.yaml").name == "mid"
+    assert leaf.train.out_dir == "runs/leaf_run" != base.train.out_dir   # never the parent's run folder
+    # everything not set anywhere in the chain keeps the dataclass default
+    same = {k for k, v in asdict(base.train).items() if asdict(leaf.train)[k] == v}
+    assert same == set(asdict(base.train)) - {"out_dir", "seed", "epochs"}
+
+
+@pytest.mark.parametrize("files, named", [
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "extends itself"),
+    ({"a.yaml": "extends: a.yaml\n"}, "extends itself"),
+    ({"a.yaml": "extends: missing.yaml\n"}, "missing.yaml does not exist .extended by"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, "extends in"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "train:\n  lrr: 1\n"}, "lrr"),          # the parent's typo
+    ({"a.yaml": "extends: b.yaml\ntrain:\n  ema: 1.0\n", "b.yaml": "name: b\n"}, "ema"),  # merged values validated
+    ({"a.yaml": "model: [1, 2]\n"}, "model in"),
+])
+def test_bad_extends_chains_are_clear_errors(tmp_path, files, named):
+    for name, text in files.items():
+        _write(tmp_path, name, text)
+    with pytest.raises(InputError, match=named):
+        load_config(tmp_path / "a.yaml")
+
