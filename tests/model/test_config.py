@@ -97,3 +97,16 @@ def test_bad_extends_chains_are_clear_errors(tmp_path, files, named):
     with pytest.raises(InputError, match=named):
         load_config(tmp_path / "a.yaml")
 
+
+def test_full_budget_ablation_rows_differ_from_their_reference_run_only_in_the_ablated_setting():
+    ref = asdict(load_config(CONFIGS / "unigeoseg_cw_seed2.yaml"))
+    assert ref["train"]["epochs"] * ref["train"]["steps_per_epoch"] == 3328
+    expected = {"notate": ("model", "tate", False), "nomem": ("model", "latent_memory", 0),
+                "prog": ("train", "progressive", True), "seed3": ("train", "seed", 13)}
+    for name, (section, key, value) in expected.items():
+        run = asdict(load_config(CONFIGS / f"unigeoseg_cw_{name}.yaml"))
+        assert run[section][key] == value != ref[section][key]
+        assert run["train"]["out_dir"] == f"runs/unigeoseg_cw_{name}"
+        for sec in ("model", "train"):
+            differing = {k for k in ref[sec] if ref[sec][k] != run[sec][k]} - {"out_dir", "threads"}
+            assert differing == ({key} if sec == section else set())
