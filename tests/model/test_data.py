@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from geoseg.unified.data import (
@@ -27,6 +29,29 @@ def test_rows_tiles_and_canonical_text(tiny_shard):
     assert "#" in row_text(inter) and not any(ch.isdigit() for ch in row_text(inter))
     ref = next(r for r in rows if r["task"] == "referring")
     assert row_text(ref) == ref["instruction"]
+
+
+def test_tiles_of_one_plain_png_are_cut_from_one_read_without_georeference_warnings(tmp_path):
+    from PIL import Image
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from geoseg.data.imagery import raster_shape
+
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    path = str(tmp_path / "scene.png")
+    Image.fromarray(rgb).save(path)
+    rows = [{"image_path": path, "image_key": "", "bands": [1, 2, 3], "stretch": [],
+             "window": {"col_off": c, "row_off": 8, "width": 32, "height": 32}} for c in (0, 40)]
+    cache = TileCache(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert raster_shape(path) == (48, 80)
+        cache.fill(rows)
+    # a JPEG/PNG source has no georeference by design: training logs must not fill with warnings about it
+    assert not [w for w in caught if issubclass(w.category, NotGeoreferencedWarning)]
+    assert len(cache.tiles) == 2
+    for r, c in zip(rows, (0, 40)):
+        assert np.array_equal(cache.get(r), rgb[8:40, c:c + 32])
 
 
 def test_augmented_geometry_stays_on_the_target(tiny_shard):

@@ -28,6 +28,19 @@ def _load_npz(path: str, key: str) -> np.ndarray:
     return arr  # H x W x C
 
 
+def raster_shape(image_path: str, image_key: str = "") -> tuple[int, int]:
+    """``(height, width)`` of a raster or of array ``image_key`` of an ``.npz``, without reading the pixels."""
+    if image_path.endswith(".npz"):
+        with np.load(image_path) as z:
+            return tuple(int(v) for v in z[image_key or "img"].shape[:2])
+    import rasterio
+
+    with warnings.catch_warnings():  # plain JPEG/PNG sources have no georeference, by design
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(image_path) as src:
+            return int(src.height), int(src.width)
+
+
 def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None = None,
                image_key: str = "") -> np.ndarray:
     """Read ``bands`` (1-based; all when ``None``) of ``window`` as a ``H x W x C`` array of the source dtype."""

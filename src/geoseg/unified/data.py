@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from geoseg.data.imagery import apply_stretch, read_bands, read_rgb
+from geoseg.data.imagery import apply_stretch, raster_shape, read_bands, read_rgb
 from geoseg.data.schema import prompt_of
 from geoseg.errors import InputError
 from geoseg.models import TASK_IDS
@@ -144,14 +144,7 @@ class TileCache:
 
 
 def _full_window(path: str, key: str) -> dict:
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            h, w = z[key or "img"].shape[:2]
-    else:
-        import rasterio
-
-        with rasterio.open(path) as src:
-            h, w = src.height, src.width
+    h, w = raster_shape(path, key)
     return {"col_off": 0, "row_off": 0, "width": w, "height": h}
 
 
