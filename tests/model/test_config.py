@@ -110,3 +110,27 @@ def test_full_budget_ablation_rows_differ_from_their_reference_run_only_in_the_a
         for sec in ("model", "train"):
             differing = {k for k in ref[sec] if ref[sec][k] != run[sec][k]} - {"out_dir", "threads"}
             assert differing == ({key} if sec == section else set())
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "ablation_1200").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_resolved_yaml_reads_back_to_the_same_experiment(path, tmp_path):
+    cfg = load_config(path)
+    out = _write(tmp_path, "resolved.yaml", cfg.to_yaml())
+    assert "extends" not in out.read_text()
+    assert asdict(load_config(out)) == asdict(cfg)
+
+
+def test_cli_print_config_shows_the_resolved_settings_with_overrides_and_trains_nothing(tmp_path, capsys):
+    import yaml
+
+    from geoseg.cli import main
+
+    base = _write(tmp_path, "base.yaml", "name: base\ntrain:\n  lr: 0.002\n  shards: data/a\n")
+    child = _write(tmp_path, "child.yaml", "extends: base.yaml\nmodel:\n  tate: false\n")
+    out_dir = tmp_path / "never_created"
+    main(["train", "--config", str(child), "--out", str(out_dir), "--print-config"])
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["name"] == "child" and shown["model"]["tate"] is False
+    assert shown["train"]["lr"] == 0.002 and shown["train"]["out_dir"] == str(out_dir)
+    assert not out_dir.exists() and base.is_file()

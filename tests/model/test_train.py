@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geoseg.errors import InputError
+from geoseg.unified.config import load_config
 from geoseg.unified.train import compute_losses, task_weights
 
 from .conftest import tiny_config
@@ -21,6 +22,10 @@ def test_loss_falls_over_a_few_cpu_steps(trained_run):
     assert (trained_run["out"] / "best.pt").is_file() and (trained_run["out"] / "last.pt").is_file()
     log = (trained_run["out"] / "train.log").read_text()
     assert "epoch 3 done" in log and "| interactive |" in log
+    # the run folder says which settings made it, in a form load_config reads back
+    from dataclasses import asdict
+
+    assert asdict(load_config(trained_run["out"] / "config.yaml")) == asdict(trained_run["cfg"])
 
 
 def test_resume_continues_from_last_checkpoint(trained_run, tiny_shard, text_cache_path, tmp_path):

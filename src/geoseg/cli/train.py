@@ -26,10 +26,12 @@ import click
 @click.option("--fit-selector", is_flag=True,
               help="Before exporting, fit the instance selector (which parts of a referring/reasoning answer the "
                    "instruction means) on the run's train split, tune it on its validation split and store it.")
+@click.option("--print-config", is_flag=True,
+              help="Print every setting of the experiment (extends chain and overrides resolved) and exit.")
 @click.pass_context
 def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
           max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool,
-          tune_decision: bool, fit_selector: bool) -> None:
+          tune_decision: bool, fit_selector: bool, print_config: bool) -> None:
     """Train the unified model (progressive multi-task schedule) and validate every epoch."""
     from geoseg.errors import require
 
@@ -45,6 +47,9 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         cfg.train.out_dir = out_dir
     if max_minutes is not None:
         cfg.train.max_minutes = max_minutes
+    if print_config:
+        click.echo(cfg.to_yaml(), nl=False)
+        return
     if export_only and not export_path:
         from geoseg.errors import InputError
 

@@ -134,6 +134,17 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_yaml(self) -> str:
+        """Every setting of the experiment, ``extends`` resolved, as YAML that :func:`load_config` reads back."""
+        import yaml
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+        return yaml.safe_dump(plain(self.to_dict()), sort_keys=False, default_flow_style=None, width=110)
+
 
 def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}

@@ -227,6 +227,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
     tc, mc = cfg.train, cfg.model
     out_dir = Path(tc.out_dir)
     handler = _setup_logging(out_dir)
+    # the settings this run used, its config's extends chain resolved (the checkpoints hold the same)
+    (out_dir / "config.yaml").write_text(f"# resolved settings of experiment {cfg.name}, geoseg {__version__}\n"
+                                         + cfg.to_yaml())
     try:
         return _train(cfg, tc, mc, out_dir, resume, device, text_cache, encoder_path)
     finally:
