@@ -60,7 +60,6 @@ def test_longer_ablation_variants_differ_from_their_baseline_only_in_the_ablated
             assert differing == ({key} if sec == section else set())
 
 
-
 def _write(folder: Path, name: str, text: str) -> Path:
     p = folder / name
     p.write_text(text)
