@@ -10,6 +10,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -28,17 +29,27 @@ def _load_npz(path: str, key: str) -> np.ndarray:
     return arr  # H x W x C
 
 
-def raster_shape(image_path: str, image_key: str = "") -> tuple[int, int]:
-    """``(height, width)`` of a raster or of array ``image_key`` of an ``.npz``, without reading the pixels."""
-    if image_path.endswith(".npz"):
-        with np.load(image_path) as z:
-            return tuple(int(v) for v in z[image_key or "img"].shape[:2])
-    import rasterio
+def raster_shape(image_path: str | Path, image_key: str = "") -> tuple[int, int]:
+    """``(height, width)`` of an image file, or of array ``image_key`` of an ``.npz``, without decoding
+    its pixels (GeoTIFFs through rasterio, plain JPEG/PNG through PIL, which has no georeference to
+    warn about); an unreadable file is an :class:`InputError`."""
+    path = str(image_path)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as z:
+                h, w = z[image_key or "img"].shape[:2]
+                return int(h), int(w)
+        if path.lower().endswith((".tif", ".tiff")):
+            import rasterio
 
-    with warnings.catch_warnings():  # plain JPEG/PNG sources have no georeference, by design
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(image_path) as src:
-            return int(src.height), int(src.width)
+            with rasterio.open(path) as src:
+                return int(src.height), int(src.width)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.height), int(im.width)
+    except Exception as exc:
+        raise InputError(f"cannot read image {path} ({exc})", "check that the file exists and is an image") from exc
 
 
 def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None = None,

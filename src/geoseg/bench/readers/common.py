@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.data.imagery import raster_shape
 from geoseg.errors import InputError
 from geoseg.prompts import Prompt
 
@@ -47,19 +48,7 @@ def reconcile_mask(mask: np.ndarray, height: int, width: int, sample_id: str = "
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file without decoding its pixels."""
-    path = str(path)
-    try:
-        if path.lower().endswith((".tif", ".tiff")):
-            import rasterio
-
-            with rasterio.open(path) as src:
-                return int(src.height), int(src.width)
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return int(im.height), int(im.width)
-    except Exception as exc:
-        raise InputError(f"cannot read image {path} ({exc})", "check that the file exists and is an image") from exc
+    return raster_shape(path)
 
 
 def _stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
