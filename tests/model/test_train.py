@@ -127,6 +127,50 @@ def test_losses_dice_only_on_targets_and_presence_on_all():
                           SimpleNamespace(**{**vars(tc), "mask_loss_on_empty": False}))["bce"] == 0
 
 
+@pytest.mark.parametrize("task", [0, 1, 2])
+def test_a_training_step_under_bf16_autocast_matches_float32(task):
+    """The GPU run trains under bf16 autocast, which CI cannot run on CUDA; CPU autocast takes the
+    same casts through every module the shipped recipe uses, so a dtype clash or an overflow in
+    the network or the losses shows here instead of on the first GPU step."""
+    from geoseg.unified.build import build_model
+    from geoseg.unified.config import ModelConfig, TrainConfig
+
+    torch.manual_seed(0)
+    mc = ModelConfig(channels=(8, 16, 24, 32), depths=(1, 1, 1, 1), fpn_dim=16, query_dim=32, tile_size=64,
+                     input_size=64, classes=("water", "building", "road"), class_memory=True, semantic_aux=True,
+                     relation_anchor=True, spatial_prior=True)
+    model = build_model(mc).train()
+    b = 4
+    target = torch.zeros(b, 1, 64, 64)
+    target[0, :, 8:30, 10:40] = 1
+    target[1, :, 40:60, 5:20] = 1
+    target[2, :, :, 30:34] = 1
+    inputs = dict(tokens=torch.randn(b, 9, 384), token_mask=torch.ones(b, 9, dtype=torch.bool),
+                  task=torch.full((b,), task), points=torch.rand(b, 3, 2),
+                  point_labels=torch.tensor([[1, -1, -1]] * b), box=torch.tensor([[0.1, 0.1, 0.7, 0.6]] * b),
+                  box_valid=torch.ones(b, dtype=torch.bool))
+    batch = {"target": target, "empty": torch.tensor([False, False, False, True]),
+             "category": torch.tensor([0, 1, 2, -1])}
+    image = torch.randn(b, 3, 64, 64)
+    tc = TrainConfig()
+
+    def step(amp: bool) -> tuple[dict, list]:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(image, **inputs)
+        losses = compute_losses(out, batch, tc)
+        losses["total"].backward()
+        return losses, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ref, g32 = step(False)
+    low, g16 = step(True)
+    assert set(low) == set(ref) and {"semantic", "aux", "class_mem"} <= set(low)
+    for k in ref:
+        assert low[k].dtype == torch.float32 and torch.isfinite(low[k])
+        assert abs(low[k].item() - ref[k].item()) <= 0.05 * abs(ref[k].item()) + 1e-3, k
+    assert len(g16) == len(g32) and all(torch.isfinite(g).all() for g in g16)
+
+
 def test_semantic_loss_labels_only_target_pixels_with_their_category():
     from geoseg.unified.train import semantic_loss
 
