@@ -106,13 +106,28 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def gpu_throughput(ckpt: Path, batch: int = 64, iters: int = 20) -> None:
+def gpu_throughput(ckpt: Path, batch: int = 64, iters: int = 20, device: str = "cuda") -> dict:
+    """Batched bf16 throughput and FLOP/s; returns the figures it prints.
+
+    ``device`` exists so that CI, which has no GPU, runs this same code under CPU autocast (a
+    dtype or shape error would otherwise first show on a lent GPU, with its minutes counting).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     from geoseg.unified.checkpoint import load_model
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     model, cfg, _ = load_model(ckpt, dev)
+    # FlopCounterMode's module tracker hooks every tensor argument that requires grad; a parameter
+    # handed to a submodule (TATE's learned reasoning query, passed to its attention) has no grad_fn
+    # under no_grad and stops it with "Expected gradient function to be set"
+    model.requires_grad_(False)
     x = torch.randint(0, 255, (batch, 3, 512, 512), device=dev, dtype=torch.uint8)
     tokens = torch.randn(batch, 12, cfg.text_dim, device=dev)
     args = (torch.ones(batch, 12, dtype=torch.bool, device=dev), torch.ones(batch, dtype=torch.long, device=dev),
@@ -124,27 +139,29 @@ def gpu_throughput(ckpt: Path, batch: int = 64, iters: int = 20) -> None:
         img = F.interpolate(x.float(), size=(cfg.input_size, cfg.input_size), mode="bilinear", antialias=True)
         return model((img - mean) / 58.0, tokens, *args)["logits"]
 
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        for _ in range(5):
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+        for _ in range(5 if cuda else 1):
             step()
-        torch.cuda.synchronize()
+        sync()
         with FlopCounterMode(display=False) as fc:
             step()
         flops = fc.get_total_flops()
         t0 = time.perf_counter()
         for _ in range(iters):
             step()
-        torch.cuda.synchronize()
+        sync()
         dt = (time.perf_counter() - t0) / iters
-    name = torch.cuda.get_device_name(0)
+    name = torch.cuda.get_device_name(dev) if cuda else "CPU"
     rate = flops / dt
     peak = peak_tflops(name)
-    print(f"GPU {name}, batch {batch}, bf16 autocast: {batch / dt:.0f} tiles/s (512² tiles at working scale "
+    print(f"{'GPU ' if cuda else ''}{name}, batch {batch}, bf16 autocast: {batch / dt:.0f} tiles/s (512² tiles at working scale "
           f"{cfg.input_size}px), {flops / batch / 1e9:.2f} GFLOP/tile, {rate / 1e12:.2f} TFLOP/s achieved")
     if peak:
         print(f"  = {rate / (peak * 1e12) * 100:.2f} % of the {peak:.0f} TFLOP/s dense bf16 peak")
     else:
-        print("  (peak FLOP/s of this GPU unknown to the script)")
+        print("  (peak FLOP/s of this device unknown to the script)")
+    return {"device": name, "tiles_per_s": batch / dt, "gflop_per_tile": flops / batch / 1e9,
+            "tflops": rate / 1e12, "peak_fraction": rate / (peak * 1e12) if peak else None}
 
 
 def main() -> None:
