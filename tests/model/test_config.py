@@ -100,7 +100,8 @@ def test_bad_extends_chains_are_clear_errors(tmp_path, files, named):
 @pytest.mark.parametrize("reference, variants", [
     ("seed2", {"notate": ("model", "tate", False), "nomem": ("model", "latent_memory", 0),
                "prog": ("train", "progressive", True), "seed3": ("train", "seed", 13)}),
-    ("seed3", {"nomem_seed3": ("model", "latent_memory", 0), "notate_seed3": ("model", "tate", False)}),
+    ("seed3", {"nomem_seed3": ("model", "latent_memory", 0), "notate_seed3": ("model", "tate", False),
+               "nocm_seed3": ("model", "class_memory", False), "prog_seed3": ("train", "progressive", True)}),
 ])
 def test_full_budget_ablation_rows_differ_from_their_reference_run_only_in_the_ablated_setting(reference, variants):
     ref = asdict(load_config(CONFIGS / f"unigeoseg_cw_{reference}.yaml"))
