@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def _load_npz(path: str, key: str) -> np.ndarray:
     return arr  # H x W x C
 
 
+@contextmanager
+def _open_raster(path: str) -> Iterator:
+    """``rasterio.open`` without the NotGeoreferencedWarning: plain JPEG/PNG sources and tiles cut for
+    training have no georeference, by design."""
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            yield src
+
+
 def raster_shape(image_path: str | Path, image_key: str = "") -> tuple[int, int]:
     """``(height, width)`` of an image file, or of array ``image_key`` of an ``.npz``, without decoding
     its pixels (GeoTIFFs through rasterio, plain JPEG/PNG through PIL, which has no georeference to
@@ -40,9 +53,7 @@ def raster_shape(image_path: str | Path, image_key: str = "") -> tuple[int, int]
                 h, w = z[image_key or "img"].shape[:2]
                 return int(h), int(w)
         if path.lower().endswith((".tif", ".tiff")):
-            import rasterio
-
-            with rasterio.open(path) as src:
+            with _open_raster(path) as src:
                 return int(src.height), int(src.width)
         from PIL import Image
 
@@ -67,11 +78,9 @@ def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] 
     from rasterio.windows import Window
 
     try:
-        with warnings.catch_warnings():  # plain JPEG/PNG sources have no georeference, by design
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(image_path) as src:
-                idx = list(bands) if bands else list(range(1, src.count + 1))
-                data = src.read(idx, window=Window(c0, r0, w, h), boundless=False)
+        with _open_raster(image_path) as src:
+            idx = list(bands) if bands else list(range(1, src.count + 1))
+            data = src.read(idx, window=Window(c0, r0, w, h), boundless=False)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read image {image_path} ({exc})", "check that the file exists and is a raster") from exc
     return np.transpose(data, (1, 2, 0))

@@ -46,11 +46,6 @@ def reconcile_mask(mask: np.ndarray, height: int, width: int, sample_id: str = "
     return out
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file without decoding its pixels."""
-    return raster_shape(path)
-
-
 def _stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
@@ -157,7 +152,7 @@ def lazy_mask(load, image_path: str | Path, sample_id: str, source: str):
     def _load() -> np.ndarray:
         with naming(sample_id, source):
             m = load()
-            h, w = image_size(image_path)
+            h, w = raster_shape(image_path)
             return reconcile_mask(m, h, w, sample_id, source)
     return _load
 
@@ -187,6 +182,6 @@ def text_prompt(text: str, task: str) -> Prompt:
 
 def interactive_prompt(text: str, image_path: str | Path) -> Prompt:
     """A prompt holding both the instruction text and its parsed geometry (pixels of the image)."""
-    h, w = image_size(image_path)
+    h, w = raster_shape(image_path)
     box, pts = parse_interactive(text, h, w)
     return Prompt(points=tuple(pts), labels=tuple(1 for _ in pts), box=box, text=text or None, task="interactive")
