@@ -80,10 +80,12 @@ def test_cli_mask_threshold(tmp_path, tiny_checkpoint, capsys):
 @pytest.mark.parametrize("flag, prompt, key", [
     ("--no-selector", ["--text", "the largest building"], "instance_selector"),
     ("--no-refine", ["--box", "140,90,410,310"], "interactive_refine"),
+    ("--no-point-parts", ["--point", "275,200"], "point_parts"),
 ])
 def test_cli_turns_off_a_step_of_the_default_model(tmp_path, flag, prompt, key):
-    """The shipped model selects the parts of a text answer and re-cuts point/box answers along image
-    edges; each flag answers without that step, and the output's provenance says which way it answered."""
+    """The shipped model selects the parts of a text answer, re-cuts point/box answers along image
+    edges and keeps point answers to the object under the click; each flag answers without that step,
+    and the output's provenance says which way it answered."""
     scene = write_scene(tmp_path / "scene.tif")
     used = {}
     for flags in ([], [flag]):

@@ -128,3 +128,35 @@ def test_the_selector_keeps_parts_of_the_decoders_answer(shipped, dubai_dir):
             assert not (pred.mask & ~full).any()
             cut += int(pred.mask.sum() < full.sum())
     assert cut >= 2
+
+
+def _interior_point(inst: np.ndarray) -> tuple[float, float]:
+    """The instance pixel farthest from its border (a click a person would make)."""
+    dist = cv2.distanceTransform(inst.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+    return float(x), float(y)
+
+
+def test_point_answers_are_one_part_under_the_click(shipped, dubai_dir):
+    """On held-out crops a one-point answer is a single connected part of what the network painted
+    without the point-parts step, on the clicked pixel, and at least one answer is cut down."""
+    plain = UnifiedSegmenter(shipped.checkpoint_path, device="cpu", point_parts=False)
+    ious, plain_ious, cut = [], [], 0
+    for crop in BUILT + WET:
+        img, classes = _scene(dubai_dir, crop)
+        shipped.set_image(img)
+        plain.set_image(img)
+        for cls in (WATER, BUILDING):
+            for inst in _largest_instances(classes, cls, 3):
+                x, y = _interior_point(inst)
+                prompt = Prompt(points=((x, y),), labels=(1,))
+                full, mask = plain.predict(prompt).mask, shipped.predict(prompt).mask
+                assert not (mask & ~full).any()
+                if mask.any():
+                    assert cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] == 2
+                cut += int(mask.sum() < full.sum())
+                ious.append(_iou(mask, inst))
+                plain_ious.append(_iou(full, inst))
+    # measured 2026-12-02 over 16 instances: IoU 0.33 with the step, 0.34 without; 12 answers cut
+    assert cut >= 1
+    assert np.mean(ious) > 0.2, (ious, plain_ious)

@@ -7,7 +7,8 @@ decoder, so many prompts on one image are cheap. A checkpoint with a fitted inst
 selector (``geoseg train --fit-selector``) then keeps only the connected parts of a referring
 or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`), and point/box
 answers are re-cut along image edges by GrabCut seeded with the network's probabilities
-(:mod:`geoseg.unified.refine`).
+(:mod:`geoseg.unified.refine`); point answers are then kept to the object under the clicks
+(:mod:`geoseg.unified.pointed`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision
+from geoseg.unified.pointed import ClassMap, PointedConfig, keep_pointed
 from geoseg.unified.refine import RefineConfig, refine_mask
 from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
 from geoseg.unified.selection import apply_selection, component_features, split_components
@@ -98,7 +101,8 @@ class UnifiedSegmenter(Segmenter):
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = "auto",
                  text_encoder: str | None = None, threads: int | None = None,
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
-                 use_selector: bool = True, refine: bool = True, **_: object) -> None:
+                 use_selector: bool = True, refine: bool = True, point_parts: bool = True,
+                 **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -127,8 +131,10 @@ class UnifiedSegmenter(Segmenter):
         stored = payload.get("selector")
         self.selector = load_selector(stored, path) if stored is not None and use_selector else None
         self.refine = RefineConfig() if refine else None
+        self.pointed = PointedConfig() if point_parts else None
         self._pyramid: list[torch.Tensor] | None = None
         self._semantic: np.ndarray | None = None
+        self._classes: ClassMap | None = None
         self._image: np.ndarray | None = None
 
     # -- image ---------------------------------------------------------------------------
@@ -148,6 +154,7 @@ class UnifiedSegmenter(Segmenter):
         x = (x - self._mean) / self._std
         self._pyramid = self.model.encode_image(x)
         self._semantic = None
+        self._classes = None
         self._image = image
 
     # -- prompts -------------------------------------------------------------------------
@@ -192,6 +199,10 @@ class UnifiedSegmenter(Segmenter):
         if self.refine is not None and task == "interactive" and (prompt.points or prompt.box is not None):
             mask = refine_mask(self._image, prob, mask, threshold, prompt, self.refine)
             info["refined"] = "grabcut"
+        if self.pointed is not None and task == "interactive" and prompt.box is None and prompt.points:
+            mask, done = keep_pointed(mask, prompt, self.class_map(), self.pointed)
+            if done:
+                info["point_parts"] = done
         if self.selector is not None and task in TEXT_TASKS and mask.any():
             mask = self._select(mask, prob, text, task, info)
         return Prediction(mask=mask, score=presence, prob=prob, info=info)
@@ -203,6 +214,17 @@ class UnifiedSegmenter(Segmenter):
             with torch.no_grad():
                 self._semantic = torch.softmax(head(self._pyramid[1]).float(), 1)[0].cpu().numpy()
         return self._semantic
+
+    def class_map(self) -> ClassMap | None:
+        """The semantic head's classes of the current image at its resolution (cached), or None without a head."""
+        if self.model.decoder.semantic_head is None:
+            return None
+        if self._classes is None:
+            h, w = self.image_shape
+            low = np.ascontiguousarray(self._semantic_probs().transpose(1, 2, 0))
+            probs = cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)  # = bilinear, half-pixel centres
+            self._classes = ClassMap.from_probs(probs.reshape(h, w, -1).transpose(2, 0, 1))
+        return self._classes
 
     def _select(self, mask: np.ndarray, prob: np.ndarray, text: str, task: str, info: dict) -> np.ndarray:
         """Keep the connected parts of ``mask`` the selector scores as meant by the instruction."""
@@ -241,5 +263,6 @@ class UnifiedSegmenter(Segmenter):
                      "presence_threshold": self.decision.presence_threshold,
                      "instance_selector": (dict(self.selector[2]) if self.selector is not None
                                            else None),
-                     "interactive_refine": self.refine.to_dict() if self.refine is not None else None})
+                     "interactive_refine": self.refine.to_dict() if self.refine is not None else None,
+                     "point_parts": self.pointed.to_dict() if self.pointed is not None else None})
         return prov
