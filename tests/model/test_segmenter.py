@@ -9,7 +9,7 @@ import pytest
 from geoseg.errors import GeosegError, PromptError
 from geoseg.prompts import Prompt
 from geoseg.segmenters import build_segmenter
-from geoseg.unified.pointed import keep_pointed
+from geoseg.unified.object_region import keep_object_region
 from geoseg.unified.refine import refine_mask
 from geoseg.unified.segmenter import UnifiedSegmenter
 
@@ -50,8 +50,7 @@ def test_predict_returns_a_full_size_mask(segmenter, dubai_image, prompt, task):
     if task == "interactive":  # re-cut along image edges, seeded by the same probabilities
         assert pred.info["refined"] == "grabcut"
         expected = refine_mask(dubai_image, pred.prob, decided, 0.5, prompt)
-        if prompt.box is None:  # then kept to the object under the positive point
-            expected = keep_pointed(expected, prompt, segmenter.class_map())[0]
+        expected = keep_object_region(expected, prompt, segmenter.class_map())[0]  # then kept to one class region
         assert np.array_equal(pred.mask, expected)
     else:
         assert np.array_equal(pred.mask, decided) or not pred.mask.any()
@@ -59,13 +58,14 @@ def test_predict_returns_a_full_size_mask(segmenter, dubai_image, prompt, task):
 
 def test_refinement_can_be_turned_off_and_is_recorded(trained_run, dubai_image):
     box = Prompt(box=(100.0, 120.0, 300.0, 400.0))
-    plain = UnifiedSegmenter(trained_run["out"] / "best.pt", device="cpu", refine=False,
+    plain = UnifiedSegmenter(trained_run["out"] / "best.pt", device="cpu", refine=False, object_region=False,
                              presence_threshold=1e-6, mask_threshold=0.3)
     plain.set_image(dubai_image)
     pred = plain.predict(box)
     assert "refined" not in pred.info and plain.provenance()["interactive_refine"] is None
     assert np.array_equal(pred.mask, pred.prob >= 0.3) and pred.mask.any()
-    on = UnifiedSegmenter(trained_run["out"] / "best.pt", device="cpu", presence_threshold=1e-6, mask_threshold=0.3)
+    on = UnifiedSegmenter(trained_run["out"] / "best.pt", device="cpu", object_region=False, presence_threshold=1e-6,
+                          mask_threshold=0.3)
     on.set_image(dubai_image)
     cut = on.predict(box).mask
     assert on.provenance()["interactive_refine"]["method"] == "grabcut"

@@ -23,11 +23,11 @@ def _fmt_area(value: float, unit: str) -> str:
 
 
 def answer_step_options(f):
-    """Add ``--no-selector`` / ``--no-refine`` / ``--no-point-parts``: the unified model answers without
+    """Add ``--no-selector`` / ``--no-refine`` / ``--no-object-region``: the unified model answers without
     one of its answer steps (``geoseg segment`` and ``geoseg bench run`` take all three)."""
-    f = click.option("--no-point-parts", is_flag=True,
-                     help="unified backend: answer point prompts without keeping the answer to the object "
-                          "under the clicks (its class region and the parts the points touch).")(f)
+    f = click.option("--no-object-region", is_flag=True,
+                     help="unified backend: answer points/boxes without keeping the answer to the one class "
+                          "region the prompt marks (the network's semantic map; for points, the parts they touch).")(f)
     f = click.option("--no-refine", is_flag=True,
                      help="unified backend: answer points/boxes with the decoder's own mask, without re-cutting "
                           "it along image edges (GrabCut seeded by the network).")(f)
@@ -36,10 +36,10 @@ def answer_step_options(f):
                              "checkpoint's instance selector.")(f)
 
 
-def answer_step_kwargs(no_selector: bool, no_refine: bool, no_point_parts: bool) -> dict:
+def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: bool) -> dict:
     """The unified backend's keyword arguments for the flags of :func:`answer_step_options`."""
     return {**({"use_selector": False} if no_selector else {}), **({"refine": False} if no_refine else {}),
-            **({"point_parts": False} if no_point_parts else {})}
+            **({"object_region": False} if no_object_region else {})}
 
 
 @click.command("segment")
@@ -76,7 +76,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
-            no_refine: bool, no_point_parts: bool, as_json: bool, **batch) -> None:
+            no_refine: bool, no_object_region: bool, as_json: bool, **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -96,7 +96,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     options = vlm_kwargs(vlm) if backend == "trainfree" else {}
     if mask_threshold is not None:
         options["mask_threshold"] = mask_threshold
-    options.update(answer_step_kwargs(no_selector, no_refine, no_point_parts))
+    options.update(answer_step_kwargs(no_selector, no_refine, no_object_region))
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 

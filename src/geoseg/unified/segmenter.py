@@ -7,8 +7,8 @@ decoder, so many prompts on one image are cheap. A checkpoint with a fitted inst
 selector (``geoseg train --fit-selector``) then keeps only the connected parts of a referring
 or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`), and point/box
 answers are re-cut along image edges by GrabCut seeded with the network's probabilities
-(:mod:`geoseg.unified.refine`); point answers are then kept to the object under the clicks
-(:mod:`geoseg.unified.pointed`).
+(:mod:`geoseg.unified.refine`) and then kept to the one class region the prompt marks
+(:mod:`geoseg.unified.object_region`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision
-from geoseg.unified.pointed import ClassMap, PointedConfig, keep_pointed
+from geoseg.unified.object_region import ClassMap, ObjectRegionConfig, keep_object_region
 from geoseg.unified.refine import RefineConfig, refine_mask
 from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
 from geoseg.unified.selection import apply_selection, component_features, split_components
@@ -101,7 +101,7 @@ class UnifiedSegmenter(Segmenter):
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = "auto",
                  text_encoder: str | None = None, threads: int | None = None,
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
-                 use_selector: bool = True, refine: bool = True, point_parts: bool = True,
+                 use_selector: bool = True, refine: bool = True, object_region: bool = True,
                  **_: object) -> None:
         super().__init__()
         if threads:
@@ -131,7 +131,7 @@ class UnifiedSegmenter(Segmenter):
         stored = payload.get("selector")
         self.selector = load_selector(stored, path) if stored is not None and use_selector else None
         self.refine = RefineConfig() if refine else None
-        self.pointed = PointedConfig() if point_parts else None
+        self.object_region = ObjectRegionConfig() if object_region else None
         self._pyramid: list[torch.Tensor] | None = None
         self._semantic: np.ndarray | None = None
         self._classes: ClassMap | None = None
@@ -199,10 +199,10 @@ class UnifiedSegmenter(Segmenter):
         if self.refine is not None and task == "interactive" and (prompt.points or prompt.box is not None):
             mask = refine_mask(self._image, prob, mask, threshold, prompt, self.refine)
             info["refined"] = "grabcut"
-        if self.pointed is not None and task == "interactive" and prompt.box is None and prompt.points:
-            mask, done = keep_pointed(mask, prompt, self.class_map(), self.pointed)
+        if self.object_region is not None and task == "interactive" and (prompt.points or prompt.box is not None):
+            mask, done = keep_object_region(mask, prompt, self.class_map(), self.object_region)
             if done:
-                info["point_parts"] = done
+                info["object_region"] = done
         if self.selector is not None and task in TEXT_TASKS and mask.any():
             mask = self._select(mask, prob, text, task, info)
         return Prediction(mask=mask, score=presence, prob=prob, info=info)
@@ -264,5 +264,6 @@ class UnifiedSegmenter(Segmenter):
                      "instance_selector": (dict(self.selector[2]) if self.selector is not None
                                            else None),
                      "interactive_refine": self.refine.to_dict() if self.refine is not None else None,
-                     "point_parts": self.pointed.to_dict() if self.pointed is not None else None})
+                     "object_region": (self.object_region.to_dict() if self.object_region is not None
+                                       else None)})
         return prov

@@ -1,15 +1,16 @@
-"""Point answers kept to the object under the clicks: class region, then the parts the points touch."""
+"""Interactive answers kept to the class region the prompt marks (points: also the parts they touch)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from geoseg.prompts import Prompt
-from geoseg.unified.pointed import (
+from geoseg.unified.object_region import (
     ClassMap,
-    PointedConfig,
+    ObjectRegionConfig,
+    box_region,
     class_region,
-    keep_pointed,
+    keep_object_region,
     pointed_parts,
     positive_pixels,
 )
@@ -63,7 +64,7 @@ def test_class_region_is_the_connected_region_under_the_first_point():
 def test_a_confident_class_region_cuts_the_answer():
     answer = np.zeros((60, 80), bool)
     answer[10:30, 5:40] = True  # spills from the left band (class 1) into the middle (class 0)
-    out, done = keep_pointed(answer, Prompt(points=((10.0, 20.0),), labels=(1,)), _semantic())
+    out, done = keep_object_region(answer, Prompt(points=((10.0, 20.0),), labels=(1,)), _semantic())
     assert out[20, 10] and not out[:, 30:].any() and out.sum() == 20 * 25
     assert done["class_region"] == 0.8
 
@@ -71,27 +72,61 @@ def test_a_confident_class_region_cuts_the_answer():
 def test_an_unsure_class_region_leaves_the_answer_to_the_pointed_parts():
     answer = np.zeros((60, 80), bool)
     answer[10:30, 5:40] = True
-    out, done = keep_pointed(answer, Prompt(points=((10.0, 20.0),), labels=(1,)), _semantic(confidence=0.55),
-                             PointedConfig(class_confidence=0.6))
+    out, done = keep_object_region(answer, Prompt(points=((10.0, 20.0),), labels=(1,)), _semantic(confidence=0.55),
+                             ObjectRegionConfig(class_confidence=0.6))
     assert (out == answer).all() and done == {}
 
 
 def test_an_answer_outside_the_class_region_is_kept():
     answer = np.zeros((60, 80), bool)
     answer[10:30, 32:42] = True  # entirely in the middle class; the point is on the left band
-    out, _ = keep_pointed(answer, Prompt(points=((10.0, 20.0),), labels=(1,)), _semantic())
+    out, _ = keep_object_region(answer, Prompt(points=((10.0, 20.0),), labels=(1,)), _semantic())
     assert (out == answer).all()
 
 
 def test_stray_parts_are_dropped_without_a_semantic_head():
-    out, done = keep_pointed(_blobs(), Prompt(points=((15.0, 20.0),), labels=(1,)), None)
+    out, done = keep_object_region(_blobs(), Prompt(points=((15.0, 20.0),), labels=(1,)), None)
     assert out[20, 15] and not out[20, 60] and not out[53, 39]
     assert done == {"dropped_px": 400 + 9}
 
 
-def test_box_prompts_and_negative_only_prompts_are_left_alone():
+def test_negative_only_prompts_are_left_alone():
     m = _blobs()
-    for prompt in (Prompt(box=(0.0, 0.0, 30.0, 40.0), points=((15.0, 20.0),), labels=(1,)),
-                   Prompt(points=((15.0, 20.0),), labels=(0,))):
-        out, done = keep_pointed(m, prompt, _semantic())
-        assert (out == m).all() and done == {}
+    out, done = keep_object_region(m, Prompt(points=((15.0, 20.0),), labels=(0,)), _semantic())
+    assert (out == m).all() and done == {}
+
+
+def _buildings() -> ClassMap:
+    """Class 1 ("building") in two blocks on class 0: one at x 10..29, y 10..29, one at x 50..69, y 35..54."""
+    sem = np.zeros((2, 60, 80), np.float32)
+    sem[0] = 0.9
+    for y0, x0 in ((10, 10), (35, 50)):
+        sem[1, y0:y0 + 20, x0:x0 + 20], sem[0, y0:y0 + 20, x0:x0 + 20] = 0.8, 0.2
+    return ClassMap.from_probs(sem)
+
+
+def test_box_region_is_the_region_whose_extent_matches_the_box():
+    region, fit = box_region(_buildings(), (48.0, 33.0, 72.0, 57.0))
+    assert region[40, 60] and not region[20, 20] and region.sum() == 400
+    assert fit == (20 * 20) / (24 * 24)
+
+
+def test_a_box_answer_is_cut_to_the_matching_region_grown_by_the_margin():
+    answer = np.zeros((60, 80), bool)
+    answer[30:58, 45:74] = True  # the block at x 50..69, y 35..54 and a spill around it
+    prompt = Prompt(box=(48.0, 33.0, 72.0, 57.0))
+    out, done = keep_object_region(answer, prompt, _buildings(), ObjectRegionConfig(box_fit=0.6, box_margin=2))
+    assert out[35:55, 50:70].all() and out[33:57, 48:72].all() and not out[:, :48].any() and not out[30:33].any()
+    assert out.sum() == 24 * 24 and done["box_region_fit"] == round(400 / 576, 3)
+    assert done["dropped_px"] == answer.sum() - out.sum()
+
+
+def test_a_box_that_matches_no_region_leaves_the_answer_alone():
+    answer = np.zeros((60, 80), bool)
+    answer[5:55, 5:75] = True
+    for cfg, box in ((ObjectRegionConfig(), (0.0, 0.0, 40.0, 60.0)),  # best fit 0.5: the background, whose extent is the image
+                     (ObjectRegionConfig(box_fit=0.8), (48.0, 33.0, 72.0, 57.0))):  # fit 0.69, below 0.8
+        out, done = keep_object_region(answer, Prompt(box=box), _buildings(), cfg)
+        assert (out == answer).all() and done == {}
+    out, done = keep_object_region(answer, Prompt(box=(48.0, 33.0, 72.0, 57.0)), None)  # no semantic head
+    assert (out == answer).all() and done == {}
