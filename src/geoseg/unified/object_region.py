@@ -128,12 +128,15 @@ def class_region(classes: ClassMap, points: list[tuple[int, int]]) -> tuple[np.n
     return _keep_labels(labels, keep), float(classes.confidence[y, x])
 
 
-def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+def _box_ious(stats: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Bounding-box IoU of every region in ``stats`` (cv2 layout: x, y, w, h, area) with ``box``."""
+    x0, y0 = stats[:, 0].astype(np.float64), stats[:, 1].astype(np.float64)
+    x1, y1 = x0 + stats[:, 2], y0 + stats[:, 3]
+    ix = np.clip(np.minimum(x1, box[2]) - np.maximum(x0, box[0]), 0, None)
+    iy = np.clip(np.minimum(y1, box[3]) - np.maximum(y0, box[1]), 0, None)
     inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    union = (x1 - x0) * (y1 - y0) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def box_region(classes: ClassMap, box: tuple[float, float, float, float]) -> tuple[np.ndarray | None, float]:
@@ -149,11 +152,12 @@ def box_region(classes: ClassMap, box: tuple[float, float, float, float]) -> tup
     best, best_fit = None, 0.0
     for cls in np.unique(classes.winner):
         labels, stats = classes.labels(int(cls))
-        for j in range(1, len(stats)):
-            x, y, w, h = (float(v) for v in stats[j, :4])
-            fit = _box_iou((x, y, x + w, y + h), box)
-            if fit > best_fit:
-                best, best_fit = (labels, j), fit
+        if len(stats) < 2:
+            continue
+        fits = _box_ious(stats[1:], box)
+        j = int(fits.argmax())
+        if fits[j] > best_fit:
+            best, best_fit = (labels, j + 1), float(fits[j])
     if best is None:
         return None, 0.0
     return best[0] == best[1], best_fit
