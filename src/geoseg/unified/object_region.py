@@ -22,7 +22,6 @@ validation region (``docs/model_history.md``, 2026-12-02).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import cached_property
 
 import cv2
 import numpy as np
@@ -62,6 +61,7 @@ class ClassMap:
     def __init__(self, winner: np.ndarray, confidence: np.ndarray) -> None:
         self.winner = winner
         self.confidence = confidence
+        self._regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def from_probs(cls, probs: np.ndarray) -> ClassMap:
@@ -69,17 +69,14 @@ class ClassMap:
         return cls(probs.argmax(0).astype(np.uint8), probs.max(0))
 
     def labels(self, cls: int) -> tuple[np.ndarray, np.ndarray]:
-        """8-connected regions of class ``cls``: the label image and the per-label stats (cv2 layout)."""
-        return self._regions[cls]
+        """8-connected regions of class ``cls``: the label image and the per-label stats (cv2 layout).
 
-    @cached_property
-    def _regions(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        out = {}
-        for cls in np.unique(self.winner):
+        Computed on first use per class: a point prompt needs one class, a box prompt every class."""
+        if cls not in self._regions:
             _, labels, stats, _ = cv2.connectedComponentsWithStats((self.winner == cls).view(np.uint8),
                                                                     connectivity=8)
-            out[int(cls)] = (labels, stats)
-        return out
+            self._regions[cls] = (labels, stats)
+        return self._regions[cls]
 
 
 def positive_pixels(prompt: Prompt, height: int, width: int) -> list[tuple[int, int]]:

@@ -196,10 +196,11 @@ class UnifiedSegmenter(Segmenter):
         if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
         info = {"task": task, "presence": presence, "instruction": text}
-        if self.refine is not None and task == "interactive" and (prompt.points or prompt.box is not None):
+        geometric = task == "interactive" and (bool(prompt.points) or prompt.box is not None)
+        if self.refine is not None and geometric:
             mask = refine_mask(self._image, prob, mask, threshold, prompt, self.refine)
             info["refined"] = "grabcut"
-        if self.object_region is not None and task == "interactive" and (prompt.points or prompt.box is not None):
+        if self.object_region is not None and geometric:
             mask, done = keep_object_region(mask, prompt, self.class_map(), self.object_region)
             if done:
                 info["object_region"] = done
