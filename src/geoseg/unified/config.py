@@ -80,6 +80,9 @@ class TrainConfig:
     out_dir: str = "runs/default"
     seed: int = 0
     batch_size: int = 16
+    # prompts decoded per image pass: a batch holds batch_size // k tiles with k rows each, so the image
+    # encoder (two thirds of a CPU step) runs once for k prompts, as SAM trains; 1 = one pass per row
+    prompts_per_image: int = 1
     epochs: int = 6
     steps_per_epoch: int = 400
     lr: float = 1e-3
@@ -237,4 +240,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not 0.0 <= float(train.no_target_share) < 1.0:
         raise InputError(f"train.no_target_share = {train.no_target_share!r} in {p} is out of range",
                          "use a probability in [0, 1), e.g. 0.15")
+    k = train.prompts_per_image
+    if not isinstance(k, int) or k < 1 or train.batch_size % k:
+        raise InputError(f"train.prompts_per_image = {k!r} in {p} does not divide batch_size {train.batch_size}",
+                         "use a whole number that divides the batch, e.g. 4 for batch_size 16, or 1")
     return ExperimentConfig(name=data["name"], model=model_config_from_dict(data["model"]), train=train)

@@ -14,6 +14,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -195,6 +196,35 @@ def orientation_free(row: dict) -> bool:
     return row["task"] == "interactive" or not _ORIENTED.search(row["instruction"])
 
 
+@dataclass(frozen=True)
+class Shadow:
+    """One cast shadow: a soft-edged polygon (pixel vertices) and its dimming factor."""
+
+    polygon: np.ndarray
+    blur: int
+    dim: float
+
+
+def draw_shadow(h: int, w: int, rng: np.random.Generator) -> Shadow:
+    """A random shadow polygon for an ``h×w`` image (see :func:`cast_shadow`)."""
+    n = int(rng.integers(5, 9))
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    radius = rng.uniform(0.08, 0.3) * min(h, w)
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = radius * rng.uniform(0.5, 1.0, n)
+    poly = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1).round().astype(np.int32)
+    return Shadow(poly, 2 * int(max(1, radius * 0.04)) + 1, float(rng.uniform(0.25, 0.6)))
+
+
+def apply_shadow(img: np.ndarray, shadow: Shadow) -> np.ndarray:
+    """Darken ``img`` (float ``H×W×3``) under ``shadow``; the blue channel is dimmed less (skylight)."""
+    m = np.zeros(img.shape[:2], np.float32)
+    cv2.fillPoly(m, [shadow.polygon], 1.0)
+    m = cv2.GaussianBlur(m, (shadow.blur, shadow.blur), 0)[..., None]
+    factor = np.array([shadow.dim, shadow.dim, min(1.0, shadow.dim * 1.15)], np.float32)
+    return img * (1 - m * (1 - factor))
+
+
 def cast_shadow(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Darken one random soft-edged polygon of ``img`` (float ``H×W×3``), as a building's or a
     cloud's shadow would; the labels do not change.
@@ -203,63 +233,104 @@ def cast_shadow(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     benchmark region; the training regions have few such scenes. Shadows are darker and
     slightly bluer than the lit surface (skylight), so the blue channel is dimmed less.
     """
-    h, w = img.shape[:2]
-    n = int(rng.integers(5, 9))
-    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-    radius = rng.uniform(0.08, 0.3) * min(h, w)
-    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
-    rad = radius * rng.uniform(0.5, 1.0, n)
-    poly = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1).round().astype(np.int32)
-    m = np.zeros((h, w), np.float32)
-    cv2.fillPoly(m, [poly], 1.0)
-    k = 2 * int(max(1, radius * 0.04)) + 1
-    m = cv2.GaussianBlur(m, (k, k), 0)[..., None]
-    dim = rng.uniform(0.25, 0.6)
-    factor = np.array([dim, dim, min(1.0, dim * 1.15)], np.float32)
-    return img * (1 - m * (1 - factor))
+    return apply_shadow(img, draw_shadow(*img.shape[:2], rng))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One drawn training augmentation: dihedral flips, brightness/contrast jitter, an optional shadow.
+
+    Drawn once and applied to an image and, separately, to each target on it, so that several
+    prompts sharing one image pass (``prompts_per_image``) see the same transformed tile.
+    """
+
+    hflip: bool = False
+    vflip: bool = False
+    transpose: bool = False
+    gain: float = 1.0
+    bias: float = 0.0
+    shadow: Shadow | None = None
+
+
+def draw_augmentation(size: tuple[int, int], rng: np.random.Generator, geometric: bool, shadow: float = 0.0
+                      ) -> Augmentation:
+    """Draw flips (when ``geometric``), jitter and, with probability ``shadow``, a cast shadow."""
+    flips = [bool(rng.random() < 0.5) for _ in range(3)] if geometric else [False] * 3
+    gain, bias = float(rng.uniform(0.85, 1.15)), float(rng.uniform(-12, 12))
+    cast = draw_shadow(*size, rng) if shadow > 0 and rng.random() < shadow else None
+    return Augmentation(*flips, gain=gain, bias=bias, shadow=cast)
+
+
+def augment_image(img: np.ndarray, aug: Augmentation) -> np.ndarray:
+    """Apply ``aug`` to a ``H×W×3`` tile → float32 in [0, 255]."""
+    if aug.hflip:
+        img = img[:, ::-1]
+    if aug.vflip:
+        img = img[::-1]
+    if aug.transpose:
+        img = img.transpose(1, 0, 2)
+    img = img.astype(np.float32) * aug.gain + aug.bias
+    if aug.shadow is not None:
+        img = apply_shadow(img, aug.shadow)
+    return np.ascontiguousarray(np.clip(img, 0, 255))
+
+
+def augment_target(mask: np.ndarray, geo: tuple, aug: Augmentation) -> tuple[np.ndarray, tuple]:
+    """Apply ``aug``'s flips to a target mask and its prompt geometry (normalised points and box)."""
+    pts, labels, box, valid = geo
+    pts, box = pts.copy(), box.copy()
+    if aug.hflip:
+        mask = mask[:, ::-1]
+        pts[:, 0] = 1 - pts[:, 0]
+        box[[0, 2]] = 1 - box[[2, 0]]
+    if aug.vflip:
+        mask = mask[::-1]
+        pts[:, 1] = 1 - pts[:, 1]
+        box[[1, 3]] = 1 - box[[3, 1]]
+    if aug.transpose:
+        mask = mask.T
+        pts = pts[:, ::-1].copy()
+        box = box[[1, 0, 3, 2]]
+    pts = np.where(labels[:, None] >= 0, pts, 0).astype(np.float32)
+    return np.ascontiguousarray(mask), (pts, labels, box.astype(np.float32), valid)
 
 
 def augment(img: np.ndarray, mask: np.ndarray, geo: tuple, rng: np.random.Generator, geometric: bool,
             shadow: float = 0.0) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Random dihedral transform (when ``geometric``), brightness/contrast jitter and, with
     probability ``shadow``, a cast shadow (:func:`cast_shadow`) of one sample."""
-    pts, labels, box, valid = geo
-    pts, box = pts.copy(), box.copy()
-    if geometric:
-        if rng.random() < 0.5:  # horizontal flip
-            img, mask = img[:, ::-1], mask[:, ::-1]
-            pts[:, 0] = 1 - pts[:, 0]
-            box[[0, 2]] = 1 - box[[2, 0]]
-        if rng.random() < 0.5:  # vertical flip
-            img, mask = img[::-1], mask[::-1]
-            pts[:, 1] = 1 - pts[:, 1]
-            box[[1, 3]] = 1 - box[[3, 1]]
-        if rng.random() < 0.5:  # transpose
-            img, mask = img.transpose(1, 0, 2), mask.T
-            pts = pts[:, ::-1].copy()
-            box = box[[1, 0, 3, 2]]
-    gain = rng.uniform(0.85, 1.15)
-    bias = rng.uniform(-12, 12)
-    img = img.astype(np.float32) * gain + bias
-    if shadow > 0 and rng.random() < shadow:
-        img = cast_shadow(img, rng)
-    img = np.clip(img, 0, 255)
-    pts = np.where(labels[:, None] >= 0, pts, 0).astype(np.float32)
-    return np.ascontiguousarray(img), np.ascontiguousarray(mask), (pts, labels, box.astype(np.float32), valid)
+    aug = draw_augmentation(img.shape[:2], rng, geometric, shadow)
+    return (augment_image(img, aug), *augment_target(mask, geo, aug))
 
 
 def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.Tensor], classes: Sequence[str],
             mean: torch.Tensor, std: torch.Tensor, rng: np.random.Generator | None = None,
-            shadow: float = 0.0) -> dict[str, torch.Tensor]:
+            shadow: float = 0.0, prompts_per_image: int = 1) -> dict[str, torch.Tensor]:
     """Stack rows into the model's inputs and training targets (augmented when ``rng`` is given,
-    with a cast shadow on a ``shadow`` share of the samples)."""
+    with a cast shadow on a ``shadow`` share of the images).
+
+    With ``prompts_per_image`` = k > 1, each run of k consecutive rows must share one tile: the
+    tile is stacked (and augmented) once, ``image`` holds one tile per group and ``image_of``
+    maps each row to its tile, so the image encoder runs once for k prompts. A group is flipped
+    only when every one of its instructions allows it (:func:`orientation_free`).
+    """
     size = tiles.size
-    images = [tiles.get(r) for r in rows]
+    k = prompts_per_image
+    if k < 1 or len(rows) % k:
+        raise ValueError(f"{len(rows)} rows do not split into groups of {k} prompts per image")
+    groups = [list(rows[i:i + k]) for i in range(0, len(rows), k)]
+    for g in groups:
+        if len({tile_key(r) for r in g}) > 1:
+            raise ValueError("rows grouped for one image pass come from different tiles")
+    images = [tiles.get(g[0]) for g in groups]
     masks = [mask_target(r, size) for r in rows]
     geo = [geometry(r) for r in rows]
     if rng is not None:
-        for i, r in enumerate(rows):
-            images[i], masks[i], geo[i] = augment(images[i], masks[i], geo[i], rng, orientation_free(r), shadow)
+        for gi, g in enumerate(groups):
+            aug = draw_augmentation(images[gi].shape[:2], rng, all(orientation_free(r) for r in g), shadow)
+            images[gi] = augment_image(images[gi], aug)
+            for i in range(gi * k, gi * k + k):
+                masks[i], geo[i] = augment_target(masks[i], geo[i], aug)
     imgs = torch.from_numpy(np.stack(images).astype(np.float32)).permute(0, 3, 1, 2)
     imgs = (imgs - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     embs = [text_cache[row_text(r)] for r in rows]
@@ -282,6 +353,7 @@ def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.
         "target": torch.from_numpy(np.stack(masks)).unsqueeze(1),
         "empty": torch.tensor([bool(r["empty_target"]) for r in rows]),
         "category": torch.tensor([cls_index.get(r["category"], -1) for r in rows]),
+        "image_of": torch.arange(len(groups)).repeat_interleave(k),
     }
 
 

@@ -28,7 +28,7 @@ import logging
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ from geoseg.unified.data import (
     collate,
     load_rows,
     norm_stats,
+    orientation_free,
     row_text,
+    tile_key,
 )
 from geoseg.unified.decision import Decision, tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
@@ -160,6 +162,7 @@ class TaskSampler:
         self.empty = {t: [r for r in v if r["empty_target"]] for t, v in self.by_task.items() if t != "interactive"}
         self.no_target_share = no_target_share
         self.rng = random.Random(seed)
+        self._by_tile: dict[tuple, dict[str, list[dict]]] | None = None
 
     def _pick(self, task: str) -> dict:
         empty = self.empty.get(task)
@@ -167,13 +170,44 @@ class TaskSampler:
             return self.rng.choice(empty)
         return self.rng.choice(self.by_task[task])
 
-    def batch(self, n: int, weights: dict[str, float]) -> list[dict]:
-        tasks = [t for t in TASKS if self.by_task[t] and weights.get(t, 0) > 0]
+    def _tasks(self, weights: dict[str, float], by_task: dict[str, list[dict]]) -> tuple[list[str], list[float]]:
+        tasks = [t for t in TASKS if by_task.get(t) and weights.get(t, 0) > 0]
         if not tasks:
-            tasks = [t for t in TASKS if self.by_task[t]]
-        w = [weights.get(t, 0) or 1e-9 for t in tasks]
-        picks = self.rng.choices(tasks, weights=w, k=n)
-        return [self._pick(t) for t in picks]
+            tasks = [t for t in TASKS if by_task.get(t)]
+        return tasks, [weights.get(t, 0) or 1e-9 for t in tasks]
+
+    def batch(self, n: int, weights: dict[str, float], prompts_per_image: int = 1) -> list[dict]:
+        """``n`` rows; with ``prompts_per_image`` = k > 1, ``n // k`` runs of k rows from one tile each.
+
+        A run starts from a row drawn as usual; the other k − 1 come from the same tile, their task
+        drawn by the same weights (and a no-target pick at the same share). When the first row's
+        instruction allows flips, so must the rest (the group shares one augmented image).
+        """
+        tasks, w = self._tasks(weights, self.by_task)
+        k = prompts_per_image
+        if k <= 1:
+            return [self._pick(t) for t in self.rng.choices(tasks, weights=w, k=n)]
+        if self._by_tile is None:
+            self._by_tile = defaultdict(lambda: defaultdict(list))
+            for rows in self.by_task.values():
+                for r in rows:
+                    self._by_tile[tile_key(r)][r["task"]].append(r)
+        out: list[dict] = []
+        for t in self.rng.choices(tasks, weights=w, k=n // k):
+            first = self._pick(t)
+            pool = self._by_tile[tile_key(first)]
+            if orientation_free(first):
+                pool = {task: [r for r in rows if orientation_free(r)] for task, rows in pool.items()}
+            group_tasks, gw = self._tasks(weights, pool)
+            group = [first]
+            for t2 in self.rng.choices(group_tasks, weights=gw, k=k - 1):
+                rows = pool[t2]
+                empty = [r for r in rows if r["empty_target"]] if t2 != "interactive" else []
+                if self.no_target_share > 0 and empty and self.rng.random() < self.no_target_share:
+                    rows = empty
+                group.append(self.rng.choice(rows))
+            out.extend(group)
+        return out
 
     def state(self) -> Any:
         return self.rng.getstate()
@@ -423,13 +457,14 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                 break
             for g in opt.param_groups:
                 g["lr"] = tc.lr * lr_factor(step, frac, tc.warmup_steps)
-            rows = sampler.batch(tc.batch_size, task_weights(tc, frac))
+            rows = sampler.batch(tc.batch_size, task_weights(tc, frac), tc.prompts_per_image)
             seen.update(r["task"] for r in rows)
             batch = collate(rows, tiles, texts, mc.classes, mean, std, aug_rng if tc.augment else None,
-                            tc.shadow_aug)
+                            tc.shadow_aug, tc.prompts_per_image)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                out = model(batch["image"], *[batch[k] for k in MODEL_INPUTS])
+                pyramid = [f[batch["image_of"]] for f in model.encode_image(batch["image"])]
+                out = model.decode(pyramid, *[batch[k] for k in MODEL_INPUTS])
             losses = compute_losses(out, batch, tc)
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
