@@ -110,6 +110,13 @@ def semantic_loss(sem: torch.Tensor, target: torch.Tensor, category: torch.Tenso
     return F.cross_entropy(sem.float(), labels, ignore_index=-100)
 
 
+def forward_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The training forward pass of a :func:`collate` batch: each tile encoded once, its pyramid
+    shared by the rows ``image_of`` maps to it, every row decoded."""
+    pyramid = [f[batch["image_of"]] for f in model.encode_image(batch["image"])]
+    return model.decode(pyramid, *[batch[k] for k in MODEL_INPUTS])
+
+
 def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg_train) -> dict[str, torch.Tensor]:
     """All loss terms (and their weighted ``total``) for one batch."""
     target = batch["target"]
@@ -463,8 +470,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                             tc.shadow_aug, tc.prompts_per_image)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                pyramid = [f[batch["image_of"]] for f in model.encode_image(batch["image"])]
-                out = model.decode(pyramid, *[batch[k] for k in MODEL_INPUTS])
+                out = forward_batch(model, batch)
             losses = compute_losses(out, batch, tc)
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
