@@ -81,7 +81,7 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 16
     # prompts decoded per image pass: a batch holds batch_size // k tiles with k rows each, so the image
-    # encoder (two thirds of a CPU step) runs once for k prompts, as SAM trains; 1 = one pass per row
+    # encoder (44-60 % of a CPU step) runs once for k prompts, as SAM trains; 1 = one pass per row
     prompts_per_image: int = 1
     epochs: int = 6
     steps_per_epoch: int = 400
