@@ -169,19 +169,32 @@ class TaskSampler:
         self.empty = {t: [r for r in v if r["empty_target"]] for t, v in self.by_task.items() if t != "interactive"}
         self.no_target_share = no_target_share
         self.rng = random.Random(seed)
-        self._by_tile: dict[tuple, dict[str, list[dict]]] | None = None
+        self._by_tile: dict[tuple, dict[str, list[dict]]] | None = None  # (tile, flip-free only) → task → rows
 
-    def _pick(self, task: str) -> dict:
-        empty = self.empty.get(task)
+    def _draw(self, rows: list[dict], empty: list[dict] | None) -> dict:
+        """One of ``rows``, or with probability ``no_target_share`` one of their no-target ``empty`` rows."""
         if self.no_target_share > 0 and empty and self.rng.random() < self.no_target_share:
             return self.rng.choice(empty)
-        return self.rng.choice(self.by_task[task])
+        return self.rng.choice(rows)
+
+    def _pick(self, task: str) -> dict:
+        return self._draw(self.by_task[task], self.empty.get(task))
 
     def _tasks(self, weights: dict[str, float], by_task: dict[str, list[dict]]) -> tuple[list[str], list[float]]:
         tasks = [t for t in TASKS if by_task.get(t) and weights.get(t, 0) > 0]
         if not tasks:
             tasks = [t for t in TASKS if by_task.get(t)]
         return tasks, [weights.get(t, 0) or 1e-9 for t in tasks]
+
+    def _tile_pool(self, row: dict) -> dict[str, list[dict]]:
+        """The rows of ``row``'s tile by task; only those without position words when ``row`` has none."""
+        if self._by_tile is None:
+            self._by_tile = defaultdict(dict)
+            for task, rows in self.by_task.items():
+                for r in rows:
+                    for free in {False, orientation_free(r)}:
+                        self._by_tile[(tile_key(r), free)].setdefault(task, []).append(r)
+        return self._by_tile[(tile_key(row), orientation_free(row))]
 
     def batch(self, n: int, weights: dict[str, float], prompts_per_image: int = 1) -> list[dict]:
         """``n`` rows; with ``prompts_per_image`` = k > 1, ``n // k`` runs of k rows from one tile each.
@@ -194,26 +207,15 @@ class TaskSampler:
         k = prompts_per_image
         if k <= 1:
             return [self._pick(t) for t in self.rng.choices(tasks, weights=w, k=n)]
-        if self._by_tile is None:
-            self._by_tile = defaultdict(lambda: defaultdict(list))
-            for rows in self.by_task.values():
-                for r in rows:
-                    self._by_tile[tile_key(r)][r["task"]].append(r)
         out: list[dict] = []
         for t in self.rng.choices(tasks, weights=w, k=n // k):
             first = self._pick(t)
-            pool = self._by_tile[tile_key(first)]
-            if orientation_free(first):
-                pool = {task: [r for r in rows if orientation_free(r)] for task, rows in pool.items()}
+            pool = self._tile_pool(first)
             group_tasks, gw = self._tasks(weights, pool)
-            group = [first]
+            out.append(first)
             for t2 in self.rng.choices(group_tasks, weights=gw, k=k - 1):
-                rows = pool[t2]
-                empty = [r for r in rows if r["empty_target"]] if t2 != "interactive" else []
-                if self.no_target_share > 0 and empty and self.rng.random() < self.no_target_share:
-                    rows = empty
-                group.append(self.rng.choice(rows))
-            out.extend(group)
+                empty = [r for r in pool[t2] if r["empty_target"]] if t2 != "interactive" else None
+                out.append(self._draw(pool[t2], empty))
         return out
 
     def state(self) -> Any:
