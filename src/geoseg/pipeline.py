@@ -349,9 +349,20 @@ class SegmentResult:
     height: int
     crs: str | None
     notes: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def empty_answer_hints(segmenter: Segmenter, prompts: Sequence[Prompt], scores: Sequence[float | None]) -> list[str]:
+    """One line per prompt that found nothing in the scene (``scores`` entry ``None``), with the backend's advice."""
+    hints = []
+    for prompt, score in zip(prompts, scores):
+        if score is None:
+            advice = segmenter.empty_answer_hint(prompt)
+            hints.append(f"nothing found for {prompt.describe()!r}" + (f": {advice}" if advice else ""))
+    return hints
 
 
 def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike] | None = None,
@@ -449,7 +460,10 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
                  "paint": round(max(0.0, t_write), 3),
                  "finish": round(t_finish, 3), "total": round(t_total, 3)},
         width=src.width, height=src.height, crs=src.crs.to_string() if src.crs else None, notes=notes,
+        hints=empty_answer_hints(segmenter, plist, summary.prompt_scores),
     )
+    for hint in res.hints:
+        log.info(hint)
     log.info("segmented %s: %d prompt(s), %d window(s), %d mask pixels in %.2fs", image, len(plist), len(groups),
              summary.mask_pixels, t_total)
     return res

@@ -107,6 +107,15 @@ def test_bad_instructions_give_clear_errors(segmenter):
         segmenter.predict(Prompt(text="the large building next to the road " * 40))
 
 
+def test_text_that_finds_nothing_gets_advice_naming_the_models_classes(segmenter):
+    classes = ", ".join(segmenter.cfg.classes)
+    unknown = segmenter.empty_answer_hint(Prompt(text="the trees"))
+    assert classes in unknown and "name one of those" in unknown and "trainfree backend" in unknown
+    known = segmenter.empty_answer_hint(Prompt(text="all the buildings"))  # a class it knows, plural
+    assert classes in known and "training imagery" in known and "name one of those" not in known
+    assert segmenter.empty_answer_hint(Prompt(box=(1.0, 1.0, 9.0, 9.0))) is None
+
+
 def test_other_sizes_round_to_the_working_scale(segmenter):
     small = np.zeros((70, 45, 3), np.uint8)
     segmenter.set_image(small)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import rasterio
 
+import geoseg
 from geoseg.cli import main
 
-from .conftest import roof_box, scene_array, write_geotiff, write_plain
+from .conftest import BrightSegmenter, roof_box, scene_array, write_geotiff, write_plain
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -120,3 +121,34 @@ def test_cli_subprocess_entry_point(utm_scene: Path, tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     with rasterio.open(tmp_path / "m.tif") as m:
         assert (m.read(1) == 1).sum() > 1000
+
+
+class AdvisingBright(BrightSegmenter):
+    """The bright-pixel text backend with advice for prompts that find nothing."""
+
+    name = "advising-bright"
+
+    def empty_answer_hint(self, prompt):
+        return f"no pixel is bright enough for {prompt.text}"
+
+
+def test_prompts_that_find_nothing_get_a_note(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An empty answer is a valid result (exit 0, an all-zero mask), and the CLI says which prompt found nothing."""
+    from geoseg import segmenters
+
+    monkeypatch.setitem(segmenters._REGISTRY, "advising-bright", lambda **_: AdvisingBright())
+    dark = write_geotiff(tmp_path / "dark.tif", scene_array(roofs=()))
+    bright = write_geotiff(tmp_path / "bright.tif", scene_array())
+    args = ["--text", "roofs", "--backend", "advising-bright"]
+    code, stdout, _ = run_cli(["segment", str(dark), *args, "-o", str(tmp_path / "d.tif")], capsys)
+    assert code == 0 and "0 target pixels" in stdout
+    assert stdout.splitlines()[-1] == "note: nothing found for 'roofs': no pixel is bright enough for roofs"
+    with rasterio.open(tmp_path / "d.tif") as m:
+        assert not (m.read(1) == 1).any()
+    code, stdout, _ = run_cli(["segment", str(bright), *args, "-o", str(tmp_path / "b.tif"), "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["hints"] == []
+    code, stdout, _ = run_cli(["-q", "segment", str(dark), *args, "-o", str(tmp_path / "q.tif")], capsys)
+    assert code == 0 and stdout == ""  # --quiet prints nothing, the note included
+    # a backend without advice still names the prompt
+    res = geoseg.segment(dark, output=tmp_path / "p.tif", text=["roofs", "bright things"], segmenter=BrightSegmenter())
+    assert res.hints == ["nothing found for 'roofs'", "nothing found for 'bright things'"]

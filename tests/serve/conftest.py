@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geoseg.prompts import Prompt
+from geoseg.segmenters.base import Prediction, Segmenter
+
 BUILDING_RGB = (60, 16, 152)  # the Dubai masks' building colour (see shared/data/README.md)
 
 
@@ -81,11 +84,39 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+class Brightness(Segmenter):
+    """A text backend for tests: "white" marks pixels above 250 (none in ``make_geotiff``'s scenes),
+    any other text those above 128 (its rectangles); an empty answer comes with advice."""
+
+    name = "brightness"
+    capabilities = frozenset({"text"})
+
+    def _set_image(self, image: np.ndarray) -> None:
+        self._grey = image.mean(axis=2)
+
+    def _predict(self, prompt: Prompt) -> Prediction:
+        mask = self._grey > (250 if prompt.text == "white" else 128)
+        return Prediction(mask, 0.9, mask.astype(np.float32))
+
+    def empty_answer_hint(self, prompt: Prompt) -> str:
+        return f"nothing is as bright as {prompt.text!r} asks"
+
+
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     """A real uvicorn server on loopback running the app with the classical backend."""
     from geoseg.serve import create_app
 
     app = create_app("classical", upload_dir=tmp_path_factory.mktemp("uploads"), max_upload_mb=5)
+    with LiveServer(app) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def brightness_server(tmp_path_factory):
+    """A real uvicorn server on loopback running the app with the :class:`Brightness` text backend."""
+    from geoseg.serve import create_app
+
+    app = create_app(segmenter_factory=Brightness, upload_dir=tmp_path_factory.mktemp("uploads"), max_upload_mb=5)
     with LiveServer(app) as srv:
         yield srv

@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from geoseg.rle import rle_decode  # noqa: E402
 from geoseg.serve import create_app  # noqa: E402
 
+from .conftest import Brightness  # noqa: E402
+
 
 @pytest.fixture()
 def client(tmp_path):
@@ -231,6 +233,16 @@ def test_internal_error_is_a_500_and_the_server_keeps_serving(tmp_path, make_geo
         r = c.post(f"/api/images/{iid}/predict", json={"points": [[13, 13]]})
         assert r.status_code == 500 and "backend exploded" in r.json()["detail"]
         assert c.post(f"/api/images/{iid}/predict", json={"box": [42, 32, 158, 128]}).status_code == 200
+
+
+def test_empty_answers_carry_the_backends_hint(tmp_path, make_geotiff):
+    app = create_app(segmenter_factory=Brightness, upload_dir=tmp_path / "u")
+    with TestClient(app) as c:
+        iid = _upload(c, make_geotiff()).json()["image_id"]
+        empty = c.post(f"/api/images/{iid}/predict", json={"text": "white"}).json()
+        assert empty["area_px"] == 0 and empty["hint"] == "nothing is as bright as 'white' asks"
+        found = c.post(f"/api/images/{iid}/predict", json={"text": "light"}).json()
+        assert found["area_px"] > 0 and found["hint"] is None
 
 
 def test_openapi_and_page(client):

@@ -187,3 +187,25 @@ def test_georeferenced_geotiff_is_placed_on_the_map(browser, live_server, make_g
     page.screenshot(path=str(tmp_path / "serve_geotiff.png"))
     _keep_artifact(tmp_path / "serve_geotiff.png")
     page.close()
+
+
+def test_an_instruction_that_finds_nothing_shows_the_backends_advice(browser, brightness_server, make_geotiff):
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(brightness_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#file-input", str(make_geotiff()))
+    page.wait_for_selector("#map[data-image]", timeout=20_000)
+    page.fill("#instruction", "white")
+    page.press("#instruction", "Enter")
+    page.wait_for_selector("#message:not([hidden])", timeout=20_000)
+    assert page.inner_text("#message") == "nothing found: nothing is as bright as 'white' asks"
+    assert page.evaluate("window.geosegMap.result()")["area_px"] == 0
+    page.fill("#instruction", "light")  # a non-empty answer shows no advice
+    page.evaluate("document.getElementById('message').hidden = true")
+    page.press("#instruction", "Enter")
+    page.wait_for_function("() => window.geosegMap.result().area_px > 0", timeout=20_000)
+    assert page.is_hidden("#message")
+    assert not errors, errors
+    page.close()

@@ -129,3 +129,5 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         click.echo(f"wrote {result.outputs['vector']}: {result.n_objects} polygon(s)")
     if "score_raster" in result.outputs:
         click.echo(f"wrote {result.outputs['score_raster']}")
+    for hint in result.hints:
+        click.echo(f"note: {hint}")

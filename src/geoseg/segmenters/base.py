@@ -100,6 +100,15 @@ class Segmenter(ABC):
             )
             raise PromptError(f"backend '{self.name}' cannot use {kinds} prompts", hint)
 
+    def empty_answer_hint(self, prompt: Prompt) -> str | None:
+        """Advice for a user whose ``prompt`` found nothing in a whole scene, or ``None``.
+
+        An empty mask is a valid answer ("nothing matches"), so it is not an error; but a
+        model that only knows some classes should say so, or users cannot tell "absent"
+        from "outside what this model was trained on".
+        """
+        return None
+
     # -- provenance --------------------------------------------------------------------
     def provenance(self) -> dict:
         """What produced a mask: written into raster tags, vector metadata and reports."""

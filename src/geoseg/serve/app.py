@@ -104,6 +104,7 @@ class PredictResponse(BaseModel):
     overlay_png: str | None = Field(None, description="data: URL of a transparent PNG colouring the mask")
     provenance: dict
     downloads: dict[str, str]
+    hint: str | None = Field(None, description="when the mask is empty: the backend's advice (what it can find)")
 
 
 # -- error handling ---------------------------------------------------------------------
@@ -404,6 +405,7 @@ def create_app(
             "image_id": image_id, "mask_id": stored.mask_id, "score": stored.score, "area_px": area, "bbox": bbox,
             "prompt": prompt.describe(), "embedding_cached": cached, "provenance": stored.provenance,
             "downloads": _downloads(image_id, stored.mask_id),
+            "hint": None if area else store.prototype.empty_answer_hint(prompt),
         }
         if "rle" in req.include:
             resp["rle"] = outputs.rle_json(mask)

@@ -14,6 +14,7 @@ answers are re-cut along image edges by GrabCut seeded with the network's probab
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -254,6 +255,18 @@ class UnifiedSegmenter(Segmenter):
     def similarity_map(self, text: str, task: str | None = None) -> np.ndarray:
         """Per-pixel probability in [0, 1] (``H×W`` float32) that a pixel belongs to what ``text`` names."""
         return (1.0 / (1.0 + np.exp(-self.text_logits(text, task)))).astype(np.float32)
+
+    def empty_answer_hint(self, prompt: Prompt) -> str | None:
+        """For text: the classes this checkpoint was trained on, and the routes that do not need them."""
+        if prompt.text is None:
+            return None
+        classes = ", ".join(self.cfg.classes)
+        others = "mark the target with a point or a box, or use the trainfree backend (a multimodal LLM grounds the text)"
+        words = set(re.findall(r"[a-z]+", prompt.text.lower()))
+        if any(c in words or c + "s" in words for c in self.cfg.classes):
+            return (f"this model knows {classes} only as they look in its training imagery (see its model card); "
+                    f"in other imagery {others}")
+        return f"this model was trained to find {classes}; name one of those, {others}"
 
     def provenance(self) -> dict:
         prov = super().provenance()

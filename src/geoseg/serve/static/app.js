@@ -405,6 +405,7 @@
       `${ms} ms (model ${Math.round(data.timing_ms.predict)} ms)`,
     );
     canvas.dataset.latencyMs = String(ms);
+    if (!data.area_px) showMessage(`nothing found${data.hint ? ": " + data.hint : ""}`, "info");
     draw();
   }
 
