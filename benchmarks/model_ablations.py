@@ -21,6 +21,9 @@ bundle such as the shipped ``src/geoseg/weights/unigeoseg_default.pt``) the same
 rows of ``--val-shards`` (default ``data/shards/dubai``), paired against the first: how a
 candidate network compares with the shipped one on validation before it is benchmarked. It
 scores the network's answers (decision thresholds only: no instance selector, no re-cut).
+Both modes end with a per-category table (tuned gIoU over the rows whose target exists), since
+task means hide a category a change helps or hurts — roads, the weakest, are 24 of the
+validation region's rows.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def _full_val_rows(entries: list[tuple[str, object, Path, object]], text_cache: 
           f"| Δ vs {entries[0][0]}, paired [95 % CI] (int / ref / rea) | no-target acc (tuned) |")
     print("|---|---:|---|---|---:|---|---:|")
     base_rows, where = None, ""
+    by_category: list[tuple[str, dict[str, float]]] = []  # per scored checkpoint (labels may repeat)
+    counts: dict[str, int] = {}
     for label, cfg, ck, step in entries:
         if not ck.is_file():
             print(f"| {label} | not run ({ck} missing) | | | | | |")
@@ -119,11 +124,27 @@ def _full_val_rows(entries: list[tuple[str, object, Path, object]], text_cache: 
                                for t in TASKS)
         empties = [bool(r["empty"]) for r in records]
         nt = 100 * float(np.mean(tuned[empties] == 1.0)) if any(empties) else float("nan")
+        cat_giou, counts = _per_category(records, tuned)
+        by_category.append((label, cat_giou))
         print(f"| {label} | {step} | {' / '.join(f'{x:.1f}' for x in g_fixed)} | "
               f"{' / '.join(f'{x:.1f}' for x in g_tuned)} | {np.mean(g_tuned):.1f} | {delta} | {nt:.1f} |")
     if where:
         print(f"\nvalidation: all {where}{weights}; tuned = each model's own presence and mask thresholds tuned on "
               "these rows; empty-target rule unigeoseg")
+        print("\nby category (rows whose target exists, all tasks, tuned gIoU):\n")
+        print("| category | rows | " + " | ".join(label for label, _ in by_category) + " |")
+        print("|---|---:|" + "---:|" * len(by_category))
+        for cat in sorted(counts):
+            print(f"| {cat} | {counts[cat]} | " + " | ".join(f"{g[cat]:.1f}" for _, g in by_category) + " |")
+
+
+def _per_category(records: list[dict], ious: np.ndarray) -> tuple[dict[str, float], dict[str, int]]:
+    """gIoU (%) and row count per category over the rows whose target exists (roads, buildings, ...)."""
+    cats = np.array([r["category"] for r in records])
+    target = np.array([not r["empty"] for r in records])
+    names = sorted(set(cats[target]))
+    return ({c: 100 * float(ious[target & (cats == c)].mean()) for c in names},
+            {c: int((target & (cats == c)).sum()) for c in names})
 
 
 def full_val_table(config_dir: Path, text_cache: str | None, threads: int = 0) -> None:
