@@ -222,6 +222,10 @@ class BatchSummary:
                  f"[backend {self.backend}, workers {self.workers}]"]
         if self.km2_per_min:
             lines.append(f"throughput: {self.km2_per_min:.2f} km²/min")
+        empty = [Path(s.scene).name for s in self.scenes if s.status == "done" and s.mask_pixels == 0]
+        if empty:
+            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            lines.append(f"nothing found in {len(empty)} of {self.count('done')} scene(s) done: {shown}")
         for s in self.failed:
             lines.append(f"failed: {s.scene}: {s.error}")
         if self.merged_vector:

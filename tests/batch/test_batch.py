@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.batch import MARKER_DIR, expand_scenes, is_batch_input, run_batch
+from geoseg.batch import MARKER_DIR, BatchSummary, SceneOutcome, expand_scenes, is_batch_input, run_batch
 from geoseg.errors import GeosegError, InputError
 from geoseg.prompts import Prompt
 
@@ -99,6 +99,16 @@ def test_one_output_per_scene_merged_layer_and_resume(tmp_path, scenes):
     s6 = run_batch(scenes, out, _roof_prompt(), backend="classical", prompt_crs="EPSG:32640", vector="gpkg",
                    tile_size=512, overlap=64, resume=False)
     assert s6.count("done") == 3
+
+
+def test_report_names_the_scenes_that_found_nothing():
+    """An empty mask is a result, not a failure; the report says where it happened (first five named)."""
+    done = [SceneOutcome(f"/data/s{i}.tif", "done", mask_pixels=0 if i % 2 else 10) for i in range(14)]
+    s = BatchSummary([*done, SceneOutcome("/data/bad.tif", "failed", error="cannot read"),
+                      SceneOutcome("/data/old.tif", "skipped")], seconds=3.0, backend="classical", workers=1)
+    assert "nothing found in 7 of 14 scene(s) done: s1.tif, s3.tif, s5.tif, s7.tif, s9.tif and 2 more" in s.report()
+    everything = BatchSummary(done[::2], seconds=1.0, backend="classical", workers=1)
+    assert "nothing found" not in everything.report()
 
 
 def test_failed_scene_is_reported_and_leaves_nothing(tmp_path, scenes):
