@@ -12,6 +12,7 @@ client, the fixed refinement rule and the dual route with the shipped unified mo
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -141,11 +142,14 @@ def test_refinement_modes_and_profiles(image, profiles_home):
     assert prov["mask_backend"]["model"] == "boxmask"
 
 
-def test_nothing_found_points_only_and_bad_options(image):
+def test_nothing_found_points_only_and_bad_options(image, caplog):
     seg = _seg(FixedGrounder(None))
     seg.set_image(image)
-    pred = seg.predict(Prompt(text="a whale"))
+    with caplog.at_level(logging.INFO, logger="geoseg.trainfree.segmenter"):
+        pred = seg.predict(Prompt(text="a whale"))
+    assert "no mask for 'a whale' (no box): no box in the answer 'nothing here'" in caplog.text  # what -v shows
     assert not pred.mask.any() and pred.score == 0.0 and pred.info["grounding"] == "no box"
+    assert "fixed-vlm" in seg.empty_answer_hint(Prompt(text="a whale"))  # the note names the model to blame
 
     g = FixedGrounder(None, points=[(150.0, 100.0), (400.0, 10.0)])  # the second is outside the image
     seg = _seg(g)

@@ -213,7 +213,8 @@ class TrainFreeSegmenter(Segmenter):
     def _set_image(self, image: np.ndarray) -> None:
         self._image = image
 
-    def _empty(self, info: dict) -> Prediction:
+    def _empty(self, text: str, info: dict) -> Prediction:
+        log.info("no mask for %r (%s): %s", text, info["grounding"], info.get("reason") or info.get("vlm_raw", ""))
         h, w = self.image_shape
         return Prediction(mask=np.zeros((h, w), bool), score=0.0, prob=np.zeros((h, w), np.float32), info=info)
 
@@ -228,24 +229,29 @@ class TrainFreeSegmenter(Segmenter):
         try:
             g = self.grounder.ground(image, text)
         except NoBoxError as exc:
-            log.info("the grounder found nothing for %r: %s", text, exc)
-            return self._empty({"grounding": "no box", "reason": str(exc)})
+            return self._empty(text, {"grounding": "no box", "reason": str(exc)})
         base = {"vlm_box": None if g.box is None else [float(v) for v in g.box], "label": g.label,
                 "family": getattr(g, "family", ""), "vlm_raw": str(getattr(g, "raw", ""))[:500]}
         noun = (g.label or text).strip()
         if g.box is None:  # points only: the points prompt the mask backend on the whole image
             pts = tuple((float(x), float(y)) for x, y in g.points if 0 <= x < w and 0 <= y < h)
             if not pts:
-                return self._empty({**base, "grounding": "no box"})
+                return self._empty(text, {**base, "grounding": "no box"})
             pred = self.session.predict(image, Prompt(points=pts, labels=(1,) * len(pts), task="interactive"))
             return Prediction(mask=pred.mask, score=pred.score, prob=pred.prob, info={**base, "grounding": "points"})
         refined = self.refine(g.box, w, h)
         if refined is None:
-            return self._empty({**base, "grounding": "box outside the image"})
+            return self._empty(text, {**base, "grounding": "box outside the image"})
         out = dual_route(image, refined, noun, self.session, self.similarity, self.config)
         info = {**base, **out.info, "grounding": "box", "refinement": self.refine_mode(),
                 "refined_box": [float(v) for v in refined]}
         return Prediction(mask=out.mask, score=out.score, prob=out.prob, info=info)
+
+    def empty_answer_hint(self, prompt: Prompt) -> str | None:
+        """Where an empty answer comes from on this route: the multimodal LLM's grounding, logged at -v."""
+        model = getattr(self.grounder, "model", type(self.grounder).__name__)
+        return (f"the multimodal LLM ({model}) grounds the text and gave no usable box or point, or the mask "
+                "backend found nothing in it; -v logs its answers; rephrase the instruction or try another --vlm-model")
 
     def provenance(self) -> dict:
         prov = super().provenance()
