@@ -155,7 +155,7 @@ class BatchOptions:
     tile_size: int = 1024
     overlap: int = 128
     prompt_crs: str | None = None
-    vector: Literal["gpkg", "geojson"] | None = None
+    vector: Literal["gpkg", "geojson", "fgb", "shp"] | None = None
     score_raster: bool = False
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -361,7 +361,7 @@ class _SceneRun:
         try:
             if opts.vector == "geojson" and self.source.crs is None:
                 raise GeosegError(f"{scene.name} has no georeference, so it cannot be written as GeoJSON",
-                                  "use --vector-format gpkg (pixel coordinates) or georeference the scene")
+                                  "use --vector gpkg (pixel coordinates) or georeference the scene")
             self.prompts = prepare_prompts(self.source, list(prompts), opts.prompt_crs)
             self.groups = group_tasks(plan_windows(self.source.width, self.source.height, self.prompts,
                                                    opts.tile_size, opts.overlap))
@@ -457,7 +457,7 @@ def run_batch(
     tile_size: int = 1024,
     overlap: int = 128,
     prompt_crs: str | None = None,
-    vector: Literal["gpkg", "geojson"] | None = None,
+    vector: Literal["gpkg", "geojson", "fgb", "shp"] | None = None,
     score_raster: bool = False,
     merged_vector: str | os.PathLike | None = None,
     workers: int = 0,
@@ -478,9 +478,10 @@ def run_batch(
         backend_options: the backend's own keyword arguments (``mask_threshold``, ``vlm_url``, ...);
             they travel to the workers with the job, API keys excepted from the resume key.
         bands, tile_size, overlap, prompt_crs: as for :func:`geoseg.pipeline.segment`.
-        vector: per-scene vector format; ``merged_vector`` implies ``gpkg`` when not given.
+        vector: per-scene vector format (``gpkg``, ``geojson``, ``fgb`` or ``shp``); ``merged_vector``
+            implies ``gpkg`` when not given.
         score_raster: also write a float32 score raster per scene.
-        merged_vector: one ``.gpkg``/``.geojson`` with every scene's polygons in EPSG:4326
+        merged_vector: one ``.gpkg``/``.geojson``/``.fgb``/``.shp`` with every scene's polygons in EPSG:4326
             and a ``scene`` field.
         workers: local Dask workers; ``0`` runs in this process (no Dask).
         scheduler: address of an existing Dask scheduler (overrides ``workers``).
@@ -502,9 +503,11 @@ def run_batch(
     if not prompts:
         raise GeosegError("no prompt given", "give --text '...', or --point/--box with --prompt-crs")
     check_tiling(tile_size, overlap)
-    if merged_vector is not None:
-        from geoseg.vector import vector_driver
+    from geoseg.vector import vector_driver
 
+    if vector is not None:
+        vector_driver(f"scene.{vector}")
+    if merged_vector is not None:
         vector_driver(os.fspath(merged_vector))
         vector = vector or "gpkg"
     scenes = expand_scenes(inputs, recursive=recursive)
@@ -735,7 +738,7 @@ def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
     from pyproj import CRS, Transformer
 
     from geoseg.raster.writer import temp_path_for
-    from geoseg.vector import vector_driver
+    from geoseg.vector import replace_vector, vector_driver, vector_files
 
     driver = vector_driver(output)
     geoms: list = []
@@ -764,9 +767,10 @@ def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
         pyogrio.raw.write(tmp, wkb_all, arrays, ["scene", "id", "prompt", "score", "area"],
                           layer=Path(output).stem, driver=driver, geometry_type="Polygon", crs="EPSG:4326",
                           layer_options={"RFC7946": "YES"} if driver == "GeoJSON" else None)
-        os.replace(tmp, output)
+        replace_vector(tmp, output)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for part in vector_files(tmp):
+            if os.path.exists(part):
+                os.unlink(part)
     log.info("merged %d polygons from %d scene(s) into %s", len(geoms), len(parts), output)
     return output

@@ -1,4 +1,4 @@
-"""Polygons from the written mask: block-wise polygonize, merge across block borders, write GPKG/GeoJSON.
+"""Polygons from the written mask: block-wise polygonize, merge across block borders, write vector files.
 
 The mask is polygonized block by block (:class:`PolygonCollector`, fed by the scene
 writer's final pass, so memory follows the block size). A polygon that touches an
@@ -6,9 +6,12 @@ internal block border may be one piece of an object split by that border: such
 pieces are unioned per prompt with shapely and split back into connected parts, so
 an object cut by a tile or block border comes out as one polygon.
 
-Outputs: ``.gpkg`` in the source CRS, ``.geojson`` in EPSG:4326 (RFC 7946), with the
-fields ``id``, ``prompt``, ``score`` and ``area`` (m² when the CRS is projected, pixels
-otherwise), written through pyogrio.
+Outputs: ``.gpkg``, ``.fgb`` (FlatGeobuf) and ``.shp`` (ESRI Shapefile) in the source
+CRS, ``.geojson`` in EPSG:4326 (RFC 7946), with the fields ``id``, ``prompt``, ``score`` and
+``area`` (m² when the CRS is projected, pixels otherwise), written through pyogrio. The
+provenance goes into the GeoPackage's layer metadata, the FlatGeobuf's and GeoJSON's
+layer description; a Shapefile has no place for it (its ``prompt`` field is cut to the
+format's 254 bytes).
 """
 
 from __future__ import annotations
@@ -32,15 +35,55 @@ from geoseg.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
-VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf",
+                  ".shp": "ESRI Shapefile"}
+#: the files a Shapefile ``x.shp`` consists of besides itself (what GDAL writes for a polygon layer)
+SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
+#: a dBase text field holds at most this many bytes
+DBF_TEXT_BYTES = 254
 
 
 def vector_driver(path: str) -> str:
     """The OGR driver for an output path, or a :class:`GeosegError` naming the supported extensions."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in VECTOR_DRIVERS:
-        raise GeosegError(f"unsupported vector output {path}", "use a .gpkg (source CRS) or .geojson (EPSG:4326) path")
+        raise GeosegError(f"unsupported vector output {path}",
+                          "use a .gpkg, .fgb or .shp path (source CRS) or a .geojson path (EPSG:4326)")
     return VECTOR_DRIVERS[ext]
+
+
+def vector_files(path: str) -> list[str]:
+    """Every file the vector output ``path`` consists of: itself, and a Shapefile's companions."""
+    stem, ext = os.path.splitext(path)
+    if ext.lower() != ".shp":
+        return [path]
+    return [path] + [stem + (part.upper() if ext.isupper() else part) for part in SHAPEFILE_PARTS]
+
+
+def replace_vector(tmp: str, final: str) -> None:
+    """Move the vector output written at ``tmp`` onto ``final`` (each of a Shapefile's files).
+
+    A Shapefile's companions move first and its ``.shp`` last; a companion ``final`` had
+    from an earlier run that this write did not produce (a ``.prj`` when the new layer has
+    no CRS) is removed, so the files never describe two different layers.
+    """
+    for src, dst in list(zip(vector_files(tmp), vector_files(final)))[::-1]:
+        if os.path.exists(src):
+            os.replace(src, dst)
+        elif os.path.exists(dst):
+            os.unlink(dst)
+
+
+def _dbf_text(values: np.ndarray) -> np.ndarray:
+    """Text cut to a dBase field's 254 bytes on a character boundary (GDAL would cut mid-character)."""
+    out = values.copy()
+    for i, v in enumerate(values):
+        raw = str(v).encode("utf-8")
+        if len(raw) > DBF_TEXT_BYTES:
+            out[i] = raw[:DBF_TEXT_BYTES].decode("utf-8", errors="ignore")
+            log.info("prompt of feature %d cut to %d bytes for the Shapefile (a .gpkg keeps it whole)",
+                     i + 1, DBF_TEXT_BYTES)
+    return out
 
 
 def pixel_area(src) -> tuple[float, str]:
@@ -121,8 +164,9 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
                   prompts: Sequence[Prompt], scores: Sequence[float | None], provenance: dict) -> int:
     """Write ``polygons`` (pixel coordinates, label = prompt index + 1) to ``tmp_path``.
 
-    The driver and CRS follow ``final_path``'s extension: GPKG keeps the source CRS
-    (none for a non-georeferenced image: pixel coordinates), GeoJSON is EPSG:4326.
+    The driver and CRS follow ``final_path``'s extension: GPKG, FlatGeobuf and Shapefile
+    keep the source CRS (none for a non-georeferenced image: pixel coordinates), GeoJSON
+    is EPSG:4326. Move the result into place with :func:`replace_vector`.
 
     Returns:
         The number of features written.
@@ -144,7 +188,7 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     if driver == "GeoJSON":
         if src.crs is None:
             raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
-                              "write a .gpkg instead (pixel coordinates) or georeference the image")
+                              "write a .gpkg, .fgb or .shp instead (pixel coordinates) or georeference the image")
         if len(geoms):
             geoms = _to_4326(geoms, src.crs)
         crs = "EPSG:4326"
@@ -156,6 +200,11 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.array([], dtype=object)
     meta = {"model": str(provenance.get("model", "")), "geoseg_version": str(provenance.get("geoseg_version", "")),
             "area_unit": unit, "provenance": json.dumps(provenance, default=str)[:8000]}
+    if driver in ("GeoJSON", "FlatGeobuf"):
+        layer_options["DESCRIPTION"] = json.dumps({k: meta[k] for k in ("model", "geoseg_version", "area_unit")}
+                                                  | {"provenance": provenance}, default=str)
+    if driver == "ESRI Shapefile":
+        prompt_text = _dbf_text(prompt_text)
     with warnings.catch_warnings():
         # a plain JPG/PNG has no CRS: the layer is in pixel coordinates on purpose (area_unit says so)
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)

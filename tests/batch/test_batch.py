@@ -101,6 +101,30 @@ def test_one_output_per_scene_merged_layer_and_resume(tmp_path, scenes):
     assert s6.count("done") == 3
 
 
+def test_flatgeobuf_per_scene_and_a_merged_shapefile(tmp_path, scenes):
+    import pyogrio
+    import pyogrio.raw
+    import shapely
+
+    out, merged = tmp_path / "out", tmp_path / "all.shp"
+    s = run_batch(scenes, out, _roof_prompt(), backend="classical", prompt_crs="EPSG:32640", vector="fgb",
+                  merged_vector=merged, tile_size=512, overlap=64)
+    assert s.count("done") == 3
+    per_scene = []
+    for i in range(3):
+        info = pyogrio.read_info(out / f"scene_{i}.fgb")
+        assert info["driver"] == "FlatGeobuf" and info["crs"] == "EPSG:32640" and info["features"] >= 1
+        per_scene.append(info["features"])
+    meta, _, wkb, data = pyogrio.raw.read(merged)
+    assert meta["crs"] == "EPSG:4326" and list(meta["fields"]) == ["scene", "id", "prompt", "score", "area"]
+    assert sorted(data[0]) == sorted(f"scene_{i}" for i in range(3) for _ in range(per_scene[i]))
+    lon, lat = shapely.from_wkb(wkb[0]).centroid.coords[0]
+    assert 54.0 < lon < 55.5 and 25.0 < lat < 25.5
+    assert sorted(p.name for p in tmp_path.glob("all.*")) == ["all.cpg", "all.dbf", "all.prj", "all.shp", "all.shx"]
+    with pytest.raises(GeosegError, match="unsupported vector output"):
+        run_batch(scenes, out, _roof_prompt(), backend="classical", prompt_crs="EPSG:32640", vector="kml")
+
+
 def test_report_names_the_scenes_that_found_nothing():
     """An empty mask is a result, not a failure; the report says where it happened (first five named)."""
     done = [SceneOutcome(f"/data/s{i}.tif", "done", mask_pixels=0 if i % 2 else 10) for i in range(14)]

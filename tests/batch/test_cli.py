@@ -67,6 +67,6 @@ def test_batch_needs_an_output_folder_and_a_vector_format(tmp_path, capsys):
     (tmp_path / "taken").write_text("x")
     assert _run(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "taken"), "--workers", "0"]) == 2
     assert "is a file" in capsys.readouterr().err
-    assert _run(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "o"), "--vector", "x.shp",
+    assert _run(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "o"), "--vector", "x.kml",
                  "--workers", "0"]) == 2
-    assert "--vector gpkg or --vector geojson" in capsys.readouterr().err
+    assert "--vector gpkg, geojson, fgb or shp" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def batch_options(f: Callable) -> Callable:
         click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
                      help="Batch: skip a failed scene (reported at the end) or stop the batch."),
         click.option("--merged-vector", default=None, type=click.Path(dir_okay=False, path_type=str),
-                     help="Batch: one .gpkg/.geojson with every scene's polygons (EPSG:4326, field 'scene')."),
+                     help="Batch: one .gpkg/.geojson/.fgb/.shp with every scene's polygons (EPSG:4326, field 'scene')."),
         click.option("--no-resume", is_flag=True,
                      help="Batch: redo scenes a previous run already completed."),
     ]
@@ -42,12 +42,12 @@ def _vector_format(value: str | None) -> str | None:
     if not value:
         return None
     v = value.lower().lstrip(".")
-    for fmt in ("gpkg", "geojson"):
+    for fmt in ("gpkg", "geojson", "fgb", "shp"):
         if v == fmt or v.endswith("." + fmt):
             return fmt
     if v == "json" or v.endswith(".json"):
         return "geojson"
-    raise GeosegError(f"--vector {value!r} in batch mode", "give the per-scene format: --vector gpkg or --vector geojson")
+    raise GeosegError(f"--vector {value!r} in batch mode", "give the per-scene format: --vector gpkg, geojson, fgb or shp")
 
 
 def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative_points, boxes, prompt_crs,

@@ -54,7 +54,7 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str),
               help="Mask GeoTIFF to write (uint8: 1 target, 0 background, 255 nodata); batch: output folder.")
 @click.option("--vector", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="Polygons: .gpkg (source CRS) or .geojson (EPSG:4326).")
+              help="Polygons: .gpkg, .fgb or .shp (source CRS) or .geojson (EPSG:4326); batch: the format.")
 @click.option("--score-raster", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Optional float32 score GeoTIFF.")
 @click.option("--bands", default=None, metavar="B,G,R", help="1-based bands to read as RGB, e.g. 4,3,2 (or one band).")

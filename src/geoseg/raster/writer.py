@@ -132,7 +132,7 @@ class SceneWriter:
             ``describe()`` fills the vector ``prompt`` field).
         provenance: model/version facts written into tags and vector metadata.
         score_raster: optional path of the float32 score raster.
-        vector: optional ``.gpkg`` (source CRS) or ``.geojson`` (EPSG:4326) path.
+        vector: optional ``.gpkg``, ``.fgb`` or ``.shp`` (source CRS) or ``.geojson`` (EPSG:4326) path.
     """
 
     def __init__(self, source: RasterSource, output: str, prompts: Sequence[Prompt], provenance: dict,
@@ -247,7 +247,7 @@ class SceneWriter:
 
     def finish(self) -> WriteSummary:
         """Stream the scratch rasters into the final outputs and move them into place."""
-        from geoseg.vector import PolygonCollector, write_vectors
+        from geoseg.vector import PolygonCollector, replace_vector, vector_files, write_vectors
 
         if self._labels is None:
             raise RuntimeError("SceneWriter.finish() outside its context")
@@ -296,7 +296,7 @@ class SceneWriter:
         scores = self.prompt_scores()
         if collector is not None and self.vector:
             tmp_vec = temp_path_for(self.vector)
-            self._temps.append(tmp_vec)
+            self._temps.extend(vector_files(tmp_vec))
             n_polygons = write_vectors(collector.polygons(), tmp_vec, self.vector, src, self.prompts, scores,
                                        self.provenance)
         # everything succeeded: move into place
@@ -305,7 +305,7 @@ class SceneWriter:
             os.replace(tmp_score, self.score_raster)
             outputs["score_raster"] = self.score_raster
         if tmp_vec and self.vector:
-            os.replace(tmp_vec, self.vector)
+            replace_vector(tmp_vec, self.vector)
             outputs["vector"] = self.vector
         from geoseg.vector import pixel_area
 
