@@ -31,7 +31,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ import numpy as np
 
 from geoseg.errors import GeosegError, InputError
 from geoseg.progress import progress_enabled
+from geoseg.prompt_layer import PromptLayer
 from geoseg.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,12 @@ class BatchOptions:
     vector: Literal["gpkg", "geojson", "fgb", "shp"] | None = None
     score_raster: bool = False
     backend_options: dict[str, Any] = field(default_factory=dict)
+    prompt_layer: PromptLayer | None = None  # --prompt-file: its features that fall on each scene
 
     def key(self, prompts: Sequence[Prompt]) -> dict:
-        d = asdict(self)
+        layer = self.prompt_layer
+        d = asdict(replace(self, prompt_layer=None))
+        d["prompt_layer"] = {"path": layer.path, "digest": layer.digest()} if layer is not None else None
         d["bands"] = list(self.bands) if self.bands else None
         # secrets never reach the resume key, which is written into every scene's marker file
         d["backend_options"] = {k: v for k, v in sorted(self.backend_options.items()) if k not in SECRET_OPTIONS}
@@ -351,7 +355,7 @@ class _SceneRun:
 
     def __init__(self, scene: Path, out_dir: Path, prompts: Sequence[Prompt], opts: BatchOptions,
                  provenance: dict) -> None:
-        from geoseg.pipeline import group_tasks, plan_windows, prepare_prompts
+        from geoseg.pipeline import group_tasks, layer_prompts, plan_windows, prepare_prompts
         from geoseg.raster.io import open_source
 
         self.scene = scene
@@ -363,6 +367,9 @@ class _SceneRun:
                 raise GeosegError(f"{scene.name} has no georeference, so it cannot be written as GeoJSON",
                                   "use --vector gpkg (pixel coordinates) or georeference the scene")
             self.prompts = prepare_prompts(self.source, list(prompts), opts.prompt_crs)
+            if opts.prompt_layer is not None:
+                self.prompts += prepare_prompts(self.source, layer_prompts(opts.prompt_layer, self.source,
+                                                                            self.prompts), None)
             self.groups = group_tasks(plan_windows(self.source.width, self.source.height, self.prompts,
                                                    opts.tile_size, opts.overlap))
         finally:
@@ -467,6 +474,7 @@ def run_batch(
     max_inflight: int | None = None,
     recursive: bool = False,
     backend_options: dict[str, Any] | None = None,
+    prompt_file: str | os.PathLike | None = None,
 ) -> BatchSummary:
     """Segment every scene of ``inputs`` with the same ``prompts``; one output set per scene.
 
@@ -474,6 +482,8 @@ def run_batch(
         inputs: folder, glob, list file or sequence (see :func:`expand_scenes`).
         output_dir: receives ``<scene>.tif`` (and ``<scene>.gpkg|.geojson``, ``<scene>_score.tif``).
         prompts: the prompts applied to every scene (pixel coordinates, or ``prompt_crs``).
+        prompt_file: a vector file of point / polygon features, one target each; a scene gets
+            the features that fall on it (:mod:`geoseg.prompt_layer`).
         backend, checkpoint, device: the segmenter (built once per worker process).
         backend_options: the backend's own keyword arguments (``mask_threshold``, ``vlm_url``, ...);
             they travel to the workers with the job, API keys excepted from the resume key.
@@ -500,8 +510,13 @@ def run_batch(
     t0 = time.perf_counter()
     if on_error not in ("skip", "fail"):
         raise GeosegError(f"unknown --on-error {on_error!r}", "use skip or fail")
-    if not prompts:
-        raise GeosegError("no prompt given", "give --text '...', or --point/--box with --prompt-crs")
+    layer = None
+    if prompt_file is not None:
+        from geoseg.prompt_layer import read_prompt_layer
+
+        layer = read_prompt_layer(prompt_file, prompt_crs)
+    if not prompts and layer is None:
+        raise GeosegError("no prompt given", "give --text '...', --point/--box with --prompt-crs, or --prompt-file")
     check_tiling(tile_size, overlap)
     from geoseg.vector import vector_driver
 
@@ -524,9 +539,10 @@ def run_batch(
     opts = BatchOptions(backend=backend, checkpoint=checkpoint, device=device,
                         bands=tuple(bands) if bands else None, tile_size=tile_size, overlap=overlap,
                         prompt_crs=prompt_crs, vector=vector, score_raster=score_raster,
-                        backend_options=dict(backend_options or {}))
+                        backend_options=dict(backend_options or {}), prompt_layer=layer)
     job_key = opts.key(prompts)
-    spec = BackendSpec(backend, checkpoint, device, tuple(sorted(set().union(*(p.kinds for p in prompts)))),
+    kinds = set().union(*(p.kinds for p in prompts), layer.kinds if layer is not None else ())
+    spec = BackendSpec(backend, checkpoint, device, tuple(sorted(kinds)),
                        tuple(sorted(opts.backend_options.items())))
 
     outcomes: dict[Path, SceneOutcome] = {}

@@ -46,6 +46,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, PromptError
 from geoseg.progress import progress
+from geoseg.prompt_layer import PromptLayer, read_prompt_layer
 from geoseg.prompts import Prompt
 from geoseg.raster.io import RasterSource, open_source
 from geoseg.raster.tiling import check_tiling, context_window, plan_tiles
@@ -133,6 +134,20 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
             x0, y0, x1, y1 = q.box
             q = replace(q, box=(max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1)))
         out.append(q)
+    return out
+
+
+def layer_prompts(layer: PromptLayer, source: RasterSource, others: Sequence[Prompt] = ()) -> list[Prompt]:
+    """The features of ``layer`` that fall on ``source``, in its pixels.
+
+    Raises:
+        PromptError: none does and ``others`` is empty, so the scene has nothing to answer.
+    """
+    name = os.path.basename(source.path)
+    out = layer.on_scene(source.crs, source.transform, source.width, source.height, name)
+    if not out and not others:
+        raise PromptError(f"none of the {len(layer)} feature(s) of {layer.path} fall on {name}",
+                          "check that the layer covers the scene and has the right CRS")
     return out
 
 
@@ -373,7 +388,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             bands: str | Sequence[int] | None = None, tile_size: int = 1024, overlap: int = 128,
             prompt_crs: str | None = None, vector: str | os.PathLike | None = None,
             score_raster: str | os.PathLike | None = None, stretch: list[list[float]] | None = None,
-            backend_options: Mapping[str, Any] | None = None) -> SegmentResult:
+            backend_options: Mapping[str, Any] | None = None,
+            prompt_file: str | os.PathLike | None = None) -> SegmentResult:
     """Segment one scene and write a mask GeoTIFF (and optionally vectors and a score raster).
 
     Args:
@@ -391,7 +407,9 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         tile_size, overlap: the window grid for text prompts and the largest window
             a point/box prompt is processed at.
         prompt_crs: CRS of the prompt coordinates (``"EPSG:4326"``); pixels when ``None``.
-        vector: ``.gpkg`` (source CRS) or ``.geojson`` (EPSG:4326) polygons.
+        prompt_file: a vector file whose point / polygon features are one target each
+            (:mod:`geoseg.prompt_layer`); features that miss the scene are left out.
+        vector: ``.gpkg``, ``.fgb`` or ``.shp`` (source CRS) or ``.geojson`` (EPSG:4326) polygons.
         score_raster: optional float32 score GeoTIFF.
         stretch: a precomputed scene stretch (per band ``[lo, hi]``).
 
@@ -409,8 +427,9 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
     plist = normalize_prompts(prompts)
     if points or negative_points or boxes or texts:
         plist += build_prompts(points, negative_points, boxes, texts)
-    if not plist:
-        raise PromptError("no prompt given", "give --point X,Y, --box X0,Y0,X1,Y1 or --text '...'")
+    layer = read_prompt_layer(prompt_file, prompt_crs) if prompt_file is not None else None
+    if not plist and layer is None:
+        raise PromptError("no prompt given", "give --point X,Y, --box X0,Y0,X1,Y1, --text '...' or --prompt-file")
     check_tiling(tile_size, overlap)
     check_output_paths(output, score_raster, vector, os.fspath(image))
     if vector:
@@ -423,6 +442,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
                               "write a .gpkg instead (pixel coordinates) or georeference the image")
         plist = prepare_prompts(src, plist, prompt_crs)
+        if layer is not None:
+            plist += prepare_prompts(src, layer_prompts(layer, src, plist), None)
         notes: list[str] = []
         if segmenter is None:
             segmenter, notes = build_backend(backend, plist, checkpoint, device, backend_options)

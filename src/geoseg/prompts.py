@@ -28,6 +28,8 @@ class Prompt:
         text: a referring expression or a reasoning query.
         task: the task the text belongs to; ``None`` lets the segmenter decide
             (points/box alone are always ``interactive``).
+        extra: facts that travel with the prompt without changing what is asked; ``feature``
+            (the id of the vector-file feature it came from) shows in ``to_dict`` and ``describe``.
     """
 
     points: tuple[tuple[float, float], ...] = ()
@@ -121,6 +123,8 @@ class Prompt:
             d["text"] = self.text
         if self.task is not None:
             d["task"] = self.task
+        if "feature" in self.extra:
+            d["feature"] = self.extra["feature"]
         return d
 
     @classmethod
@@ -128,7 +132,8 @@ class Prompt:
         pts = tuple((float(p[0]), float(p[1])) for p in d.get("points", []))
         labels = tuple(int(v) for v in d.get("labels", [1] * len(pts)))
         box = tuple(float(v) for v in d["box"]) if d.get("box") is not None else None
-        return cls(points=pts, labels=labels, box=box, text=d.get("text"), task=d.get("task"))
+        extra = {"feature": int(d["feature"])} if d.get("feature") is not None else {}
+        return cls(points=pts, labels=labels, box=box, text=d.get("text"), task=d.get("task"), extra=extra)
 
     def describe(self) -> str:
         """A short human-readable form for metadata fields such as the vector ``prompt`` column."""
@@ -141,6 +146,8 @@ class Prompt:
             )
         if self.box is not None:
             parts.append("box ({:.1f},{:.1f},{:.1f},{:.1f})".format(*self.box))
+        if "feature" in self.extra:
+            parts.append(f"feature {self.extra['feature']}")
         return " | ".join(parts)
 
 

@@ -152,3 +152,10 @@ def test_prompts_that_find_nothing_get_a_note(tmp_path: Path, capsys, monkeypatc
     # a backend without advice still names the prompt
     res = geoseg.segment(dark, output=tmp_path / "p.tif", text=["roofs", "bright things"], segmenter=BrightSegmenter())
     assert res.hints == ["nothing found for 'roofs'", "nothing found for 'bright things'"]
+    # many prompts that find nothing (a prompt file of hundreds of features): five notes, then a count
+    many = [a for i in range(7) for a in ("--text", f"roof {i}")]
+    code, stdout, _ = run_cli(["segment", str(dark), *many, "--backend", "advising-bright",
+                               "-o", str(tmp_path / "many.tif")], capsys)
+    notes = [line for line in stdout.splitlines() if line.startswith("note: ")]
+    assert code == 0 and len(notes) == 6 and notes[4].startswith("note: nothing found for 'roof 4'")
+    assert notes[5] == "note: ... and 2 more prompt(s) found nothing (--json lists them)"

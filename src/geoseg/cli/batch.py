@@ -51,7 +51,7 @@ def _vector_format(value: str | None) -> str | None:
 
 
 def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative_points, boxes, prompt_crs,
-                      output: str, vector, score_raster, bands, tile_size, overlap, backend, checkpoint, device,
+                      prompt_file: str | None, output: str, vector, score_raster, bands, tile_size, overlap, backend, checkpoint, device,
                       as_json: bool, workers: int, scheduler: str | None, on_error: str,
                       merged_vector: str | None, no_resume: bool, backend_options: dict | None = None) -> None:
     """Run the batch and print its summary; exit code 1 when some scenes failed."""
@@ -69,13 +69,14 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
         # the scheduler's HTTP endpoint moves to a free port when 8787 is taken: nothing to tell the user
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
     prompts = build_prompts([parse_xy(p) for p in points], [parse_xy(p) for p in negative_points],
-                            [parse_box(b) for b in boxes], list(texts))
+                            [parse_box(b) for b in boxes], list(texts)) \
+        if (points or negative_points or boxes or texts or not prompt_file) else []
     summary = run_batch(
         image, output, prompts, backend=backend, checkpoint=checkpoint, device=device,
         bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
         vector=_vector_format(vector), score_raster=bool(score_raster), merged_vector=merged_vector,
         workers=workers, scheduler=scheduler, on_error=on_error, resume=not no_resume,
-        backend_options=backend_options,
+        backend_options=backend_options, prompt_file=prompt_file,
     )
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))

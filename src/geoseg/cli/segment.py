@@ -15,6 +15,8 @@ from geoseg.cli.batch import batch_options
 from geoseg.cli.trainfree import vlm_kwargs, vlm_options
 from geoseg.prompts import parse_box, parse_xy
 
+MAX_HINTS = 5  # "nothing found" notes printed; a prompt file of hundreds of features could print hundreds
+
 
 def _fmt_area(value: float, unit: str) -> str:
     if unit == "m2":
@@ -51,6 +53,9 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
 @click.option("--box", "boxes", multiple=True, metavar="X0,Y0,X1,Y1", help="Box around a target (repeatable: one target each).")
 @click.option("--prompt-crs", default=None, metavar="EPSG:XXXX",
               help="CRS of the prompt coordinates (default: pixel column,row of the image).")
+@click.option("--prompt-file", default=None, type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="Vector file (.gpkg, .shp, .geojson, .fgb): each point feature is a point prompt, each "
+                   "polygon a box around its target; features off the scene are left out.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str),
               help="Mask GeoTIFF to write (uint8: 1 target, 0 background, 255 nodata); batch: output folder.")
 @click.option("--vector", default=None, type=click.Path(dir_okay=False, path_type=str),
@@ -73,7 +78,8 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
 @batch_options
 @click.pass_context
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
-            negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None, output: str,
+            negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None,
+            prompt_file: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
             no_refine: bool, no_object_region: bool, as_json: bool, **batch) -> None:
@@ -84,6 +90,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
       geoseg segment scene.tif --box 150,150,250,250 -o mask.tif --vector fields.gpkg
       geoseg segment scene.tif --point 120,80 --negative-point 140,90 -o mask.tif
       geoseg segment scene.tif --box 9.51,55.70,9.52,55.71 --prompt-crs EPSG:4326 -o m.tif
+      geoseg segment scene.tif --prompt-file parcels.gpkg -o m.tif --vector fields.gpkg
       geoseg segment scene.tif --text "the largest building" --checkpoint model.pt -o m.tif
       geoseg segment 'scenes/*.tif' --text "buildings" -o out/ --vector gpkg --workers 4
       geoseg segment scene.tif --backend trainfree --vlm-url http://127.0.0.1:8000/v1 --text "the pier" -o m.tif
@@ -101,7 +108,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         from geoseg.cli.batch import run_batch_command
 
         return run_batch_command(ctx, image, texts=texts, points=points, negative_points=negative_points,
-                                 boxes=boxes, prompt_crs=prompt_crs, output=output, vector=vector,
+                                 boxes=boxes, prompt_crs=prompt_crs, prompt_file=prompt_file,
+                                 output=output, vector=vector,
                                  score_raster=score_raster, bands=bands, tile_size=tile_size, overlap=overlap,
                                  backend=backend, checkpoint=checkpoint, device=device, as_json=as_json,
                                  backend_options=options, **batch)
@@ -112,7 +120,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         points=[parse_xy(p) for p in points], negative_points=[parse_xy(p) for p in negative_points],
         boxes=[parse_box(b) for b in boxes], text=list(texts), backend=backend, checkpoint=checkpoint,
         device=device, bands=bands, tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
-        vector=vector, score_raster=score_raster, backend_options=options,
+        vector=vector, score_raster=score_raster, backend_options=options, prompt_file=prompt_file,
     )
     quiet = bool((ctx.obj or {}).get("quiet"))
     if as_json:
@@ -129,5 +137,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         click.echo(f"wrote {result.outputs['vector']}: {result.n_objects} polygon(s)")
     if "score_raster" in result.outputs:
         click.echo(f"wrote {result.outputs['score_raster']}")
-    for hint in result.hints:
+    for hint in result.hints[:MAX_HINTS]:
         click.echo(f"note: {hint}")
+    if len(result.hints) > MAX_HINTS:
+        click.echo(f"note: ... and {len(result.hints) - MAX_HINTS} more prompt(s) found nothing (--json lists them)")
