@@ -125,3 +125,35 @@ def test_other_sizes_round_to_the_working_scale(segmenter):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(GeosegError, match="does not exist"):
         build_segmenter("unified", checkpoint=str(tmp_path / "none.pt"))
+
+
+def test_a_small_box_is_answered_from_a_zoomed_crop(trained_run, dubai_image):
+    from geoseg.unified.zoom import zoom_window
+
+    kw = dict(device="cpu", refine=False, object_region=False, presence_threshold=1e-6, mask_threshold=0.3)
+    zoomed = UnifiedSegmenter(trained_run["out"] / "best.pt", **kw)
+    plain = UnifiedSegmenter(trained_run["out"] / "best.pt", zoom=False, **kw)
+    for seg in (zoomed, plain):
+        seg.set_image(dubai_image)
+    h, w = dubai_image.shape[:2]
+    small = Prompt(box=(300.0, 200.0, 318.0, 214.0))
+    c0, r0, c1, r1, zoom = zoom_window(small.box, w, h, zoomed.cfg.scale, zoomed.cfg.input_size, zoomed.zoom)
+    calls = []
+    hook = zoomed.model.backbone.register_forward_hook(lambda *a: calls.append(a[1][0].shape[-2:]))
+    try:
+        pred = zoomed.predict(small)
+        assert len(calls) == 1  # the crop, encoded on its own; the image's features stay cached
+        assert zoomed.predict(Prompt(box=(100.0, 120.0, 300.0, 400.0))).info.get("zoom") is None
+        assert len(calls) == 1  # a box large enough at the working scale uses the cached features
+    finally:
+        hook.remove()
+    assert pred.info["zoom"] == round(zoom, 2) and zoom > 1
+    outside = np.ones((h, w), bool)
+    outside[r0:r1, c0:c1] = False
+    assert pred.prob.shape == (h, w) and not pred.prob[outside].any() and pred.prob[~outside].any()
+    assert np.array_equal(pred.mask, pred.prob >= 0.3)
+    # the same box without zoom is answered at the working scale, from the whole image's features
+    flat = plain.predict(small)
+    assert "zoom" not in flat.info and flat.prob[outside].any()
+    assert zoomed.provenance()["small_box_zoom"]["method"] == "zoomed-crop"
+    assert plain.provenance()["small_box_zoom"] is None

@@ -78,7 +78,7 @@ def bench() -> None:
 @answer_step_options
 @vlm_options  # --model trainfree: the multimodal LLM that grounds each instruction
 def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery,
-            no_selector, no_refine, no_object_region, **vlm) -> None:
+            no_selector, no_refine, no_object_region, no_zoom, **vlm) -> None:
     """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports.
 
     --no-selector / --no-refine / --no-object-region measure the unified model without one of its answer steps (as
@@ -89,7 +89,7 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     from geoseg.cli.trainfree import vlm_kwargs
 
     options = vlm_kwargs(vlm) if "trainfree" in model else {}
-    options.update(answer_step_kwargs(no_selector, no_refine, no_object_region))
+    options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")
     spec = resolve_model(model, **options, **({"device": device} if device else {}))

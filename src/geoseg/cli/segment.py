@@ -25,8 +25,11 @@ def _fmt_area(value: float, unit: str) -> str:
 
 
 def answer_step_options(f):
-    """Add ``--no-selector`` / ``--no-refine`` / ``--no-object-region``: the unified model answers without
-    one of its answer steps (``geoseg segment`` and ``geoseg bench run`` take all three)."""
+    """Add ``--no-selector`` / ``--no-refine`` / ``--no-object-region`` / ``--no-zoom``: the unified model
+    answers without one of its answer steps (``geoseg segment`` and ``geoseg bench run`` take all four)."""
+    f = click.option("--no-zoom", is_flag=True,
+                     help="unified backend: answer a box too small for the working scale from the whole "
+                          "window's features instead of a zoomed crop around it.")(f)
     f = click.option("--no-object-region", is_flag=True,
                      help="unified backend: answer points/boxes without keeping the answer to the one class "
                           "region the prompt marks (the network's semantic map; for points, the parts they touch).")(f)
@@ -38,10 +41,10 @@ def answer_step_options(f):
                              "checkpoint's instance selector.")(f)
 
 
-def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: bool) -> dict:
+def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: bool, no_zoom: bool = False) -> dict:
     """The unified backend's keyword arguments for the flags of :func:`answer_step_options`."""
     return {**({"use_selector": False} if no_selector else {}), **({"refine": False} if no_refine else {}),
-            **({"object_region": False} if no_object_region else {})}
+            **({"object_region": False} if no_object_region else {}), **({"zoom": False} if no_zoom else {})}
 
 
 @click.command("segment")
@@ -82,7 +85,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
             prompt_file: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
-            no_refine: bool, no_object_region: bool, as_json: bool, **batch) -> None:
+            no_refine: bool, no_object_region: bool, no_zoom: bool, as_json: bool, **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -103,7 +106,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     options = vlm_kwargs(vlm) if backend == "trainfree" else {}
     if mask_threshold is not None:
         options["mask_threshold"] = mask_threshold
-    options.update(answer_step_kwargs(no_selector, no_refine, no_object_region))
+    options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 

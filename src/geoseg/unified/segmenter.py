@@ -38,6 +38,7 @@ from geoseg.unified.refine import RefineConfig, refine_mask
 from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
 from geoseg.unified.selection import apply_selection, component_features, split_components
 from geoseg.unified.text_encoder import TextEncoder, canonical_instruction, pad_tokens
+from geoseg.unified.zoom import ZoomConfig, zoom_window
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class UnifiedSegmenter(Segmenter):
         refine: re-cut interactive (point/box) answers along the image's edges with GrabCut seeded
             by the network's probabilities (:mod:`geoseg.unified.refine`); False returns the
             decoder's own mask.
+        object_region: keep point/box answers to the one class region the prompt marks.
+        zoom: answer a box too small for the working scale from a zoomed crop around it
+            (:mod:`geoseg.unified.zoom`); False answers it at the working scale.
     """
 
     name: ClassVar[str] = "unified"
@@ -103,7 +107,7 @@ class UnifiedSegmenter(Segmenter):
                  text_encoder: str | None = None, threads: int | None = None,
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
                  use_selector: bool = True, refine: bool = True, object_region: bool = True,
-                 **_: object) -> None:
+                 zoom: bool = True, **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -133,6 +137,7 @@ class UnifiedSegmenter(Segmenter):
         self.selector = load_selector(stored, path) if stored is not None and use_selector else None
         self.refine = RefineConfig() if refine else None
         self.object_region = ObjectRegionConfig() if object_region else None
+        self.zoom = ZoomConfig() if zoom else None
         self._pyramid: list[torch.Tensor] | None = None
         self._semantic: np.ndarray | None = None
         self._classes: ClassMap | None = None
@@ -147,13 +152,9 @@ class UnifiedSegmenter(Segmenter):
     @torch.no_grad()
     def _set_image(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
-        nh, nw = self.network_size(h, w)
         if not image.flags.writeable:  # e.g. a decoded PIL image: torch wants a writable buffer
             image = image.copy()
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self._mean) / self._std
-        self._pyramid = self.model.encode_image(x)
+        self._pyramid = self._encode(image, self.network_size(h, w))
         self._semantic = None
         self._classes = None
         self._image = image
@@ -168,10 +169,20 @@ class UnifiedSegmenter(Segmenter):
         return prompt.resolved_task
 
     @torch.no_grad()
-    def _outputs(self, prompt: Prompt) -> tuple[dict[str, torch.Tensor], str, str]:
+    def _encode(self, image: np.ndarray, size: tuple[int, int]) -> list[torch.Tensor]:
+        """The network's feature pyramid of ``image`` (H×W×3) resized to ``size`` network pixels."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return self.model.encode_image((x - self._mean) / self._std)
+
+    @torch.no_grad()
+    def _outputs(self, prompt: Prompt, pyramid: list[torch.Tensor] | None = None,
+                 shape: tuple[int, int] | None = None) -> tuple[dict[str, torch.Tensor], str, str]:
+        """Decoder outputs for ``prompt`` on the current image, or on ``pyramid`` of an image of ``shape``."""
         if self._pyramid is None:
             raise RuntimeError("call set_image() before predict()")
-        h, w = self.image_shape
+        h, w = shape or self.image_shape
+        pyramid = pyramid if pyramid is not None else self._pyramid
         has_geom = bool(prompt.points) or prompt.box is not None
         if prompt.text is not None and not prompt.text.strip():
             raise PromptError("the instruction is empty", "give an instruction such as --text 'the largest building'")
@@ -182,21 +193,46 @@ class UnifiedSegmenter(Segmenter):
         tokens, mask = pad_tokens(emb)
         pts, labels, box, valid = geometry_tensors(prompt, w, h)
         dev = self.device
-        out = self.model.decode(self._pyramid, tokens.to(dev), mask.to(dev), torch.tensor([TASK_IDS[task]], device=dev),
+        out = self.model.decode(pyramid, tokens.to(dev), mask.to(dev), torch.tensor([TASK_IDS[task]], device=dev),
                                 pts.to(dev), labels.to(dev), box.to(dev), valid.to(dev))
         return out, task, text
 
+    def _zoomed(self, prompt: Prompt) -> tuple[dict[str, torch.Tensor], str, str, tuple] | None:
+        """Decoder outputs for a box too small for the working scale, from a zoomed crop around it."""
+        if self.zoom is None or prompt.box is None or self.task_of(prompt) != "interactive":
+            return None
+        h, w = self.image_shape
+        win = zoom_window(prompt.box, w, h, self.cfg.scale, self.cfg.input_size, self.zoom)
+        if win is None:
+            return None
+        c0, r0, c1, r1, zoom = win
+        f = self.cfg.scale * zoom
+        size = (max(32, round((r1 - r0) * f / 32) * 32), max(32, round((c1 - c0) * f / 32) * 32))
+        pyramid = self._encode(self._image[r0:r1, c0:c1], size)
+        out, task, text = self._outputs(prompt.shifted(c0, r0), pyramid, (r1 - r0, c1 - c0))
+        return out, task, text, win
+
     def _predict(self, prompt: Prompt) -> Prediction:
         h, w = self.image_shape
-        out, task, text = self._outputs(prompt)
-        logits = F.interpolate(out["logits"].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        prob = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+        zoomed = self._zoomed(prompt)
+        if zoomed is None:
+            out, task, text = self._outputs(prompt)
+            logits = F.interpolate(out["logits"].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            prob = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+        else:  # the crop's probabilities pasted into the image, zero elsewhere
+            out, task, text, (c0, r0, c1, r1, _) = zoomed
+            logits = F.interpolate(out["logits"].float(), size=(r1 - r0, c1 - c0), mode="bilinear",
+                                   align_corners=False)[0, 0]
+            prob = np.zeros((h, w), dtype=np.float32)
+            prob[r0:r1, c0:c1] = torch.sigmoid(logits).cpu().numpy()
         presence = float(torch.sigmoid(out["presence"].float())[0])
         threshold = self.decision.mask_threshold(task)
         mask = prob >= threshold
         if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
         info = {"task": task, "presence": presence, "instruction": text}
+        if zoomed is not None:
+            info["zoom"] = round(zoomed[3][4], 2)
         geometric = task == "interactive" and (bool(prompt.points) or prompt.box is not None)
         if self.refine is not None and geometric:
             mask = refine_mask(self._image, prob, mask, threshold, prompt, self.refine)
@@ -279,5 +315,6 @@ class UnifiedSegmenter(Segmenter):
                                            else None),
                      "interactive_refine": self.refine.to_dict() if self.refine is not None else None,
                      "object_region": (self.object_region.to_dict() if self.object_region is not None
-                                       else None)})
+                                       else None),
+                     "small_box_zoom": self.zoom.to_dict() if self.zoom is not None else None})
         return prov
