@@ -70,3 +70,27 @@ def test_batch_needs_an_output_folder_and_a_vector_format(tmp_path, capsys):
     assert _run(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "o"), "--vector", "x.kml",
                  "--workers", "0"]) == 2
     assert "--vector gpkg, geojson, fgb or shp" in capsys.readouterr().err
+
+
+def test_prompt_file_alone_drives_a_batch(tmp_path, capsys):
+    """``--prompt-file`` with no other prompt: each scene gets the features on it; one none touches fails."""
+    import numpy as np
+    import pyogrio.raw
+    import shapely
+
+    for i in range(2):
+        write_scene(tmp_path / f"p{i}.tif", seed=i)
+    write_scene(tmp_path / "far.tif", seed=2, shift=50000.0)
+    layer = tmp_path / "roofs.gpkg"
+    pyogrio.raw.write(layer, shapely.to_wkb(np.array([shapely.box(*box_in_map((140, 90, 410, 310)))], dtype=object)),
+                      [], [], geometry_type="Polygon", crs="EPSG:32640")
+    out = tmp_path / "out"
+    rc = _run(["-q", "segment", str(tmp_path / "*.tif"), "--prompt-file", str(layer), "--backend", "classical",
+               "-o", str(out), "--workers", "0", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 1  # one scene failed
+    status = {s["scene"].rsplit("/", 1)[-1]: s for s in summary["scenes"]}
+    assert status["p0.tif"]["status"] == status["p1.tif"]["status"] == "done"
+    assert status["p0.tif"]["mask_pixels"] > 200 * 250 * 0.9
+    assert status["far.tif"]["status"] == "failed" and "none of the 1 feature(s)" in status["far.tif"]["error"]
+    assert not (out / "far.tif").exists()
