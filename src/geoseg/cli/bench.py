@@ -81,8 +81,8 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
             no_selector, no_refine, no_object_region, no_zoom, **vlm) -> None:
     """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports.
 
-    --no-selector / --no-refine / --no-object-region measure the unified model without one of its answer steps (as
-    `geoseg segment` takes them); the run folder records which way it answered.
+    --no-selector / --no-refine / --no-object-region / --no-zoom measure the unified model without one of its
+    answer steps (as `geoseg segment` takes them); the run folder records which way it answered.
     """
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.runner import run_benchmark
