@@ -81,6 +81,7 @@ def test_cli_mask_threshold(tmp_path, tiny_checkpoint, capsys):
     ("--no-selector", ["--text", "the largest building"], "instance_selector"),
     ("--no-refine", ["--box", "140,90,410,310"], "interactive_refine"),
     ("--no-object-region", ["--point", "275,200"], "object_region"),
+    ("--no-zoom", ["--box", "200,150,240,180"], "small_box_zoom"),
 ])
 def test_cli_turns_off_a_step_of_the_default_model(tmp_path, flag, prompt, key):
     """The shipped model selects the parts of a text answer, re-cuts point/box answers along image

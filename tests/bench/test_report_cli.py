@@ -93,7 +93,7 @@ def test_paired_difference_separates_a_shift_from_noise():
 
 
 @pytest.mark.parametrize("flag, key", [("--no-refine", "interactive_refine"), ("--no-selector", "instance_selector"),
-                                       ("--no-object-region", "object_region")])
+                                       ("--no-object-region", "object_region"), ("--no-zoom", "small_box_zoom")])
 def test_cli_run_without_a_step_of_the_default_model(tmp_path, write_bench, flag, key):
     """`bench run --no-refine / --no-selector / --no-object-region` scores the shipped model without that answer step, records
     it in the run's identity, and a run folder made one way is not resumed the other way."""

@@ -86,7 +86,7 @@ def _category_region(sample: BenchSample, seg: Segmenter | None) -> np.ndarray |
 
 #: provenance keys that identify a backend's weights and decision rule (a resumed run must match them)
 IDENTITY_KEYS = ("checkpoint_sha256", "mask_thresholds", "presence_threshold", "instance_selector",
-                 "interactive_refine", "object_region")
+                 "interactive_refine", "object_region", "small_box_zoom")
 
 
 @dataclass
