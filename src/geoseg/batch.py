@@ -758,7 +758,7 @@ def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
 
     driver = vector_driver(output)
     geoms: list = []
-    cols: dict[str, list] = {"scene": [], "id": [], "prompt": [], "score": [], "area": []}
+    cols: dict[str, list] = {"scene": [], "id": [], "prompt": [], "score": [], "area": [], "feature": []}
     for scene, path in parts:
         meta, _, wkb, data = pyogrio.raw.read(path)
         if not meta.get("crs"):
@@ -774,13 +774,18 @@ def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
         cols["scene"] += [scene] * len(g)
         for name in ("id", "prompt", "score", "area"):
             cols[name] += list(data[fields.index(name)]) if name in fields else [None] * len(g)
+        cols["feature"] += list(data[fields.index("feature")]) if "feature" in fields else [-1] * len(g)
     tmp = temp_path_for(output)
     try:
         wkb_all = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
         arrays = [np.array(cols["scene"], dtype=object), np.array(cols["id"], dtype=np.int64),
                   np.array(cols["prompt"], dtype=object), np.array(cols["score"], dtype=np.float64),
                   np.array(cols["area"], dtype=np.float64)]
-        pyogrio.raw.write(tmp, wkb_all, arrays, ["scene", "id", "prompt", "score", "area"],
+        names = ["scene", "id", "prompt", "score", "area"]
+        if any(f != -1 for f in cols["feature"]):
+            arrays.append(np.array(cols["feature"], dtype=np.int64))
+            names.append("feature")
+        pyogrio.raw.write(tmp, wkb_all, arrays, names,
                           layer=Path(output).stem, driver=driver, geometry_type="Polygon", crs="EPSG:4326",
                           layer_options={"RFC7946": "YES"} if driver == "GeoJSON" else None)
         replace_vector(tmp, output)

@@ -8,7 +8,9 @@ an object cut by a tile or block border comes out as one polygon.
 
 Outputs: ``.gpkg``, ``.fgb`` (FlatGeobuf) and ``.shp`` (ESRI Shapefile) in the source
 CRS, ``.geojson`` in EPSG:4326 (RFC 7946), with the fields ``id``, ``prompt``, ``score`` and
-``area`` (m² when the CRS is projected, pixels otherwise), written through pyogrio. The
+``area`` (m² when the CRS is projected, pixels otherwise) — and ``feature``, the id of the
+prompt file's feature each answer came from (-1 for other prompts), when a prompt file was
+given — written through pyogrio. The
 provenance goes into the GeoPackage's layer metadata, the FlatGeobuf's and GeoJSON's
 layer description; a Shapefile has no place for it (its ``prompt`` field is cut to the
 format's 254 bytes).
@@ -205,11 +207,15 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
                                                   | {"provenance": provenance}, default=str)
     if driver == "ESRI Shapefile":
         prompt_text = _dbf_text(prompt_text)
+    fields, names = [ids, prompt_text, score, area], ["id", "prompt", "score", "area"]
+    if any("feature" in p.extra for p in prompts):  # --prompt-file: the feature each answer came from
+        fields.append(np.array([prompts[lab - 1].extra.get("feature", -1) for lab in labels], dtype=np.int64))
+        names.append("feature")
     with warnings.catch_warnings():
         # a plain JPG/PNG has no CRS: the layer is in pixel coordinates on purpose (area_unit says so)
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
         pyogrio.raw.write(
-            tmp_path, wkb, [ids, prompt_text, score, area], ["id", "prompt", "score", "area"],
+            tmp_path, wkb, fields, names,
             layer=os.path.splitext(os.path.basename(final_path))[0], driver=driver, geometry_type="Polygon",
             crs=crs, layer_options=layer_options or None, layer_metadata=meta if driver == "GPKG" else None,
         )

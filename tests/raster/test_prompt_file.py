@@ -64,10 +64,11 @@ def test_points_and_polygons_in_another_crs_segment_their_targets(utm_scene: Pat
     with rasterio.open(tmp_path / "m.tif") as ds:
         mask = ds.read(1) == 1
     assert iou(mask, roof_mask(index=0) | roof_mask(index=1)) > 0.8
-    _, _, wkb, (_, prompt, _, _) = pyogrio.raw.read(tmp_path / "v.gpkg")
-    by_feature = {p.rsplit("feature ", 1)[1]: shapely.from_wkb(w) for p, w in zip(prompt, wkb)}
+    meta, _, wkb, (_, prompt, _, _, feature) = pyogrio.raw.read(tmp_path / "v.gpkg")
+    assert list(meta["fields"]) == ["id", "prompt", "score", "area", "feature"]
+    by_feature = {str(f): shapely.from_wkb(w) for f, w in zip(feature, wkb)}
     assert sorted(by_feature) == ["1", "2"]  # the GeoPackage's FIDs, for joining back
-    assert prompt[0].startswith("points +(") and "box (" in prompt[1]
+    assert prompt[0].startswith("points +(") and prompt[0].endswith("| feature 1") and "box (" in prompt[1]
     # each feature's polygon covers its own roof (map coordinates of the scene's CRS)
     r0, r1, c0, c1 = ROOFS[0]
     assert by_feature["1"].contains(shapely.Point(_utm((c0 + c1) / 2, (r0 + r1) / 2)))
@@ -146,8 +147,12 @@ def test_layer_covering_two_scenes_in_a_batch(tmp_path: Path) -> None:
              shapely.box(*_utm(x0 + 320, y1), *_utm(x1 + 320, y0))]
     layer_path = _write_layer(tmp_path / "both.gpkg", geoms, "EPSG:32632")
     out = tmp_path / "out"
-    s = run_batch(scenes, out, [], prompt_file=layer_path, backend="classical", vector="gpkg")
+    s = run_batch(scenes, out, [], prompt_file=layer_path, backend="classical", vector="gpkg",
+                  merged_vector=tmp_path / "all.fgb")
     assert s.count("done") == 2
+    meta, _, _, data = pyogrio.raw.read(tmp_path / "all.fgb")
+    merged = dict(zip(data[0], data[list(meta["fields"]).index("feature")]))
+    assert merged == {"west": 1, "east": 2}  # each scene's answer names the feature that asked for it
     for name, index in (("west", 0), ("east", 1)):
         with rasterio.open(out / f"{name}.tif") as ds:
             assert iou(ds.read(1) == 1, roof_mask(index=index)) > 0.8, name
@@ -167,10 +172,10 @@ def test_danish_parcels_as_box_prompts(shared_data: Path, tmp_path: Path) -> Non
     parcels = pyogrio.raw.read(folder / "marker2016_small.shp", return_fids=True)
     assert res.n_prompts == len(parcels[1]) == 276
     truth = dict(zip(parcels[1].tolist(), shapely.from_wkb(parcels[2])))
-    _, _, wkb, (_, prompt, _, _) = pyogrio.raw.read(tmp_path / "v.gpkg")
+    _, _, wkb, (_, _, _, _, feature) = pyogrio.raw.read(tmp_path / "v.gpkg")
     answers: dict[int, list] = {}
-    for p, g in zip(prompt, shapely.from_wkb(wkb)):
-        answers.setdefault(int(p.rsplit("feature ", 1)[1]), []).append(g)
+    for f, g in zip(feature, shapely.from_wkb(wkb)):
+        answers.setdefault(int(f), []).append(g)
     fids = sorted(answers)
     own = [shapely.union_all(answers[f]).intersection(truth[f]).area / shapely.union_all(answers[f]).area
            for f in fids]
