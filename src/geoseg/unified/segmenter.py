@@ -8,7 +8,8 @@ selector (``geoseg train --fit-selector``) then keeps only the connected parts o
 or reasoning answer that the instruction means (:mod:`geoseg.unified.selection`), and point/box
 answers are re-cut along image edges by GrabCut seeded with the network's probabilities
 (:mod:`geoseg.unified.refine`) and then kept to the one class region the prompt marks
-(:mod:`geoseg.unified.object_region`).
+(:mod:`geoseg.unified.object_region`); a box too small for the working scale is answered from
+a zoomed crop around it (:mod:`geoseg.unified.zoom`), the one case that encodes pixels again.
 """
 
 from __future__ import annotations
