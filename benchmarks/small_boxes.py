@@ -120,24 +120,22 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = np.array(ious)
         print(f"  {name}: {time.perf_counter() - t0:.0f} s")
 
+    from geoseg.bench.compare import paired_difference
+
     sides = np.array([r[3] for r in rows])
+    bucket = np.array([bucket_of(int(v)) for v in sides], dtype=int)
     heads = [f"{lo}-{hi if hi else ''}" for lo, hi in BUCKETS]
-    counts = [int((np.vectorize(bucket_of)(sides) == k).sum()) if len(sides) else 0 for k in range(len(BUCKETS))]
     print("\nIoU % by the box's longer side (px; rows)")
     print(f"{'zoom':>8} {'all':>6} " + " ".join(f"{h:>9}" for h in heads) + "   IoU=0   paired vs first [95 %]")
-    print(f"{'':>8} {len(rows):>6} " + " ".join(f"{n:>9}" for n in counts))
-    first = results[zooms[0]]
-    boot = np.random.default_rng(0)
+    print(f"{'':>8} {len(rows):>6} " + " ".join(f"{int((bucket == k).sum()):>9}" for k in range(len(BUCKETS))))
+    first = {i: ("box", v) for i, v in enumerate(results[zooms[0]])}
     for name, v in results.items():
-        cells = []
-        for k in range(len(BUCKETS)):
-            sel = np.vectorize(bucket_of)(sides) == k if len(sides) else np.zeros(0, bool)
-            cells.append(f"{100 * v[sel].mean():9.1f}" if sel.any() else f"{'-':>9}")
-        d = v - first
-        means = [d[boot.integers(0, len(d), len(d))].mean() for _ in range(2000)] if len(d) else [0.0]
-        lo, hi = np.percentile(means, [2.5, 97.5])
-        print(f"{name:>8} {100 * v.mean():6.1f} " + " ".join(cells)
-              + f"   {int((v == 0).sum()):5d}   {100 * d.mean():+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        cells = [f"{100 * v[bucket == k].mean():9.1f}" if (bucket == k).any() else f"{'-':>9}"
+                 for k in range(len(BUCKETS))]
+        pd = paired_difference(first, {i: ("box", x) for i, x in enumerate(v)})["all"] if len(v) else \
+            {"diff": 0.0, "low": 0.0, "high": 0.0}
+        print(f"{name:>8} {100 * v.mean():6.1f} " + " ".join(cells) + f"   {int((v == 0).sum()):5d}   "
+              f"{100 * pd['diff']:+.1f} [{100 * pd['low']:+.1f}, {100 * pd['high']:+.1f}]")
     return {"rows": len(rows), "sides": sides.tolist(), "results": {k: v.tolist() for k, v in results.items()}}
 
 

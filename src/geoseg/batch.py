@@ -368,8 +368,7 @@ class _SceneRun:
                                   "use --vector gpkg (pixel coordinates) or georeference the scene")
             self.prompts = prepare_prompts(self.source, list(prompts), opts.prompt_crs)
             if opts.prompt_layer is not None:
-                self.prompts += prepare_prompts(self.source, layer_prompts(opts.prompt_layer, self.source,
-                                                                            self.prompts), None)
+                self.prompts += layer_prompts(opts.prompt_layer, self.source, self.prompts)
             self.groups = group_tasks(plan_windows(self.source.width, self.source.height, self.prompts,
                                                    opts.tile_size, opts.overlap))
         finally:

@@ -53,6 +53,7 @@ from geoseg.raster.tiling import check_tiling, context_window, plan_tiles
 from geoseg.raster.writer import SceneWriter, WindowResult, check_output_paths
 from geoseg.segmenters import DEFAULT_BACKEND as _DEFAULT_BACKEND
 from geoseg.segmenters import Segmenter, build_segmenter
+from geoseg.vector import check_vector_crs, vector_driver
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
 
 
 def layer_prompts(layer: PromptLayer, source: RasterSource, others: Sequence[Prompt] = ()) -> list[Prompt]:
-    """The features of ``layer`` that fall on ``source``, in its pixels.
+    """The features of ``layer`` that fall on ``source``, in its pixels, boxes clipped to it.
 
     Raises:
         PromptError: none does and ``others`` is empty, so the scene has nothing to answer.
@@ -148,7 +149,7 @@ def layer_prompts(layer: PromptLayer, source: RasterSource, others: Sequence[Pro
     if not out and not others:
         raise PromptError(f"none of the {len(layer)} feature(s) of {layer.path} fall on {name}",
                           "check that the layer covers the scene and has the right CRS")
-    return out
+    return prepare_prompts(source, out, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -433,17 +434,14 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
     check_tiling(tile_size, overlap)
     check_output_paths(output, score_raster, vector, os.fspath(image))
     if vector:
-        from geoseg.vector import vector_driver
-
         vector_driver(vector)
     src = open_source(image, bands, stretch=stretch)
     try:
-        if vector and vector.lower().endswith((".geojson", ".json")) and src.crs is None:
-            raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
-                              "write a .gpkg instead (pixel coordinates) or georeference the image")
+        if vector:
+            check_vector_crs(vector, src.crs)
         plist = prepare_prompts(src, plist, prompt_crs)
         if layer is not None:
-            plist += prepare_prompts(src, layer_prompts(layer, src, plist), None)
+            plist += layer_prompts(layer, src, plist)
         notes: list[str] = []
         if segmenter is None:
             segmenter, notes = build_backend(backend, plist, checkpoint, device, backend_options)

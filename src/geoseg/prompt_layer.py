@@ -86,12 +86,8 @@ class PromptLayer:
                 raise InputError(f"{scene} has no CRS, so the features of {self.path} cannot be placed on it",
                                  "georeference the image, or give a prompt file in pixel coordinates without a CRS")
             geoms = _to_pixels(geoms, self.crs, crs, transform)
-        prompts: list[Prompt] = []
-        for fid, geom in zip(self.fids, geoms):
-            prompt = _feature_prompt(geom, width, height)
-            if prompt is not None:
-                prompts.append(Prompt(points=prompt.points, labels=prompt.labels, box=prompt.box,
-                                      extra={"feature": int(fid)}))
+        prompts = [p for p in (_feature_prompt(g, fid, width, height) for fid, g in zip(self.fids, geoms))
+                   if p is not None]
         if len(prompts) < len(self):
             log.info("%s: %d of %d feature(s) of %s fall on it", scene, len(prompts), len(self), self.path)
         return prompts
@@ -102,8 +98,8 @@ def _to_pixels(geoms: np.ndarray, src_crs: str, dst_crs, transform) -> np.ndarra
     from pyproj import CRS, Transformer
 
     inv = ~transform
-    tr = None if CRS.from_user_input(src_crs) == CRS.from_user_input(dst_crs.to_wkt()) else \
-        Transformer.from_crs(CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs.to_wkt()), always_xy=True)
+    src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs.to_wkt())
+    tr = None if src == dst else Transformer.from_crs(src, dst, always_xy=True)
 
     def to_px(xy: np.ndarray) -> np.ndarray:
         x, y = xy[:, 0], xy[:, 1]
@@ -115,13 +111,13 @@ def _to_pixels(geoms: np.ndarray, src_crs: str, dst_crs, transform) -> np.ndarra
     return shapely.transform(geoms, to_px)
 
 
-def _feature_prompt(geom, width: int, height: int) -> Prompt | None:
-    """One feature (in pixels) as a prompt on a ``width`` x ``height`` scene, or ``None`` when it misses it."""
-    kind = geom.geom_type
-    if kind in POINT_TYPES:
+def _feature_prompt(geom, fid: int, width: int, height: int) -> Prompt | None:
+    """Feature ``fid`` (in pixels) as a prompt on a ``width`` x ``height`` scene, or ``None`` when it misses it."""
+    extra = {"feature": int(fid)}
+    if geom.geom_type in POINT_TYPES:
         pts = [(float(x), float(y)) for x, y in shapely.get_coordinates(geom)
                if np.isfinite(x) and np.isfinite(y) and 0 <= x < width and 0 <= y < height]
-        return Prompt(points=tuple(pts), labels=(1,) * len(pts)) if pts else None
+        return Prompt(points=tuple(pts), labels=(1,) * len(pts), extra=extra) if pts else None
     x0, y0, x1, y1 = (float(v) for v in geom.bounds)
     if not all(np.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
         return None
@@ -130,7 +126,7 @@ def _feature_prompt(geom, width: int, height: int) -> Prompt | None:
         x0, x1 = cx - 0.5, cx + 0.5
     if y1 - y0 < 1:
         y0, y1 = cy - 0.5, cy + 0.5
-    return Prompt(box=(x0, y0, x1, y1))
+    return Prompt(box=(x0, y0, x1, y1), extra=extra)
 
 
 def read_prompt_layer(path: str | os.PathLike, crs: str | None = None) -> PromptLayer:
@@ -177,7 +173,7 @@ def read_prompt_layer(path: str | os.PathLike, crs: str | None = None) -> Prompt
         if geom.geom_type not in POINT_TYPES + AREA_TYPES:
             raise PromptError(f"feature {int(fid)} of {path} is a {geom.geom_type}",
                               "use point features on the targets or polygons around them")
-        geometries.append(shapely.to_wkb(geom))
+        geometries.append(bytes(g))  # already 2-D (force_2d)
         kept.append(int(fid))
     if not kept:
         raise PromptError(f"prompt file {path} has no feature with a geometry",

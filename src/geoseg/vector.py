@@ -10,10 +10,9 @@ Outputs: ``.gpkg``, ``.fgb`` (FlatGeobuf) and ``.shp`` (ESRI Shapefile) in the s
 CRS, ``.geojson`` in EPSG:4326 (RFC 7946), with the fields ``id``, ``prompt``, ``score`` and
 ``area`` (m² when the CRS is projected, pixels otherwise) — and ``feature``, the id of the
 prompt file's feature each answer came from (-1 for other prompts), when a prompt file was
-given — written through pyogrio. The
-provenance goes into the GeoPackage's layer metadata, the FlatGeobuf's and GeoJSON's
-layer description; a Shapefile has no place for it (its ``prompt`` field is cut to the
-format's 254 bytes).
+given — written through pyogrio. The provenance goes into the GeoPackage's layer metadata,
+the FlatGeobuf's and GeoJSON's layer description; a Shapefile has no place for it (its
+``prompt`` field is cut to the format's 254 bytes).
 """
 
 from __future__ import annotations
@@ -54,6 +53,13 @@ def vector_driver(path: str) -> str:
     return VECTOR_DRIVERS[ext]
 
 
+def check_vector_crs(path: str, crs) -> None:
+    """Raise a :class:`GeosegError` when ``path`` is GeoJSON (EPSG:4326 by RFC 7946) and the image has no ``crs``."""
+    if crs is None and vector_driver(path) == "GeoJSON":
+        raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
+                          "write a .gpkg, .fgb or .shp instead (pixel coordinates) or georeference the image")
+
+
 def vector_files(path: str) -> list[str]:
     """Every file the vector output ``path`` consists of: itself, and a Shapefile's companions."""
     stem, ext = os.path.splitext(path)
@@ -83,7 +89,7 @@ def _dbf_text(values: np.ndarray) -> np.ndarray:
         raw = str(v).encode("utf-8")
         if len(raw) > DBF_TEXT_BYTES:
             out[i] = raw[:DBF_TEXT_BYTES].decode("utf-8", errors="ignore")
-            log.info("prompt of feature %d cut to %d bytes for the Shapefile (a .gpkg keeps it whole)",
+            log.info("prompt of polygon %d cut to %d bytes for the Shapefile (a .gpkg keeps it whole)",
                      i + 1, DBF_TEXT_BYTES)
     return out
 
@@ -187,10 +193,8 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     area = np.array([g.area for g in pix], dtype=np.float64) * unit_area
     crs = src.crs.to_wkt() if src.crs is not None else None
     layer_options: dict = {}
+    check_vector_crs(final_path, src.crs)
     if driver == "GeoJSON":
-        if src.crs is None:
-            raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
-                              "write a .gpkg, .fgb or .shp instead (pixel coordinates) or georeference the image")
         if len(geoms):
             geoms = _to_4326(geoms, src.crs)
         crs = "EPSG:4326"
