@@ -183,3 +183,21 @@ def test_danish_parcels_as_box_prompts(shared_data: Path, tmp_path: Path) -> Non
                / shapely.union_all(answers[f]).area for i, f in enumerate(fids)]
     # most of each answer lies on the parcel whose feature asked for it, not on another one
     assert len(fids) > 250 and np.median(own) > 0.6 and np.median(shifted) < 0.05
+
+
+def test_neighbouring_parcels_each_keep_their_answer(shared_data: Path, tmp_path: Path) -> None:
+    """Real data: clicks on 60 neighbouring Danish parcels; answers overlap, and each feature keeps its polygons."""
+    folder = shared_data / "dk_fields"
+    if not (folder / "marker2016_small.shp").exists():
+        pytest.skip(f"{folder} has no marker2016_small.shp")
+    parcels = shapely.from_wkb(pyogrio.raw.read(folder / "marker2016_small.shp")[2])
+    near = parcels[np.argsort(shapely.distance(shapely.centroid(parcels), shapely.centroid(parcels[0])))[:60]]
+    layer = _write_layer(tmp_path / "clicks.gpkg", list(shapely.point_on_surface(near)), "EPSG:32632")
+    res = geoseg.segment(folder / "RGB_small.tif", output=tmp_path / "m.tif", bands="3,2,1", prompt_file=layer,
+                         vector=tmp_path / "v.gpkg")
+    _, _, wkb, (_, _, _, area, feature) = pyogrio.raw.read(tmp_path / "v.gpkg")
+    answered = {i + 1 for i, s in enumerate(res.prompt_scores) if s is not None}  # a GeoPackage's FIDs start at 1
+    assert len(answered) > 40 and set(feature.tolist()) == answered
+    # the answers overlap (a click paints more than its parcel), and the mask is their union
+    assert area.sum() > 1.2 * shapely.union_all(shapely.from_wkb(wkb)).area
+    assert res.mask_area == pytest.approx(shapely.union_all(shapely.from_wkb(wkb)).area)

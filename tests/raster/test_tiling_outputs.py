@@ -74,6 +74,37 @@ def test_polygon_across_writer_blocks_is_one(utm_scene: Path, tmp_path: Path) ->
     assert len(wkb) == 1
 
 
+def test_overlapping_answers_each_keep_their_whole_polygons(tmp_path: Path) -> None:
+    """Two prompts whose answers overlap: each keeps its polygon; the mask is their union; nodata is left out."""
+    data = scene_array(320, 280)
+    data[:, 200:, 250:] = 0  # a nodata corner, inside the second answer
+    src = open_source(write_geotiff(tmp_path / "s.tif", data, nodata=0))
+    a = np.zeros((280, 320), bool)
+    a[20:150, 30:170] = True
+    b = np.zeros((140, 160), bool)  # read at half resolution over the right part of the scene
+    b[40:130, 40:150] = True  # scene rows 80-260, columns 80-300
+    prompts = [Prompt(box=(30, 20, 170, 150)), Prompt(box=(80, 80, 300, 260))]
+    with SceneWriter(src, str(tmp_path / "m.tif"), prompts, {"model": "test"}, vector=str(tmp_path / "v.gpkg"),
+                     block=64) as w:
+        w.add(WindowResult(0, Window(0, 0, 320, 280), a, 0.9))
+        w.add(WindowResult(1, Window(0, 0, 320, 280), b, 0.6))
+        summary = w.finish()
+    valid = (data != 0).any(axis=0)
+    b_full = np.zeros((280, 320), bool)
+    b_full[80:260, 80:300] = True
+    with rasterio.open(tmp_path / "m.tif") as m:
+        mask = m.read(1)
+    assert np.array_equal(mask == 1, (a | b_full) & valid) and summary.mask_pixels == ((a | b_full) & valid).sum()
+    _, _, wkb, fields = pyogrio.raw.read(tmp_path / "v.gpkg")
+    polys = shapely.from_wkb(wkb)
+    by_prompt = {p: shapely.union_all([g for g, text in zip(polys, fields[1]) if text == prompts[p].describe()])
+                 for p in (0, 1)}
+    area = UTM_RES ** 2
+    assert by_prompt[0].area == pytest.approx(a.sum() * area)  # not cut where the second answer overlaps it
+    assert by_prompt[1].area == pytest.approx((b_full & valid).sum() * area)
+    assert by_prompt[0].intersection(by_prompt[1]).area == pytest.approx((a & b_full).sum() * area)
+
+
 def test_vector_outputs_fields_crs_and_area(utm_scene: Path, tmp_path: Path) -> None:
     boxes = [roof_box(0), roof_box(1)]
     res = geoseg.segment(utm_scene, output=tmp_path / "m.tif", boxes=boxes, backend="classical",

@@ -1,16 +1,19 @@
 """Assemble per-window results into the scene outputs, window by window.
 
 :class:`SceneWriter` receives :class:`WindowResult` objects in any order (from one
-process, or gathered from Dask workers) and paints them into a scratch label raster
-(an uncompressed, sparse, tiled GeoTIFF next to the output; pixel = 1 + index of the
-prompt that claimed it, first come first served) and, when asked, a scratch score
-raster. :meth:`SceneWriter.finish` then streams the scratch rasters block by block
-into the final outputs:
+process, or gathered from Dask workers) and paints them into a scratch mask raster
+(an uncompressed, sparse, tiled GeoTIFF next to the output; the union of every
+prompt's answer) and, when asked, a scratch score raster. When vectors are asked for,
+each result is polygonized as it arrives, under its own prompt: answers of different
+prompts may overlap (two neighbouring parcels' boxes, a point and a text prompt on the
+same field), and each keeps its whole polygons, as SAM answers several boxes.
+:meth:`SceneWriter.finish` then streams the scratch rasters block by block into the
+final outputs:
 
 * the mask GeoTIFF: uint8, 1 = target, 0 = background, 255 = nodata (where the source
   is nodata), tiled, deflate, CRS and transform of the source, provenance tags;
 * the optional float32 score raster (nodata -1);
-* the optional vectors (see :mod:`geoseg.vector`), polygonized from the same blocks.
+* the optional vectors (see :mod:`geoseg.vector`): every prompt's polygons, nodata left out.
 
 Every output is written to a temporary file in its destination folder and moved
 into place with :func:`os.replace` only when everything succeeded; on error all
@@ -36,6 +39,7 @@ from geoseg.errors import GeosegError
 from geoseg.prompts import Prompt
 from geoseg.raster.io import GDAL_ENV, RasterSource
 from geoseg.raster.tiling import intersect, iter_blocks
+from geoseg.vector import PolygonCollector
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +148,11 @@ class SceneWriter:
         self.score_raster = os.fspath(score_raster) if score_raster else None
         self.vector = os.fspath(vector) if vector else None
         self.block = block
-        self._label_dtype = "uint16" if len(self.prompts) < 65535 else "int32"
-        self._labels_path: str | None = None
+        self._label_dtype = np.uint16 if len(self.prompts) < 65535 else np.int32
+        self._union_path: str | None = None
         self._scores_path: str | None = None
-        self._labels: rasterio.io.DatasetWriter | None = None
+        self._union: rasterio.io.DatasetWriter | None = None
+        self._collector: PolygonCollector | None = None
         self._scores: rasterio.io.DatasetWriter | None = None
         self._temps: list[str] = []
         self._score_sum = np.zeros(len(self.prompts), dtype=np.float64)
@@ -173,9 +178,10 @@ class SceneWriter:
         base = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "tiled": True,
                 "blockxsize": 256, "blockysize": 256, "SPARSE_OK": "TRUE", "BIGTIFF": "IF_SAFER",
                 **src.profile_for_output()}
-        self._labels_path = temp_path_for(self.output)
-        self._temps.append(self._labels_path)
-        self._labels = _open(self._labels_path, "w+", dtype=self._label_dtype, **base)
+        self._union_path = temp_path_for(self.output)
+        self._temps.append(self._union_path)
+        self._union = _open(self._union_path, "w+", dtype="uint8", **base)
+        self._collector = PolygonCollector(src.width, src.height) if self.vector else None
         if self.score_raster:
             self._scores_path = temp_path_for(self.score_raster)
             self._temps.append(self._scores_path)
@@ -183,10 +189,10 @@ class SceneWriter:
 
     def close(self, abort: bool = False) -> None:
         """Close scratch files and remove every temporary file (outputs already moved stay)."""
-        for ds in (self._labels, self._scores):
+        for ds in (self._union, self._scores):
             if ds is not None and not ds.closed:
                 ds.close()
-        self._labels = self._scores = None
+        self._union = self._scores = None
         for p in self._temps:
             _remove(p)
         self._temps = []
@@ -196,8 +202,8 @@ class SceneWriter:
 
     # -- painting --------------------------------------------------------------------
     def add(self, result: WindowResult) -> None:
-        """Paint one window result: claim unclaimed pixels for its prompt, keep the max score."""
-        if self._labels is None:
+        """Paint one window result into the union mask, polygonize it under its prompt, keep the max score."""
+        if self._union is None:
             raise RuntimeError("SceneWriter.add() outside its context")
         scene = Window(0, 0, self.source.width, self.source.height)
         win = intersect(result.window, scene)
@@ -214,11 +220,13 @@ class SceneWriter:
             part = Window(win.col_off + part.col_off, win.row_off + part.row_off, part.width, part.height)
             m = resample_part(result.mask, result.window, part).astype(bool, copy=False)
             if m.any():
-                cur = self._labels.read(1, window=part)
-                claim = m & (cur == 0)
-                if claim.any():
-                    cur[claim] = label
-                    self._labels.write(cur, 1, window=part)
+                cur = self._union.read(1, window=part)
+                if (m & (cur == 0)).any():
+                    cur[m] = 1
+                    self._union.write(cur, 1, window=part)
+                if self._collector is not None:
+                    own = m & self.source.read_valid(part)
+                    self._collector.add_block(np.where(own, label, 0).astype(self._label_dtype), part)
             if self._scores is not None:
                 if result.prob is not None:
                     p = resample_part(result.prob, result.window, part).astype(np.float32)
@@ -247,9 +255,9 @@ class SceneWriter:
 
     def finish(self) -> WriteSummary:
         """Stream the scratch rasters into the final outputs and move them into place."""
-        from geoseg.vector import PolygonCollector, replace_vector, vector_files, write_vectors
+        from geoseg.vector import replace_vector, vector_files, write_vectors
 
-        if self._labels is None:
+        if self._union is None:
             raise RuntimeError("SceneWriter.finish() outside its context")
         src = self.source
         prof = {"driver": "GTiff", "count": 1, "tiled": True, "blockxsize": 256, "blockysize": 256,
@@ -260,7 +268,6 @@ class SceneWriter:
         if self._scores is not None and self.score_raster:
             tmp_score = temp_path_for(self.score_raster)
             self._temps.append(tmp_score)
-        collector = PolygonCollector(src.width, src.height) if self.vector else None
         mask_px = 0
         tags = self._tags()
         dst_s = None
@@ -273,11 +280,10 @@ class SceneWriter:
                 dst_s.set_band_description(1, "score")
             try:
                 for win in iter_blocks(src.width, src.height, self.block):
-                    labels = self._labels.read(1, window=win)
+                    mask = self._union.read(1, window=win)
                     valid = src.read_valid(win)
                     if not valid.all():
-                        labels[~valid] = 0
-                    mask = (labels > 0).astype(np.uint8)
+                        mask[~valid] = 0
                     mask_px += int(mask.sum())
                     mask[~valid] = MASK_NODATA
                     dst.write(mask, 1, window=win)
@@ -285,8 +291,6 @@ class SceneWriter:
                         sc = self._scores.read(1, window=win)
                         sc[~valid] = SCORE_NODATA
                         dst_s.write(sc, 1, window=win)
-                    if collector is not None and mask_px:
-                        collector.add_block(labels, win)
             finally:
                 if dst_s is not None:
                     dst_s.close()
@@ -294,10 +298,10 @@ class SceneWriter:
         n_polygons = 0
         tmp_vec = None
         scores = self.prompt_scores()
-        if collector is not None and self.vector:
+        if self._collector is not None and self.vector:
             tmp_vec = temp_path_for(self.vector)
             self._temps.extend(vector_files(tmp_vec))
-            n_polygons = write_vectors(collector.polygons(), tmp_vec, self.vector, src, self.prompts, scores,
+            n_polygons = write_vectors(self._collector.polygons(), tmp_vec, self.vector, src, self.prompts, scores,
                                        self.provenance)
         # everything succeeded: move into place
         os.replace(tmp_mask, self.output)
