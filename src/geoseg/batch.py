@@ -164,7 +164,7 @@ class BatchOptions:
     def key(self, prompts: Sequence[Prompt]) -> dict:
         layer = self.prompt_layer
         d = asdict(replace(self, prompt_layer=None))
-        d["prompt_layer"] = {"path": layer.path, "digest": layer.digest()} if layer is not None else None
+        d["prompt_layer"] = layer.provenance() if layer is not None else None
         d["bands"] = list(self.bands) if self.bands else None
         # secrets never reach the resume key, which is written into every scene's marker file
         d["backend_options"] = {k: v for k, v in sorted(self.backend_options.items()) if k not in SECRET_OPTIONS}
@@ -374,6 +374,8 @@ class _SceneRun:
         finally:
             self.source.close()  # reopened lazily by reads; workers get a pickled copy
         self.provenance = {**provenance, "prompts": [p.to_dict() for p in self.prompts]}
+        if opts.prompt_layer is not None:
+            self.provenance["prompt_file"] = opts.prompt_layer.provenance()
         self.writer = None
         self.next = 0
         self.waiting: dict[int, list] = {}

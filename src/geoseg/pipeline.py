@@ -452,6 +452,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         tasks = plan_windows(src.width, src.height, plist, tile_size, overlap)
         groups = group_tasks(tasks)
         provenance = {**segmenter.provenance(), "backend": segmenter.name, "prompts": [p.to_dict() for p in plist]}
+        if layer is not None:
+            provenance["prompt_file"] = layer.provenance()
         t_read = t_pred = 0.0
         with SceneWriter(src, output, plist, provenance, score_raster=score_raster, vector=vector) as writer:
             for group in progress(groups, desc="segment", total=len(groups), unit="window"):

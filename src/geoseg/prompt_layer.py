@@ -70,6 +70,10 @@ class PromptLayer:
             h.update(str(fid).encode() + b":" + wkb)
         return h.hexdigest()[:16]
 
+    def provenance(self) -> dict:
+        """Where the prompts came from, for outputs' metadata and a batch's resume key."""
+        return {"path": self.path, "digest": self.digest()}
+
     def on_scene(self, crs, transform, width: int, height: int, scene: str = "the image") -> list[Prompt]:
         """The features that fall on a ``width`` x ``height`` scene, as prompts in its pixels.
 

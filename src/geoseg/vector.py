@@ -32,6 +32,7 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from geoseg.errors import GeosegError
+from geoseg.metadata import bounded_json
 from geoseg.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,10 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
                      dtype=np.float64)
     wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.array([], dtype=object)
     meta = {"model": str(provenance.get("model", "")), "geoseg_version": str(provenance.get("geoseg_version", "")),
-            "area_unit": unit, "provenance": json.dumps(provenance, default=str)[:8000]}
+            "area_unit": unit, "provenance": bounded_json(provenance, 8000)}
     if driver in ("GeoJSON", "FlatGeobuf"):
         layer_options["DESCRIPTION"] = json.dumps({k: meta[k] for k in ("model", "geoseg_version", "area_unit")}
-                                                  | {"provenance": provenance}, default=str)
+                                                  | {"provenance": json.loads(meta["provenance"])}, default=str)
     if driver == "ESRI Shapefile":
         prompt_text = _dbf_text(prompt_text)
     fields, names = [ids, prompt_text, score, area], ["id", "prompt", "score", "area"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def test_points_and_polygons_in_another_crs_segment_their_targets(utm_scene: Pat
     assert res.n_prompts == 2  # the third feature lies 50 km away: left out, not an error
     with rasterio.open(tmp_path / "m.tif") as ds:
         mask = ds.read(1) == 1
+        provenance = json.loads(ds.tags()["provenance_json"])
     assert iou(mask, roof_mask(index=0) | roof_mask(index=1)) > 0.8
+    # the outputs name the layer the prompts came from
+    assert provenance["prompt_file"] == read_prompt_layer(layer_path).provenance()
     meta, _, wkb, (_, prompt, _, _, feature) = pyogrio.raw.read(tmp_path / "v.gpkg")
     assert list(meta["fields"]) == ["id", "prompt", "score", "area", "feature"]
     by_feature = {str(f): shapely.from_wkb(w) for f, w in zip(feature, wkb)}

@@ -22,7 +22,6 @@ temporary files are removed. Memory is bounded by the block size, not the scene.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -36,6 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import GeosegError
+from geoseg.metadata import bounded_json
 from geoseg.prompts import Prompt
 from geoseg.raster.io import GDAL_ENV, RasterSource
 from geoseg.raster.tiling import intersect, iter_blocks
@@ -245,10 +245,10 @@ class SceneWriter:
         prompts = [p.describe() for p in self.prompts]
         return {
             "prompt": " || ".join(prompts)[:4000],
-            "prompts_json": json.dumps([p.to_dict() for p in self.prompts])[:30000],
+            "prompts_json": bounded_json([p.to_dict() for p in self.prompts], 30000),
             "model": str(self.provenance.get("model", "")),
             "geoseg_version": str(self.provenance.get("geoseg_version", "")),
-            "provenance_json": json.dumps(self.provenance, default=str)[:8000],
+            "provenance_json": bounded_json(self.provenance, 8000),
             "source": os.path.basename(self.source.path),
             "values": "1=target, 0=background, 255=nodata",
         }
