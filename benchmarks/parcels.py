@@ -14,7 +14,7 @@ ratio of answer area to parcel area, and seconds. Rows are paired against the fi
 bootstrap interval (the bench's :func:`~geoseg.bench.compare.paired_difference`).
 
     python benchmarks/parcels.py [--backend unified --backend classical] [--prompt box --prompt point] \
-        [--limit N] [--quiet]
+        [--limit N] [--checkpoint X.pt] [--quiet]
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="repeatable (default: box, point)")
     ap.add_argument("--bands", default="3,2,1", help="the scene's RGB bands (its file order is B, G, R)")
     ap.add_argument("--limit", type=int, default=None, help="only the N parcels nearest the first one")
+    ap.add_argument("--checkpoint", default=None, help="the unified backend's checkpoint (default: the packaged one)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     set_progress(not args.quiet)
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
                 out = Path(tmp) / f"{backend}_{kind}"
                 t0 = time.perf_counter()
                 geoseg.segment(folder / "RGB_small.tif", output=f"{out}.tif", bands=args.bands,
-                               prompt_file=Path(tmp) / f"{kind}.gpkg", backend=backend, vector=f"{out}.gpkg")
+                               prompt_file=Path(tmp) / f"{kind}.gpkg", backend=backend, vector=f"{out}.gpkg",
+                               checkpoint=args.checkpoint if backend == "unified" else None)
                 seconds = time.perf_counter() - t0
                 vmeta, _, vwkb, vfields = pyogrio.raw.read(f"{out}.gpkg")
                 feature = vfields[list(vmeta["fields"]).index("feature")] - 1

@@ -26,6 +26,10 @@ def test_regions_and_buckets(script):
     assert found == {(1, (2, 2, 4, 4)), (0, (0, 0, 40, 15))}
     assert [script.bucket_of(s) for s in (4, 15, 16, 63, 64, 127, 128, 5000)] == [0, 0, 1, 2, 3, 3, 4, 4]
     assert script.parse_zoom("off") is None and script.parse_zoom("48x4").min_box_side == 48.0
+    region = np.zeros((20, 30), bool)
+    region[4:9, 12:17] = True  # 5 x 5: the innermost pixel is (14, 6), clicked at its centre
+    region[16:20, 0:30] = True  # a thinner band along the image's border: the border counts as outside
+    assert script.innermost(region) == (14.5, 6.5)
 
 
 def test_zoom_answers_small_boxes_the_working_scale_leaves_empty(script, dubai_dir, capsys):
