@@ -13,7 +13,8 @@ chosen), settings ``off`` and the shipped one.
 ``--prompt point`` asks for the same regions with one click at each region's innermost pixel
 (the data engine's rule, +0.5 px to the pixel's centre) instead of its box; the sizes stay the
 regions' boxes' (a click carries none, and the zoom, which works on boxes, changes nothing).
-``--checkpoint`` compares another network on the same rows.
+``--checkpoint`` (repeatable; ``packaged`` is the shipped file) compares networks on the same rows:
+each checkpoint is run with each zoom setting, every row paired against the first.
 
     python benchmarks/small_boxes.py [--region tile_6] [--per-bucket 12] \
         [--zoom off --zoom 32x4 --zoom 48x4 ...] [--images 9] [--prompt point] [--checkpoint X.pt]
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=int, default=9)
     ap.add_argument("--per-bucket", type=int, default=12)
     ap.add_argument("--zoom", action="append", default=None, help="off or SIDExCONTEXT, e.g. 48x4 (repeatable)")
-    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--checkpoint", action="append", default=None,
+                    help="repeatable; 'packaged' (the default) is the shipped checkpoint")
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--prompt", choices=["box", "point"], default="box")
     args = ap.parse_args(argv)
@@ -107,10 +109,17 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append((img, c, i, max(w, h), (x, y, x + w, y + h)))
     print(f"{len(rows)} {args.prompt} prompts from {len(images)} image(s) of {args.region}")
 
-    seg, _ = P.build_backend("unified", [Prompt(box=(0, 0, 1, 1))], checkpoint=args.checkpoint, device="cpu")
+    checkpoints = args.checkpoint or ["packaged"]
+    settings = [(ck, z) for ck in checkpoints for z in zooms]
     results: dict[str, np.ndarray] = {}
-    for name in zooms:
-        seg.zoom = parse_zoom(name)
+    seg, loaded = None, None
+    for ck, zoom in settings:
+        if ck != loaded:
+            seg, _ = P.build_backend("unified", [Prompt(box=(0, 0, 1, 1))],
+                                     checkpoint=None if ck == "packaged" else ck, device="cpu")
+            loaded = ck
+        name = zoom if len(checkpoints) == 1 else f"{Path(ck).stem} {zoom}"
+        seg.zoom = parse_zoom(zoom)
         ious, t0, current = [], time.perf_counter(), None
         for img, c, i, _, box in rows:
             if current != img:
@@ -141,15 +150,16 @@ def main(argv: list[str] | None = None) -> dict:
     bucket = np.array([bucket_of(int(v)) for v in sides], dtype=int)
     heads = [f"{lo}-{hi if hi else ''}" for lo, hi in BUCKETS]
     print("\nIoU % by the box's longer side (px; rows)")
-    print(f"{'zoom':>8} {'all':>6} " + " ".join(f"{h:>9}" for h in heads) + "   IoU=0   paired vs first [95 %]")
-    print(f"{'':>8} {len(rows):>6} " + " ".join(f"{int((bucket == k).sum()):>9}" for k in range(len(BUCKETS))))
-    first = {i: ("box", v) for i, v in enumerate(results[zooms[0]])}
+    width = max(8, *(len(k) for k in results))
+    print(f"{'setting':>{width}} {'all':>6} " + " ".join(f"{h:>9}" for h in heads) + "   IoU=0   paired vs first [95 %]")
+    print(f"{'':>{width}} {len(rows):>6} " + " ".join(f"{int((bucket == k).sum()):>9}" for k in range(len(BUCKETS))))
+    first = {i: ("box", v) for i, v in enumerate(next(iter(results.values())))}
     for name, v in results.items():
         cells = [f"{100 * v[bucket == k].mean():9.1f}" if (bucket == k).any() else f"{'-':>9}"
                  for k in range(len(BUCKETS))]
         pd = paired_difference(first, {i: ("box", x) for i, x in enumerate(v)})["all"] if len(v) else \
             {"diff": 0.0, "low": 0.0, "high": 0.0}
-        print(f"{name:>8} {100 * v.mean():6.1f} " + " ".join(cells) + f"   {int((v == 0).sum()):5d}   "
+        print(f"{name:>{width}} {100 * v.mean():6.1f} " + " ".join(cells) + f"   {int((v == 0).sum()):5d}   "
               f"{100 * pd['diff']:+.1f} [{100 * pd['low']:+.1f}, {100 * pd['high']:+.1f}]")
     return {"rows": len(rows), "sides": sides.tolist(), "results": {k: v.tolist() for k, v in results.items()}}
 
