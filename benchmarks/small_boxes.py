@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
             seg, _ = P.build_backend("unified", [Prompt(box=(0, 0, 1, 1))],
                                      checkpoint=None if ck == "packaged" else ck, device="cpu")
             loaded = ck
-        name = zoom if len(checkpoints) == 1 else f"{Path(ck).stem} {zoom}"
+        name = zoom if len(checkpoints) == 1 else f"{ck} {zoom}"  # as given: runs/a/best.pt, runs/b/best.pt
+        if name in results:
+            raise SystemExit(f"error: {name} is asked for twice (give each checkpoint and zoom once)")
         seg.zoom = parse_zoom(zoom)
         ious, t0, current = [], time.perf_counter(), None
         for img, c, i, _, box in rows:

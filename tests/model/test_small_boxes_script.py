@@ -45,3 +45,22 @@ def test_zoom_answers_small_boxes_the_working_scale_leaves_empty(script, dubai_d
     small = sides < 32
     # measured 2026-12-03 (tile_6, all 9 images, 77 boxes under 32 px): IoU 0.01 without zoom, 0.52 with
     assert small.sum() >= 2 and on[small].mean() > off[small].mean() + 0.1
+
+
+def test_checkpoints_side_by_side(script, dubai_dir, capsys, tmp_path):
+    """Two checkpoints on the same rows: named as given, paired row by row; the same network twice matches."""
+    import shutil
+
+    from geoseg.unified.segmenter import default_checkpoint_path
+
+    copy = tmp_path / "copy.pt"
+    shutil.copy(default_checkpoint_path(), copy)
+    out = script.main(["--data", str(dubai_dir), "--images", "1", "--per-bucket", "1", "--zoom", "48x4",
+                       "--prompt", "point", "--checkpoint", "packaged", "--checkpoint", str(copy)])
+    text = capsys.readouterr().out
+    assert "packaged 48x4" in text and f"{copy} 48x4" in text and "+0.0 [+0.0, +0.0]" in text
+    a, b = out["results"]["packaged 48x4"], out["results"][f"{copy} 48x4"]
+    assert len(a) == out["rows"] >= 4 and a == b
+    with pytest.raises(SystemExit, match="asked for twice"):
+        script.main(["--data", str(dubai_dir), "--images", "1", "--per-bucket", "1", "--zoom", "48x4",
+                     "--checkpoint", str(copy), "--checkpoint", str(copy)])
