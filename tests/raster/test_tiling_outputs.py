@@ -81,8 +81,8 @@ def test_overlapping_answers_each_keep_their_whole_polygons(tmp_path: Path) -> N
     src = open_source(write_geotiff(tmp_path / "s.tif", data, nodata=0))
     a = np.zeros((280, 320), bool)
     a[20:150, 30:170] = True
-    b = np.zeros((140, 160), bool)  # read at half resolution over the right part of the scene
-    b[40:130, 40:150] = True  # scene rows 80-260, columns 80-300
+    b = np.zeros((140, 160), bool)  # the whole scene read at half resolution
+    b[40:130, 40:150] = True  # = scene rows 80-260, columns 80-300
     prompts = [Prompt(box=(30, 20, 170, 150)), Prompt(box=(80, 80, 300, 260))]
     with SceneWriter(src, str(tmp_path / "m.tif"), prompts, {"model": "test"}, vector=str(tmp_path / "v.gpkg"),
                      block=64) as w:
