@@ -1,7 +1,7 @@
 """Polygons from the written mask: block-wise polygonize, merge across block borders, write vector files.
 
-The mask is polygonized block by block (:class:`PolygonCollector`, fed by the scene
-writer's final pass, so memory follows the block size). A polygon that touches an
+Each prompt's answer is polygonized block by block as the scene writer receives it
+(:class:`PolygonCollector`, so a block, not the scene, is held as pixels). A polygon that touches an
 internal block border may be one piece of an object split by that border: such
 pieces are unioned per prompt with shapely and split back into connected parts, so
 an object cut by a tile or block border comes out as one polygon.

@@ -39,7 +39,7 @@ from geoseg.metadata import bounded_json
 from geoseg.prompts import Prompt
 from geoseg.raster.io import GDAL_ENV, RasterSource
 from geoseg.raster.tiling import intersect, iter_blocks
-from geoseg.vector import PolygonCollector
+from geoseg.vector import PolygonCollector, pixel_area, replace_vector, vector_files, write_vectors
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,6 @@ class SceneWriter:
 
     def finish(self) -> WriteSummary:
         """Stream the scratch rasters into the final outputs and move them into place."""
-        from geoseg.vector import replace_vector, vector_files, write_vectors
-
         if self._union is None:
             raise RuntimeError("SceneWriter.finish() outside its context")
         src = self.source
@@ -311,8 +309,6 @@ class SceneWriter:
         if tmp_vec and self.vector:
             replace_vector(tmp_vec, self.vector)
             outputs["vector"] = self.vector
-        from geoseg.vector import pixel_area
-
         unit_area, unit = pixel_area(src)
         return WriteSummary(outputs=outputs, mask_pixels=mask_px, mask_area=mask_px * unit_area, area_unit=unit,
                             n_polygons=n_polygons, prompt_scores=scores)
