@@ -26,12 +26,16 @@ import click
 @click.option("--fit-selector", is_flag=True,
               help="Before exporting, fit the instance selector (which parts of a referring/reasoning answer the "
                    "instruction means) on the run's train split, tune it on its validation split and store it.")
+@click.option("--pack", "pack_dir", default=None, type=click.Path(file_okay=False),
+              help="Do not train: write the run's rows, decoded tiles and packed instruction embeddings into this "
+                   "new folder, with a config that trains from them on a machine without the imagery, GDAL or "
+                   "the text encoder (a GPU box).")
 @click.option("--print-config", is_flag=True,
               help="Print every setting of the experiment (extends chain and overrides resolved) and exit.")
 @click.pass_context
 def train(ctx: click.Context, config_path: str, resume: bool, device: str, shards: str | None, out_dir: str | None,
           max_minutes: float | None, text_cache: str | None, export_path: str | None, export_only: bool,
-          tune_decision: bool, fit_selector: bool, print_config: bool) -> None:
+          tune_decision: bool, fit_selector: bool, pack_dir: str | None, print_config: bool) -> None:
     """Train the unified model (progressive multi-task schedule) and validate every epoch."""
     from geoseg.errors import require
 
@@ -49,6 +53,14 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         cfg.train.max_minutes = max_minutes
     if print_config:
         click.echo(cfg.to_yaml(), nl=False)
+        return
+    if pack_dir:
+        from geoseg.unified.bundle import pack_run
+
+        counts = pack_run(cfg, pack_dir, text_cache)
+        click.echo(f"packed {cfg.name} into {pack_dir}: {counts['train_rows']} train and {counts['val_rows']} val rows, "
+                   f"{counts['tiles']} tiles, {counts['texts']} instructions; train from it with geoseg train "
+                   f"--config {pack_dir}/data/config.yaml --text-cache {pack_dir}/text/text_cache.pt")
         return
     if export_only and not export_path:
         from geoseg.errors import InputError

@@ -77,6 +77,9 @@ class TrainConfig:
     # rows store absolute image paths; {old prefix: new prefix} finds the images after the shards and
     # imagery moved (another machine, a cluster, a GPU box), e.g. {/work/shared/data: /data/shared}
     image_path_map: dict[str, str] = field(default_factory=dict)
+    # decoded tiles written by TileCache.save (python -m geoseg.unified.bundle): rows whose tile is there are
+    # not read from the imagery, so a machine without GDAL or the imagery can train (a lent GPU box)
+    tile_store: str = ""
     out_dir: str = "runs/default"
     seed: int = 0
     batch_size: int = 16
@@ -118,6 +121,8 @@ class TrainConfig:
     max_minutes: float = 0.0               # wall-clock budget; 0 = none (the run stops cleanly at the budget)
     threads: int = 0                        # torch threads on CPU (0 = torch default)
     amp: bool = True                        # bf16/fp16 autocast on CUDA only
+    # processes that build training batches beside the training loop (0 = in the loop, as on the 2-core CPU;
+    # a GPU needs several to be fed); batches then follow the schedule a few steps late
     num_workers: int = 0
     log_every: int = 20
     init_from: str = ""                    # start from this checkpoint's weights (fine-tuning); optimiser and schedule start afresh

@@ -9,9 +9,11 @@ than the network; masks are decoded from RLE per batch (cheap).
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
+import zipfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -142,6 +144,71 @@ class TileCache:
         if k not in self.tiles:
             self.tiles[k] = self._resize(read_rgb(row))
         return self.tiles[k]
+
+    def save(self, path: str | Path, keys: Sequence[tuple] | None = None) -> Path:
+        """Write the decoded tiles (``keys`` of them, default all) to one ``.npz``, each as lossless WebP.
+
+        Why: a machine without GDAL or the imagery (a lent GPU box) can then train on exactly the
+        pixels this one decoded; lossless WebP keeps them bit-exact at about 40 % of the raw size.
+        """
+        keys = list(self.tiles) if keys is None else list(keys)
+        arrays: dict[str, np.ndarray] = {}
+        for i, k in enumerate(keys):
+            ok, buf = cv2.imencode(".webp", np.ascontiguousarray(self.tiles[k][:, :, ::-1]),
+                                   [cv2.IMWRITE_WEBP_QUALITY, 101])
+            if not ok:
+                raise InputError(f"cannot encode tile {k[:2]} as WebP", "check that OpenCV was built with WebP")
+            arrays[f"tile_{i}"] = buf.reshape(-1)
+        meta = {"format": TILE_STORE_FORMAT, "size": self.size, "keys": [_key_to_json(k) for k in keys]}
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+        tmp.replace(out)
+        return out
+
+    def load(self, path: str | Path) -> int:
+        """Add the tiles of a store written by :meth:`save` (same size only); returns how many."""
+        try:
+            with np.load(path) as z:
+                meta = json.loads(z["meta"].tobytes())
+                if meta.get("format") != TILE_STORE_FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}")
+                if int(meta["size"]) != self.size:
+                    raise InputError(f"tile store {path} holds {meta['size']}-px tiles, the model takes {self.size} px",
+                                     "pack the store again for this model's input_size")
+                for i, k in enumerate(meta["keys"]):
+                    bgr = cv2.imdecode(z[f"tile_{i}"], cv2.IMREAD_COLOR)
+                    self.tiles[_key_from_json(k)] = np.ascontiguousarray(bgr[:, :, ::-1])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise InputError(f"cannot read tile store {path} ({exc})",
+                             "write it with python -m geoseg.unified.bundle") from exc
+        return len(meta["keys"])
+
+
+TILE_STORE_FORMAT = "geoseg.tiles.webp/1"
+
+
+def _key_to_json(k: tuple) -> list:
+    return [*k[:6], list(k[6]), [list(s) for s in k[7]]]
+
+
+def _key_from_json(k: list) -> tuple:
+    return (k[0], k[1], k[2], k[3], k[4], k[5], tuple(k[6]), tuple(tuple(s) for s in k[7]))
+
+
+def training_tiles(rows: Sequence[dict], size: int, store: str | Path = "") -> TileCache:
+    """The rows' tiles at ``size`` px: those in ``store`` (a :meth:`TileCache.save` file) from there, the
+    rest decoded from the imagery, whose files must then exist (one-line error naming the first missing)."""
+    tiles = TileCache(size)
+    if store:
+        n = tiles.load(store)
+        log.info("loaded %d decoded tiles from %s", n, store)
+    missing = [r for r in rows if tile_key(r) not in tiles.tiles]
+    check_images(missing)
+    tiles.fill(missing)
+    return tiles
 
 
 def _full_window(path: str, key: str) -> dict:

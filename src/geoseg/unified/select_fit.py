@@ -25,7 +25,7 @@ from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, InputError
 from geoseg.models.selector import InstanceSelector
 from geoseg.progress import progress
-from geoseg.unified.data import TileCache, check_images, load_rows, row_text
+from geoseg.unified.data import TileCache, load_rows, row_text, training_tiles
 from geoseg.unified.decision import Decision
 from geoseg.unified.evaluate import iter_outputs, sample_iou
 from geoseg.unified.selection import (
@@ -194,7 +194,8 @@ def fit_for_checkpoint(cfg: Any, checkpoint: str | Path, decision: Decision, dev
         the bundle entry (:func:`selector_payload`) and the per-task tuning report.
     """
     from geoseg.unified.checkpoint import load_model
-    from geoseg.unified.train import _val_rows, encode_texts
+    from geoseg.unified.text_cache import encode_texts
+    from geoseg.unified.train import _val_rows
 
     tc = cfg.train
     dev = resolve_device(device)
@@ -209,15 +210,13 @@ def fit_for_checkpoint(cfg: Any, checkpoint: str | Path, decision: Decision, dev
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no referring or reasoning train rows with a target",
                          "build them with geoseg data build (tasks referring and reasoning)")
-    check_images(train_rows)
     val_rows = [r for r in _val_rows(tc)[0] if r["task"] in TEXT_TASKS]
     mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
     num_classes = len(mc.classes)
 
     def examples(rows: list[dict], desc: str) -> Iterator[Example]:
-        tiles = TileCache(mc.input_size)
-        tiles.fill(rows)
+        tiles = training_tiles(rows, mc.input_size, tc.tile_store)
         texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None,
                              mc.max_tokens)
         yield from iter_examples(model, rows, tiles, texts, mc.classes, mean, std, dev, decision,

@@ -41,23 +41,22 @@ from geoseg._version import __version__
 from geoseg.device import resolve_device
 from geoseg.errors import InputError
 from geoseg.models import TASK_IDS
-from geoseg.progress import progress
 from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
 from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import (
     MODEL_INPUTS,
-    TileCache,
-    check_images,
-    collate,
     load_rows,
     norm_stats,
     orientation_free,
     row_text,
     tile_key,
+    training_tiles,
 )
 from geoseg.unified.decision import Decision, tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
+from geoseg.unified.loader import BatchStream
+from geoseg.unified.text_cache import encode_texts
 
 log = logging.getLogger(__name__)
 
@@ -229,31 +228,6 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def encode_texts(texts: list[str], cache_path: Path | None, encoder_path: str | None, max_tokens: int
-                 ) -> dict[str, torch.Tensor]:
-    """Token embeddings of every distinct instruction, reusing (and extending) an on-disk cache."""
-    cache: dict[str, torch.Tensor] = {}
-    if cache_path and cache_path.is_file():
-        cache = torch.load(cache_path, map_location="cpu", weights_only=True)
-    missing = sorted(set(texts) - set(cache))
-    if missing:
-        from geoseg.unified.text_encoder import TextEncoder
-
-        enc = TextEncoder(encoder_path, max_tokens=max_tokens, cache_size=len(missing) + 16)
-        log.info("encoding %d distinct instructions with the frozen text encoder", len(missing))
-        step = 128
-        for i in progress(range(0, len(missing), step), desc="encode text", total=(len(missing) + step - 1) // step):
-            chunk = missing[i: i + step]
-            for t, e in zip(chunk, enc.encode(chunk)):
-                cache[t] = e.half()
-        if cache_path:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(".tmp")
-            torch.save(cache, tmp)
-            tmp.replace(cache_path)
-    return cache
-
-
 def _setup_logging(out_dir: Path) -> logging.Handler:
     out_dir.mkdir(parents=True, exist_ok=True)
     h = logging.FileHandler(out_dir / "train.log")
@@ -382,12 +356,10 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     train_rows = load_rows(tc.shards, "train", path_map=tc.image_path_map)
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
-    check_images(train_rows)
     val_rows = balanced_subset(_val_rows(tc)[0], tc.val_samples, seed=tc.seed)
     log.info("data: %d train rows %s, %d val rows", len(train_rows), dict(Counter(r["task"] for r in train_rows)),
              len(val_rows))
-    tiles = TileCache(mc.input_size)
-    tiles.fill(train_rows + val_rows)
+    tiles = training_tiles(train_rows + val_rows, mc.input_size, tc.tile_store)
     cache_path = Path(text_cache) if text_cache else out_dir / "text_cache.pt"
     texts = encode_texts([row_text(r) for r in train_rows + val_rows], cache_path, encoder_path, mc.max_tokens)
     log.info("prepared %d tiles and %d instruction embeddings in %.0f s", len(tiles.tiles), len(texts),
@@ -408,6 +380,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     sampler = TaskSampler(train_rows, tc.seed, tc.no_target_share)
     aug_rng = np.random.default_rng(tc.seed)
+    schedule = {"frac": 0.0}
     total_steps = tc.epochs * tc.steps_per_epoch
     budget_s = tc.max_minutes * 60
     step, epoch, elapsed_before, best = 0, 0, 0.0, -1.0
@@ -441,6 +414,11 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         ema.n_averaged.fill_(step)
     eval_model = ema.module if ema is not None else model
 
+    stream = BatchStream(
+        train_rows, lambda: sampler.batch(tc.batch_size, task_weights(tc, schedule["frac"]), tc.prompts_per_image),
+        tiles, texts, mc.classes, mean, std, tc.augment, tc.shadow_aug, tc.prompts_per_image, aug_rng,
+        num_workers=tc.num_workers, seed=tc.seed, pin_memory=dev.type == "cuda")
+    task_names = {v: k for k, v in TASK_IDS.items()}
     start = time.perf_counter()
 
     def frac_now() -> float:
@@ -466,10 +444,9 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                 break
             for g in opt.param_groups:
                 g["lr"] = tc.lr * lr_factor(step, frac, tc.warmup_steps)
-            rows = sampler.batch(tc.batch_size, task_weights(tc, frac), tc.prompts_per_image)
-            seen.update(r["task"] for r in rows)
-            batch = collate(rows, tiles, texts, mc.classes, mean, std, aug_rng if tc.augment else None,
-                            tc.shadow_aug, tc.prompts_per_image)
+            schedule["frac"] = frac
+            batch = stream.next()
+            seen.update(task_names[int(t)] for t in batch["task"])
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 out = forward_batch(model, batch)
@@ -536,6 +513,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
             log.info("new best (%.1f) saved to %s", best, best_path)
         summary = {"out_dir": str(out_dir), "best": best, "last_metrics": metrics, "steps": step, "epochs": epoch,
                    "minutes": round(elapsed / 60, 1)}
+    stream.close()
     log.info("finished: %d steps, %d epochs, %.1f min, best mean task gIoU %.1f", step, epoch,
              summary.get("minutes", 0.0), best)
     return summary
@@ -563,11 +541,9 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
 
 
 def _val_rows(tc) -> tuple[list[dict], str]:
-    """The run's ``val`` rows (from ``val_shards`` when set, image paths mapped, images checked) and their build."""
+    """The run's ``val`` rows (from ``val_shards`` when set, image paths mapped) and their build."""
     val_shards = tc.val_shards or tc.shards
-    rows = load_rows(val_shards, "val", path_map=tc.image_path_map)
-    check_images(rows)
-    return rows, val_shards
+    return load_rows(val_shards, "val", path_map=tc.image_path_map), val_shards
 
 
 def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
@@ -592,8 +568,7 @@ def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "au
     if not rows:
         raise InputError(f"the shards at {val_shards} hold no val rows to validate on",
                          "build them with geoseg data build (it writes a val split)")
-    tiles = TileCache(mc.input_size)
-    tiles.fill(rows)
+    tiles = training_tiles(rows, mc.input_size, tc.tile_store)
     texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
     mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
