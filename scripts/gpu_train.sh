@@ -50,6 +50,16 @@ case "${1:-}" in
     if [ "$1" = run ]; then
       device=cuda extra=()
       nvidia-smi --query-gpu=name,memory.total --format=csv || true
+      # batch workers hand batches over through /dev/shm (~60 MB a batch, ~24 in flight): a container's
+      # default 64 MB would crash them, so grow it when it is small
+      shm_kb=$(df -k --output=size /dev/shm 2>/dev/null | tail -1 | tr -d ' ' || echo 0)
+      if [ "${shm_kb:-0}" -lt 8000000 ]; then mount -o remount,size=16G /dev/shm 2>/dev/null || true; fi
+      shm_kb=$(df -k --output=size /dev/shm 2>/dev/null | tail -1 | tr -d ' ' || echo 0)
+      if [ "${shm_kb:-0}" -lt 2000000 ]; then
+        echo "warning: /dev/shm is ${shm_kb:-0} kB and could not be grown: building batches in the training loop" >&2
+        sed -i 's/^  num_workers: .*/  num_workers: 0/' .gpu/data/config.yaml
+      fi
+      df -h /dev/shm || true
     else
       device=cpu extra=(--max-minutes 0.5)
     fi
