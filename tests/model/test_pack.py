@@ -159,3 +159,21 @@ def test_pack_trains_with_the_imagery_gone(tiny_shard, text_cache_path, tmp_path
         main(["train", "--config", str(tmp_path / "cfg.yaml"), "--text-cache", str(text_cache_path),
               "--pack", str(pack_dir)])
     assert exc.value.code == 2 and "is not empty" in capsys.readouterr().err
+
+
+def test_worker_jobs_pickle_for_start_methods_other_than_fork(tiny_shard):
+    """macOS and Windows start workers by spawning, which pickles what a worker runs."""
+    import pickle
+    from functools import partial
+
+    from geoseg.unified.loader import _Collate, _make
+
+    rows = load_rows(tiny_shard, "train")
+    tiles = TileCache(64)
+    tiles.fill(rows)
+    texts = {row_text(r): torch.ones(3, 384) for r in rows}
+    job = _Collate(rows, partial(_make, tiles=tiles, texts=texts, classes=CLASSES, mean=torch.zeros(3),
+                                 std=torch.ones(3), augment=True, shadow=0.0, prompts_per_image=1))
+    again = pickle.loads(pickle.dumps(job))
+    a, b = job[((0, 1, 2), 7)], again[((0, 1, 2), 7)]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -183,7 +183,7 @@ class TileCache:
                     self.tiles[_key_from_json(k)] = np.ascontiguousarray(bgr[:, :, ::-1])
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise InputError(f"cannot read tile store {path} ({exc})",
-                             "write it with python -m geoseg.unified.bundle") from exc
+                             "write it again with geoseg train --pack") from exc
         return len(meta["keys"])
 
 

@@ -2,7 +2,7 @@
 
 On the 2-core CPU the network is the cost and batches are built in the loop (``num_workers: 0``,
 bit-for-bit the runs recorded in the model history). A GPU steps far faster than one process
-can decode masks and augment tiles (about 6 ms a sample), so ``num_workers: N`` builds batches
+can decode masks and augment tiles (about 2 ms a row), so ``num_workers: N`` builds batches
 in N processes through a ``torch`` DataLoader: the main process still draws which rows form each
 batch (the task schedule lives there) and hands each worker the rows and a seed for its
 augmentation, so a run is reproducible for a given N. The schedule is then applied a few
@@ -11,7 +11,9 @@ batches late (the ones prefetched), which the task weights' slow change makes im
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import cv2
 import numpy as np
@@ -34,10 +36,16 @@ class _Jobs(torch.utils.data.Sampler):
             yield tuple(self.index[id(r)] for r in rows), int(self.rng.integers(2**62))
 
 
-class _Collate(torch.utils.data.Dataset):
-    """A job → one collated batch (run in a worker)."""
+def _make(rows: list[dict], gen: np.random.Generator, tiles: TileCache, texts: dict[str, torch.Tensor],
+          classes: Sequence[str], mean: torch.Tensor, std: torch.Tensor, augment: bool, shadow: float,
+          prompts_per_image: int) -> dict[str, torch.Tensor]:
+    return collate(rows, tiles, texts, classes, mean, std, gen if augment else None, shadow, prompts_per_image)
 
-    def __init__(self, rows: Sequence[dict], make: Callable[[list[dict], np.random.Generator | None], dict]) -> None:
+
+class _Collate(torch.utils.data.Dataset):
+    """A job → one collated batch (run in a worker; picklable, for start methods other than fork)."""
+
+    def __init__(self, rows: Sequence[dict], make: Callable[[list[dict], np.random.Generator], dict]) -> None:
         self.rows = rows
         self.make = make
 
@@ -67,10 +75,8 @@ class BatchStream:
                  texts: dict[str, torch.Tensor], classes: Sequence[str], mean: torch.Tensor, std: torch.Tensor,
                  augment: bool, shadow: float, prompts_per_image: int, rng: np.random.Generator,
                  num_workers: int = 0, seed: int = 0, pin_memory: bool = False, timeout_s: float = 300.0) -> None:
-        def make(batch_rows: list[dict], gen: np.random.Generator | None) -> dict[str, torch.Tensor]:
-            return collate(batch_rows, tiles, texts, classes, mean, std, gen if augment else None, shadow,
-                           prompts_per_image)
-
+        make = partial(_make, tiles=tiles, texts=texts, classes=classes, mean=mean, std=std, augment=augment,
+                       shadow=shadow, prompts_per_image=prompts_per_image)
         self._draw, self._make, self._rng = draw, make, rng
         self._iter: Iterator[dict[str, torch.Tensor]] | None = None
         if num_workers > 0:
@@ -80,7 +86,9 @@ class BatchStream:
             loader = torch.utils.data.DataLoader(
                 _Collate(rows, make), sampler=_Jobs(draw, {id(r): i for i, r in enumerate(rows)}, seed),
                 batch_size=None, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=True,
-                prefetch_factor=2, timeout=timeout_s)
+                prefetch_factor=2, timeout=timeout_s,
+                # fork shares the tiles and embeddings with the workers instead of copying them to each
+                multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
             self._iter = iter(loader)
 
     def next(self) -> dict[str, torch.Tensor]:
