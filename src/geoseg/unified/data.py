@@ -399,7 +399,8 @@ def collate(rows: Sequence[dict], tiles: TileCache, text_cache: dict[str, torch.
             for i in range(gi * k, gi * k + k):
                 masks[i], geo[i] = augment_target(masks[i], geo[i], aug)
     imgs = torch.from_numpy(np.stack(images).astype(np.float32)).permute(0, 3, 1, 2)
-    imgs = (imgs - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    # batches are built on the CPU; validation hands in the statistics on the model's device
+    imgs = (imgs - mean.view(1, 3, 1, 1).cpu()) / std.view(1, 3, 1, 1).cpu()
     embs = [text_cache[row_text(r)] for r in rows]
     n = max(e.shape[0] for e in embs)
     tokens = torch.zeros(len(rows), n, embs[0].shape[1])
