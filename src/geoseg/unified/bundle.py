@@ -26,9 +26,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geoseg.data.writer import staged_dir
 from geoseg.errors import InputError
 from geoseg.unified.config import ExperimentConfig
-from geoseg.unified.data import load_rows, row_text, shard_files, tile_key, training_tiles
+from geoseg.unified.data import load_rows, load_val_rows, row_text, shard_files, tile_key, training_tiles
 from geoseg.unified.text_cache import encode_texts, save_packed
 
 log = logging.getLogger(__name__)
@@ -43,33 +44,34 @@ def pack_run(cfg: ExperimentConfig, out: str | Path, text_cache: str | Path | No
     """Write the pack of ``cfg``'s run to ``out`` (see the module docstring); returns row, tile and text counts.
 
     ``text_cache``: the run's ``--text-cache`` (instructions missing from it are encoded with MiniLM here).
+    The folder is filled beside ``out`` and moved into place only when complete.
     """
-    from geoseg.unified.train import _val_rows
-
     tc, out = cfg.train, Path(out)
     train_rows = load_rows(tc.shards, "train", path_map=tc.image_path_map)
-    val_rows, val_shards = _val_rows(tc)
+    val_rows, val_shards = load_val_rows(tc)
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty", "pack into a new folder (or delete this one)")
-    data = out / "data"
-    schema = pq.read_schema(shard_files(tc.shards)[0])
-    _write_rows(train_rows, schema, data / "shards" / "train" / "part-00000.parquet")
-    _write_rows(val_rows, pq.read_schema(shard_files(val_shards)[0]), data / "shards" / "val" / "part-00000.parquet")
     rows = train_rows + val_rows
-    tiles = training_tiles(rows, cfg.model.input_size, tc.tile_store)
     keys = list(dict.fromkeys(tile_key(r) for r in rows))
-    tiles.save(data / "tiles.npz", keys=keys)
     texts = [row_text(r) for r in rows]
-    cache = encode_texts(texts, Path(text_cache) if text_cache else None, None, cfg.model.max_tokens)
-    save_packed(cache, out / "text" / "text_cache.pt", texts)
-    tc.shards, tc.val_shards = str(data / "shards" / "train"), str(data / "shards" / "val")
-    tc.tile_store, tc.image_path_map = str(data / "tiles.npz"), {}
-    if tc.init_from:
-        shutil.copy(tc.init_from, data / "init.pt")
-        tc.init_from = str(data / "init.pt")
-    (data / "config.yaml").write_text(f"# packed from {cfg.name} by geoseg train --pack\n" + cfg.to_yaml())
+    with staged_dir(out) as tmp:
+        _write_rows(train_rows, pq.read_schema(shard_files(tc.shards)[0]),
+                    tmp / "data" / "shards" / "train" / "part-00000.parquet")
+        _write_rows(val_rows, pq.read_schema(shard_files(val_shards)[0]),
+                    tmp / "data" / "shards" / "val" / "part-00000.parquet")
+        training_tiles(rows, cfg.model.input_size, tc.tile_store).save(tmp / "data" / "tiles.npz", keys=keys)
+        cache = encode_texts(texts, Path(text_cache) if text_cache else None, None, cfg.model.max_tokens)
+        save_packed(cache, tmp / "text" / "text_cache.pt", texts)
+        # the config names the folder's final paths
+        data = out / "data"
+        tc.shards, tc.val_shards = str(data / "shards" / "train"), str(data / "shards" / "val")
+        tc.tile_store, tc.image_path_map = str(data / "tiles.npz"), {}
+        if tc.init_from:
+            shutil.copy(tc.init_from, tmp / "data" / "init.pt")
+            tc.init_from = str(data / "init.pt")
+        (tmp / "data" / "config.yaml").write_text(f"# packed from {cfg.name} by geoseg train --pack\n" + cfg.to_yaml())
     counts = {"train_rows": len(train_rows), "val_rows": len(val_rows), "tiles": len(keys),
               "texts": len(set(texts))}
     log.info("packed %s into %s: %s", cfg.name, out, counts)

@@ -77,7 +77,7 @@ class TrainConfig:
     # rows store absolute image paths; {old prefix: new prefix} finds the images after the shards and
     # imagery moved (another machine, a cluster, a GPU box), e.g. {/work/shared/data: /data/shared}
     image_path_map: dict[str, str] = field(default_factory=dict)
-    # decoded tiles written by TileCache.save (python -m geoseg.unified.bundle): rows whose tile is there are
+    # decoded tiles written by TileCache.save (geoseg train --pack): rows whose tile is there are
     # not read from the imagery, so a machine without GDAL or the imagery can train (a lent GPU box)
     tile_store: str = ""
     out_dir: str = "runs/default"

@@ -89,6 +89,12 @@ def load_rows(shards: str | Path, split: str | None = None, sources: Sequence[st
     return rows
 
 
+def load_val_rows(tc) -> tuple[list[dict], str]:
+    """A run's ``val`` rows (from ``train.val_shards`` when set, image paths mapped) and their build."""
+    val_shards = tc.val_shards or tc.shards
+    return load_rows(val_shards, "val", path_map=tc.image_path_map), val_shards
+
+
 def tile_key(row: dict) -> tuple:
     w = row["window"]
     return (row["image_path"], row.get("image_key") or "", w["col_off"], w["row_off"], w["width"], w["height"],

@@ -25,7 +25,7 @@ from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, InputError
 from geoseg.models.selector import InstanceSelector
 from geoseg.progress import progress
-from geoseg.unified.data import TileCache, load_rows, row_text, training_tiles
+from geoseg.unified.data import TileCache, load_rows, load_val_rows, row_text, training_tiles
 from geoseg.unified.decision import Decision
 from geoseg.unified.evaluate import iter_outputs, sample_iou
 from geoseg.unified.selection import (
@@ -195,7 +195,6 @@ def fit_for_checkpoint(cfg: Any, checkpoint: str | Path, decision: Decision, dev
     """
     from geoseg.unified.checkpoint import load_model
     from geoseg.unified.text_cache import encode_texts
-    from geoseg.unified.train import _val_rows
 
     tc = cfg.train
     dev = resolve_device(device)
@@ -210,7 +209,7 @@ def fit_for_checkpoint(cfg: Any, checkpoint: str | Path, decision: Decision, dev
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no referring or reasoning train rows with a target",
                          "build them with geoseg data build (tasks referring and reasoning)")
-    val_rows = [r for r in _val_rows(tc)[0] if r["task"] in TEXT_TASKS]
+    val_rows = [r for r in load_val_rows(tc)[0] if r["task"] in TEXT_TASKS]
     mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
     num_classes = len(mc.classes)

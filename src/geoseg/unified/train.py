@@ -47,6 +47,7 @@ from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import (
     MODEL_INPUTS,
     load_rows,
+    load_val_rows,
     norm_stats,
     orientation_free,
     row_text,
@@ -356,7 +357,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     train_rows = load_rows(tc.shards, "train", path_map=tc.image_path_map)
     if not train_rows:
         raise InputError(f"the shards at {tc.shards} hold no train rows", "build them with geoseg data build")
-    val_rows = balanced_subset(_val_rows(tc)[0], tc.val_samples, seed=tc.seed)
+    val_rows = balanced_subset(load_val_rows(tc)[0], tc.val_samples, seed=tc.seed)
     log.info("data: %d train rows %s, %d val rows", len(train_rows), dict(Counter(r["task"] for r in train_rows)),
              len(val_rows))
     tiles = training_tiles(train_rows + val_rows, mc.input_size, tc.tile_store)
@@ -540,12 +541,6 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
     return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True, selector=selector)
 
 
-def _val_rows(tc) -> tuple[list[dict], str]:
-    """The run's ``val`` rows (from ``val_shards`` when set, image paths mapped) and their build."""
-    val_shards = tc.val_shards or tc.shards
-    return load_rows(val_shards, "val", path_map=tc.image_path_map), val_shards
-
-
 def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
                 text_cache: str | None = None, desc: str = "validate") -> tuple[list[dict], str]:
     """Predict every validation row of the run's shards with ``checkpoint``; each record carries
@@ -564,7 +559,7 @@ def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "au
     if tc.threads and dev.type == "cpu":
         torch.set_num_threads(tc.threads)
     model, mc, payload = load_model(checkpoint, dev)
-    rows, val_shards = _val_rows(tc)
+    rows, val_shards = load_val_rows(tc)
     if not rows:
         raise InputError(f"the shards at {val_shards} hold no val rows to validate on",
                          "build them with geoseg data build (it writes a val split)")
