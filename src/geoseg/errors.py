@@ -46,3 +46,20 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingExtraError(extra, module.split(".")[0]) from exc
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """Why ``exc`` happened, as one short line to put inside a :class:`GeosegError`.
+
+    The first line of its message, cut to ``limit`` characters — library messages (torch, GDAL,
+    transformers) often run to a paragraph, which would break the one-line rule. When that line
+    says nothing by itself (empty, or a bare number or key such as torch's unpickling errors
+    give), the exception's type is named in front of it.
+    """
+    lines = str(exc).splitlines()
+    line = lines[0].strip() if lines else ""
+    if len(line) > limit:
+        line = line[: limit - 1].rstrip() + "…"
+    if not line.strip("'\"").strip() or line.strip("'\"").isdigit():
+        return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return line

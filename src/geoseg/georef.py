@@ -15,7 +15,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
-from geoseg.errors import InputError, PromptError
+from geoseg.errors import InputError, PromptError, reason
 from geoseg.prompts import Prompt
 
 
@@ -81,7 +81,7 @@ def prompt_to_pixels(prompt: Prompt, prompt_crs: str | CRS | None, src_crs: CRS 
                 box = (min(cols), min(rows), max(cols), max(rows))
     except (CRSError, RasterioError, CPLE_BaseError, ValueError) as exc:
         raise PromptError(
-            f"the prompt cannot be transformed from {crs.to_string()} to the image CRS ({str(exc).splitlines()[0]})",
+            f"the prompt cannot be transformed from {crs.to_string()} to the image CRS ({reason(exc)})",
             "check --prompt-crs and the coordinates",
         ) from None
     return replace(prompt, points=points, box=box)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.errors import GeosegError, PromptError
+from geoseg.errors import GeosegError, PromptError, reason
 from geoseg.progress import progress
 from geoseg.prompt_layer import PromptLayer, read_prompt_layer
 from geoseg.prompts import Prompt
@@ -326,13 +326,13 @@ def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), ch
                     f"backend {name!r} cannot be loaded ({exc})", "install the extra it needs or pick another --backend"
                 ) from None
             raise
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = reason(exc)
         if "text" in kinds:
             raise GeosegError(
-                f"--text needs the unified model, which is not available here ({reason})",
+                f"--text needs the unified model, which is not available here ({why})",
                 "pass --checkpoint PATH to a model trained with 'geoseg train', or use --point/--box",
             ) from None
-        note = f"the unified backend is not available ({reason}); using the classical backend for point/box prompts"
+        note = f"the unified backend is not available ({why}); using the classical backend for point/box prompts"
         log.warning(note)
         notes.append(note)
         seg = build_segmenter(FALLBACK_BACKEND, **kw)

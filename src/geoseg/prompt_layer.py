@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from geoseg.errors import InputError, PromptError
+from geoseg.errors import InputError, PromptError, reason
 from geoseg.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def read_prompt_layer(path: str | os.PathLike, crs: str | None = None) -> Prompt
                              "save the prompt layer as a file of its own")
         meta, fids, wkb, _ = pyogrio.raw.read(path, columns=[], return_fids=True, force_2d=True)
     except DataSourceError as exc:
-        raise InputError(f"cannot read prompt file {path} ({str(exc).splitlines()[0]})",
+        raise InputError(f"cannot read prompt file {path} ({reason(exc)})",
                          "give a vector file GDAL can open: .gpkg, .shp, .geojson, .fgb") from None
     file_crs = meta.get("crs")
     if file_crs and crs and parse_crs(crs) != parse_crs(file_crs):

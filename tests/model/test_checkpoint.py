@@ -80,3 +80,21 @@ def test_not_a_checkpoint_and_missing_file(tmp_path):
         read_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(InputError, match="does not exist"):
         read_checkpoint(tmp_path / "nope.pt")
+
+
+def test_truncated_or_foreign_files_get_one_line_errors(tmp_path):
+    """torch's own messages for these run to a paragraph or are a bare number: the error stays one line."""
+    from geoseg.unified.text_cache import load_text_cache
+
+    torch.save({"a": torch.zeros(3)}, tmp_path / "good.pt")
+    whole = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "text.pt").write_text("hello world")
+    for name in ("half.pt", "text.pt"):
+        for load, what in ((read_checkpoint, "cannot read checkpoint"), (load_text_cache, "cannot read text cache")):
+            with pytest.raises(InputError, match=what) as err:
+                load(tmp_path / name)
+            message = str(err.value)
+            assert "\n" not in message and len(message) < 400, message
+    with pytest.raises(InputError, match=r"\(KeyError: '?\d+'?\)"):
+        load_text_cache(tmp_path / "text.pt")

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from geoseg.device import resolve_device
-from geoseg.errors import GeosegError, InputError, MissingExtraError
+from geoseg.errors import GeosegError, InputError, MissingExtraError, reason
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 
@@ -68,7 +68,7 @@ def load_weights_file(path: str | os.PathLike, what: str, fix: str) -> Any:
                 raise
             return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise InputError(f"cannot read {what} checkpoint {p} ({str(exc).splitlines()[0][:160]})", fix) from None
+        raise InputError(f"cannot read {what} checkpoint {p} ({reason(exc)})", fix) from None
 
 
 def checkpoint_kind(obj: Any) -> str:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from geoseg.device import resolve_device
-from geoseg.errors import GeosegError, MissingExtraError
+from geoseg.errors import GeosegError, MissingExtraError, reason
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.segmenters.sam import checkpoint_kind, load_weights_file, wrong_kind_error
@@ -99,7 +99,7 @@ def load_sam2(checkpoint: str | os.PathLike, config: str | None = None, device: 
     try:
         model = build_sam.build_sam2(config, None, device="cpu", mode="eval", hydra_overrides_extra=overrides)
     except Exception as exc:  # noqa: BLE001 - Hydra reports a bad config name in many ways
-        raise GeosegError(f"cannot build SAM 2 from config {config!r} ({str(exc).splitlines()[0][:160]})",
+        raise GeosegError(f"cannot build SAM 2 from config {config!r} ({reason(exc)})",
                           "give one of the package's configs, e.g. configs/sam2.1/sam2.1_hiera_t.yaml") from None
     try:
         model.load_state_dict(sd, strict=True)

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from geoseg.errors import GeosegError, InputError
+from geoseg.errors import GeosegError, InputError, reason
 from geoseg.trainfree.dual_route import ImageSession
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class ClipSimilarity:
             self.model = CLIPModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"cannot load a CLIP model from {self.path} ({str(exc).splitlines()[0][:160]})",
+            raise InputError(f"cannot load a CLIP model from {self.path} ({reason(exc)})",
                              "give a transformers CLIPModel folder with its tokenizer") from None
         vc = self.model.config.vision_config
         self.size, self.patch = int(vc.image_size), int(vc.patch_size)

