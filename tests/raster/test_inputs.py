@@ -133,3 +133,28 @@ def test_empty_and_all_nodata_scenes(tmp_path: Path) -> None:
     with pytest.raises(GeosegError, match="no valid pixels"):
         geoseg.segment(path, output=tmp_path / "m.tif", boxes=[(1, 1, 20, 20)], backend="classical")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodata.tif"]
+
+
+def test_nodata_reaches_the_segmenter_as_its_nearest_valid_colour(tmp_path: Path) -> None:
+    """A nodata collar is not shown to the model as a black object (it drew text and box answers to its edge)."""
+    from geoseg.raster.io import fill_invalid
+
+    data = scene_array(dtype="uint16") + 500
+    data[:, :, :40] = 0  # a collar down the left side
+    data[:, :30, 40:60] = 0  # and a notch
+    src = open_source(write_geotiff(tmp_path / "collar.tif", data, nodata=0))
+    rgb, valid = src.read_rgb()
+    assert not valid[:, :40].any() and valid[:, 60:].all()
+    # every filled pixel takes the colour of a valid pixel in its row band; none is the black of the collar
+    assert (rgb[~valid].max(axis=1) > 0).all()
+    assert np.array_equal(rgb[50:, 0], rgb[50:, 40])  # left of the scene: its first column, extended
+    assert np.array_equal(rgb[25, 45], rgb[30, 45])  # in the notch: the first valid row below it
+    # valid pixels are rendered as before
+    from geoseg.raster.io import to_display_rgb
+
+    assert np.array_equal(rgb[valid], to_display_rgb(src.read_raw(Window(0, 0, 320, 280)), src.stretch)[valid])
+
+    tiny = np.full((4, 5, 3), 9, np.uint8)
+    none_valid = np.zeros((4, 5), bool)
+    assert not fill_invalid(tiny.copy(), none_valid).any()  # nothing to extend: black
+    assert np.array_equal(fill_invalid(tiny.copy(), ~none_valid), tiny)

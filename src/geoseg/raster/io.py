@@ -214,18 +214,36 @@ class RasterSource:
         """Read ``window`` (whole image when ``None``) as display RGB.
 
         Returns:
-            ``(rgb, valid)``: ``h x w x 3`` uint8 with invalid pixels set to 0, and the
-            boolean validity mask. ``out_shape`` reads a decimated version (GDAL uses
-            overviews when present).
+            ``(rgb, valid)``: ``h x w x 3`` uint8 with invalid pixels filled by
+            :func:`fill_invalid`, and the boolean validity mask. ``out_shape`` reads a
+            decimated version (GDAL uses overviews when present).
         """
         if window is None:
             window = Window(0, 0, self.width, self.height)
         raw = self.read_raw(window, out_shape)
         valid = self.read_valid(window, raw.shape[1:], raw=raw)
-        rgb = to_display_rgb(raw, self.stretch)
-        if not valid.all():
-            rgb[~valid] = 0
-        return rgb, valid
+        return fill_invalid(to_display_rgb(raw, self.stretch), valid), valid
+
+
+def fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``rgb`` with every nodata pixel given the colour of the nearest valid pixel (in place).
+
+    Segmenters see no nodata mask, so what nodata looks like matters: painted black, a rotated
+    scene's collar is a dark object with a strong edge, and a box or text prompt near it came back
+    as slivers along that edge (a water question found the collar). Extending the valid pixels
+    outwards adds no edge and no colour the scene lacks; the answers are cut to ``valid`` afterwards.
+    A window with no valid pixel stays black.
+    """
+    if valid.all() or not valid.any():
+        if not valid.any():
+            rgb[...] = 0
+        return rgb
+    from scipy.ndimage import distance_transform_edt
+
+    iy, ix = distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    hole = ~valid
+    rgb[hole] = rgb[iy[hole], ix[hole]]
+    return rgb
 
 
 def to_display_rgb(raw: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
