@@ -158,3 +158,44 @@ def test_nodata_reaches_the_segmenter_as_its_nearest_valid_colour(tmp_path: Path
     none_valid = np.zeros((4, 5), bool)
     assert not fill_invalid(tiny.copy(), none_valid).any()  # nothing to extend: black
     assert np.array_equal(fill_invalid(tiny.copy(), ~none_valid), tiny)
+
+
+def test_a_palette_image_is_read_through_its_colour_table(tmp_path: Path) -> None:
+    """Indexed colour (a paletted GeoTIFF or PNG): the model sees the colours, not the indices as grey."""
+    colours = {0: (20, 60, 120, 255), 1: (200, 180, 140, 255), 2: (40, 140, 50, 255)}
+    idx = np.zeros((64, 80), np.uint8)
+    idx[:, 30:] = 1
+    idx[40:, 60:] = 2
+    for name, driver in (("pal.tif", "GTiff"), ("pal.png", "PNG")):
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver=driver, width=80, height=64, count=1, dtype="uint8") as ds:
+            ds.write(idx, 1)
+            ds.write_colormap(1, colours)
+        src = open_source(path)
+        rgb, _ = src.read_rgb()
+        assert src.palette is not None and src.stretch is None
+        assert tuple(rgb[10, 10]) == (20, 60, 120) and tuple(rgb[10, 40]) == (200, 180, 140)
+        assert tuple(rgb[50, 70]) == (40, 140, 50)
+        small, _ = src.read_rgb(Window(0, 0, 80, 64), (16, 20))  # decimated: still table colours only
+        assert {tuple(c) for c in small.reshape(-1, 3)} <= {c[:3] for c in colours.values()}
+
+
+def test_ground_control_points_are_carried_to_the_outputs(tmp_path: Path, caplog) -> None:
+    """A GeoTIFF georeferenced by GCPs only (raw L1 / SAR geometry): the mask keeps them, and the user is told."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    data = scene_array()
+    path = tmp_path / "gcp.tif"
+    corners = [(0, 0, 9.50, 55.72), (0, 320, 9.55, 55.72), (280, 0, 9.50, 55.70), (280, 320, 9.55, 55.70)]
+    gcps = [GroundControlPoint(row=r, col=c, x=x, y=y) for r, c, x, y in corners]
+    with rasterio.open(path, "w", driver="GTiff", width=320, height=280, count=3, dtype="uint8") as ds:
+        ds.write(data)
+        ds.gcps = (gcps, CRS.from_epsg(4326))
+    with caplog.at_level("WARNING"):
+        geoseg.segment(path, output=tmp_path / "m.tif", boxes=[roof_box()], backend="classical")
+    assert "ground control points only" in caplog.text
+    with rasterio.open(tmp_path / "m.tif") as m:
+        out, crs = m.gcps
+        assert m.crs is None and crs == CRS.from_epsg(4326)
+        assert sorted((p.row, p.col, p.x, p.y) for p in out) == sorted(corners)

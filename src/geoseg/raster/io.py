@@ -64,6 +64,27 @@ def _default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
     return (1,)
 
 
+def _palette_lut(ds: rasterio.DatasetReader, bands: Sequence[int]) -> np.ndarray | None:
+    """The colour table of a single chosen palette band as an ``N x 3`` uint8 lookup, else ``None``.
+
+    An indexed-colour image (a paletted PNG or GeoTIFF) stores colour-table indices; read as
+    grey they are a near-black picture (values 0..15 for a 16-colour table), which is what the
+    model was shown before. Expanded, it sees the image a viewer shows.
+    """
+    if len(bands) != 1 or ds.colorinterp[bands[0] - 1] != ColorInterp.palette:
+        return None
+    try:
+        table = ds.colormap(bands[0])
+    except ValueError:  # declared palette without a table
+        return None
+    size = 256 if np.dtype(ds.dtypes[bands[0] - 1]).itemsize == 1 else 65536
+    lut = np.zeros((size, 3), np.uint8)
+    for index, rgba in table.items():
+        if 0 <= index < size:
+            lut[index] = rgba[:3]
+    return lut
+
+
 class RasterSource:
     """A validated source image: size, georeference, chosen bands, nodata handling and stretch.
 
@@ -76,9 +97,12 @@ class RasterSource:
         count: number of bands in the file.
         dtype: the bands' numpy dtype name.
         crs: ``rasterio.crs.CRS`` or ``None`` when the image has no georeference.
+        gcps: ``(ground control points, their CRS)`` when those are the image's only georeference.
         transform: the affine pixel→map transform (identity when not georeferenced).
         nodata: the declared nodata value or ``None``.
-        bands: the 1-based bands read as display RGB (1 band = grey, repeated).
+        bands: the 1-based bands read as display RGB (1 band = grey, repeated; a palette band
+            is expanded through its colour table).
+        palette: that colour table as an ``N x 3`` uint8 lookup, or ``None``.
         stretch: per display band ``[lo, hi]`` mapped to 0..255, or ``None`` (uint8 as is).
         has_mask: whether some pixels may be invalid (nodata, alpha, internal mask, float NaN).
     """
@@ -92,6 +116,13 @@ class RasterSource:
         self.dtype = ds.dtypes[0]
         self.crs = ds.crs
         self.transform = ds.transform
+        gcps, gcp_crs = ds.gcps
+        # georeferenced by ground control points only (raw L1 / SAR geometry): no affine transform
+        self.gcps = (list(gcps), gcp_crs) if self.crs is None and gcps else None
+        if self.gcps:
+            log.warning("%s is georeferenced by %d ground control points only: the rasters written carry the same "
+                        "points and polygons are in pixel coordinates (warp it first, e.g. gdalwarp -tps, for map "
+                        "coordinates)", os.path.basename(self.path), len(gcps))
         self.nodata = ds.nodata
         self.res = ds.res
         self.driver = ds.driver
@@ -109,8 +140,9 @@ class RasterSource:
             self.bands = _default_bands(ds)
         flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
         self.has_mask = not all(f == [MaskFlags.all_valid] for f in flags) or np.dtype(self.dtype).kind == "f"
-        self.stretch = stretch
-        if compute_stretch and stretch is None:
+        self.palette = _palette_lut(ds, self.bands)
+        self.stretch = None if self.palette is not None else stretch
+        if compute_stretch and self.stretch is None and self.palette is None:
             from geoseg.raster.stretch import scene_stretch
 
             self.stretch = scene_stretch(self)
@@ -170,11 +202,13 @@ class RasterSource:
         return self.crs is not None and bool(self.crs.is_projected)
 
     def profile_for_output(self) -> dict:
-        """CRS and transform to copy into outputs (none for non-georeferenced images)."""
+        """CRS and transform (or ground control points) to copy into outputs (none for non-georeferenced images)."""
         out: dict = {"width": self.width, "height": self.height}
         if self.crs is not None:
             out["crs"] = self.crs
             out["transform"] = self.transform
+        elif self.gcps:
+            out["gcps"], out["crs"] = self.gcps  # rasterio writes this CRS as the points' CRS
         elif not self.transform.is_identity:
             out["transform"] = self.transform
         return out
@@ -185,9 +219,14 @@ class RasterSource:
         ds = self._open()
         kw: dict = {}
         if out_shape is not None and tuple(out_shape) != (int(window.height), int(window.width)):
-            kw = {"out_shape": (len(self.bands), int(out_shape[0]), int(out_shape[1])), "resampling": Resampling.bilinear}
+            # colour-table indices are labels: averaging two of them names a third colour
+            resampling = Resampling.nearest if self.palette is not None else Resampling.bilinear
+            kw = {"out_shape": (len(self.bands), int(out_shape[0]), int(out_shape[1])), "resampling": resampling}
         with rasterio.Env(**GDAL_ENV):
-            return ds.read(list(self.bands), window=window, **kw)
+            data = ds.read(list(self.bands), window=window, **kw)
+        if self.palette is not None:
+            return np.transpose(self.palette[data[0]], (2, 0, 1))
+        return data
 
     def read_valid(self, window: Window, out_shape: tuple[int, int] | None = None,
                    raw: np.ndarray | None = None) -> np.ndarray:
