@@ -355,7 +355,13 @@ class _SceneRun:
 
     def __init__(self, scene: Path, out_dir: Path, prompts: Sequence[Prompt], opts: BatchOptions,
                  provenance: dict) -> None:
-        from geoseg.pipeline import group_tasks, layer_prompts, plan_windows, prepare_prompts
+        from geoseg.pipeline import (
+            group_tasks,
+            input_provenance,
+            layer_prompts,
+            plan_windows,
+            prepare_prompts,
+        )
         from geoseg.raster.io import open_source
 
         self.scene = scene
@@ -373,7 +379,8 @@ class _SceneRun:
                                                    opts.tile_size, opts.overlap))
         finally:
             self.source.close()  # reopened lazily by reads; workers get a pickled copy
-        self.provenance = {**provenance, "prompts": [p.to_dict() for p in self.prompts]}
+        self.provenance = {**provenance, "prompts": [p.to_dict() for p in self.prompts],
+                           "input": input_provenance(self.source)}
         if opts.prompt_layer is not None:
             self.provenance["prompt_file"] = opts.prompt_layer.provenance()
         self.writer = None

@@ -255,6 +255,16 @@ def process_window(source: RasterSource, tasks: Sequence[WindowTask], segmenter:
     return predict_tasks(tasks, segmenter, valid)
 
 
+def input_provenance(src: RasterSource) -> dict:
+    """How the source's pixels were turned into what the model saw: the answer depends on it.
+
+    The same uint16 scene answers "the water" with nothing under its default bands and with the
+    water under ``--bands 3,2,1``; an output that does not say which was used cannot be reproduced.
+    """
+    return {"bands": list(src.bands), "stretch": src.stretch, "palette": src.palette is not None,
+            "dtype": src.dtype}
+
+
 def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.ndarray) -> list[WindowResult]:
     """Answer tasks sharing one read window on a segmenter whose image is already that window.
 
@@ -439,6 +449,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
     try:
         if vector:
             check_vector_crs(vector, src.crs)
+        given = [p.to_dict() for p in plist]
         plist = prepare_prompts(src, plist, prompt_crs)
         if layer is not None:
             plist += layer_prompts(layer, src, plist)
@@ -451,7 +462,10 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         t_open = time.perf_counter() - t0
         tasks = plan_windows(src.width, src.height, plist, tile_size, overlap)
         groups = group_tasks(tasks)
-        provenance = {**segmenter.provenance(), "backend": segmenter.name, "prompts": [p.to_dict() for p in plist]}
+        provenance = {**segmenter.provenance(), "backend": segmenter.name, "prompts": [p.to_dict() for p in plist],
+                      "input": input_provenance(src)}
+        if prompt_crs is not None:  # the prompts above are in pixels: keep what the user gave too
+            provenance["prompt_crs"], provenance["prompts_given"] = str(prompt_crs), given
         if layer is not None:
             provenance["prompt_file"] = layer.provenance()
         t_read = t_pred = 0.0

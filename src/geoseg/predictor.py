@@ -51,6 +51,7 @@ from geoseg.pipeline import (
     _geometry_bounds,
     build_backend,
     group_tasks,
+    input_provenance,
     normalize_prompts,
     plan_windows,
     predict_tasks,
@@ -440,7 +441,7 @@ class SegmentPredictor:
             vector_driver(vector)
         prompts = [r.prompt for r in results]
         provenance = {**self.segmenter.provenance(), "backend": self.segmenter.name,
-                      "prompts": [p.to_dict() for p in prompts]}
+                      "prompts": [p.to_dict() for p in prompts], "input": input_provenance(src)}
         with SceneWriter(src, output, prompts, provenance, score_raster=score_raster, vector=vector) as writer:
             for i, r in enumerate(results):
                 writer.add(WindowResult(i, r.window, r.mask, r.score, r.prob))

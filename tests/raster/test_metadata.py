@@ -56,3 +56,23 @@ def test_outputs_of_600_prompts_carry_parseable_provenance(utm_scene: Path, tmp_
     described = json.loads(meta["provenance"]) if ext == "gpkg" else json.loads(meta["DESCRIPTION"])["provenance"]
     assert described["prompt_file"]["path"] == "clicks.gpkg" and described["prompts"][-1]["omitted"] > 0
     assert len(json.dumps(described)) <= 8000
+
+
+def test_outputs_record_how_the_pixels_were_read_and_the_prompts_as_given(tmp_path: Path) -> None:
+    """--bands, the scene stretch and map-coordinate prompts change the answer: the mask says which were used."""
+    import geoseg
+
+    from .conftest import roof_box, scene_array, write_geotiff
+
+    path = write_geotiff(tmp_path / "s.tif", scene_array(count=4, dtype="uint16"))
+    src = open_source(path, "3,2,1")
+    x0, y0, x1, y1 = roof_box()
+    (mx0, my0), (mx1, my1) = src.transform @ (x0, y1), src.transform @ (x1, y0)
+    geoseg.segment(path, output=tmp_path / "m.tif", boxes=[(mx0, my0, mx1, my1)], prompt_crs="EPSG:32632",
+                   bands="3,2,1", backend="classical")
+    with rasterio.open(tmp_path / "m.tif") as m:
+        prov = json.loads(m.tags()["provenance_json"])
+    assert prov["input"] == {"bands": [3, 2, 1], "stretch": src.stretch, "palette": False, "dtype": "uint16"}
+    assert prov["prompt_crs"] == "EPSG:32632"
+    assert prov["prompts_given"][0]["box"] == pytest.approx([mx0, my0, mx1, my1])
+    assert prov["prompts"][0]["box"] == pytest.approx([x0, y0, x1, y1], abs=1e-6)
