@@ -129,13 +129,46 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
 
     out = []
     for p in prompts:
-        q = prompt_to_pixels(p, prompt_crs, source.crs, source.transform) if prompt_crs else p
-        q.check_inside(source.width, source.height)
+        if not prompt_crs:
+            p.check_inside(source.width, source.height)
+            q = p
+        else:
+            q = prompt_to_pixels(p, prompt_crs, source.crs, source.transform)
+            try:
+                q.check_inside(source.width, source.height)
+            except PromptError:  # say it in the coordinates the user gave, not the pixels they became
+                raise PromptError(f"{_describe(p)} in {prompt_crs} falls outside the {source.width}x{source.height} "
+                                  f"image (at pixel {_describe(q, 1).split(' ', 1)[1]})",
+                                  f"check the coordinates and --prompt-crs: the image covers "
+                                  f"{_bounds_in(source, prompt_crs)} in {prompt_crs}") from None
         if q.box is not None:
             x0, y0, x1, y1 = q.box
             q = replace(q, box=(max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1)))
         out.append(q)
     return out
+
+
+def _describe(p: Prompt, digits: int = 6) -> str:
+    """A prompt's geometry for an error message, rounded to ``digits`` decimals (6: as given; 1: pixels)."""
+    def num(v: float) -> str:
+        return f"{round(v, digits):.12g}"
+    if p.box is not None:
+        return "box (" + ", ".join(num(v) for v in p.box) + ")"
+    return "point(s) " + ", ".join(f"({num(x)}, {num(y)})" for x, y in p.points)
+
+
+def _bounds_in(source: RasterSource, crs: str) -> str:
+    """The image's extent in ``crs`` as ``x0..x1, y0..y1`` (or 'an unknown extent')."""
+    from rasterio.warp import transform_bounds
+
+    from geoseg.georef import parse_crs
+
+    try:
+        x0, y0, x1, y1 = transform_bounds(source.crs, parse_crs(crs), *source.dataset.bounds)
+    except Exception:  # noqa: BLE001 - only a hint inside an error that is already being raised
+        return "an unknown extent"
+    digits = 2 if parse_crs(crs).is_projected else 6
+    return f"x {round(x0, digits):.12g}..{round(x1, digits):.12g}, y {round(y0, digits):.12g}..{round(y1, digits):.12g}"
 
 
 def layer_prompts(layer: PromptLayer, source: RasterSource, others: Sequence[Prompt] = ()) -> list[Prompt]:

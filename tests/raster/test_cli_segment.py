@@ -55,6 +55,8 @@ def _bad_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("zero-byte", [str(empty), *box], "cannot read image"),
         ("box outside", [str(scene), "--box", "1000,1000,1200,1200"], "does not overlap the 320x280 image"),
         ("point outside", [str(scene), "--point", "-5,10"], "outside the 320x280 image"),
+        ("map point outside", [str(scene), "--point", "100000,100000", "--prompt-crs", "EPSG:32632"],
+         "point(s) (100000, 100000) in EPSG:32632 falls outside the 320x280 image"),
         ("unknown crs", [str(scene), *box, "--prompt-crs", "EPSG:99999"], "unknown CRS"),
         ("untransformable", [str(scene), "--point", "9.2,95.0", "--prompt-crs", "EPSG:4326"], "cannot be transformed"),
         ("no crs to place", [str(plain), *box, "--prompt-crs", "EPSG:4326"], "has no CRS"),
