@@ -199,3 +199,20 @@ def test_ground_control_points_are_carried_to_the_outputs(tmp_path: Path, caplog
         out, crs = m.gcps
         assert m.crs is None and crs == CRS.from_epsg(4326)
         assert sorted((p.row, p.col, p.x, p.y) for p in out) == sorted(corners)
+
+
+def test_complex_data_is_read_as_amplitude(tmp_path: Path) -> None:
+    """SAR single-look complex: the picture is the amplitude, not the real part (which is signed noise)."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    amp = np.full((1, 60, 80), 10.0, np.float32)
+    amp[:, 20:40, 30:60] = 100.0  # a bright target
+    phase = rng.uniform(-np.pi, np.pi, amp.shape)
+    path = write_geotiff(tmp_path / "slc.tif", (amp * np.exp(1j * phase)).astype(np.complex64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's ComplexWarning when the imaginary part is dropped
+        src = open_source(path)
+        rgb, valid = src.read_rgb()
+    assert valid.all() and rgb.shape == (60, 80, 3)
+    assert rgb[30, 45, 0] > 200 and rgb[5, 5, 0] < 50  # the target is bright whatever its phase

@@ -139,7 +139,7 @@ class RasterSource:
         else:
             self.bands = _default_bands(ds)
         flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
-        self.has_mask = not all(f == [MaskFlags.all_valid] for f in flags) or np.dtype(self.dtype).kind == "f"
+        self.has_mask = not all(f == [MaskFlags.all_valid] for f in flags) or np.dtype(self.dtype).kind in "fc"
         self.palette = _palette_lut(ds, self.bands)
         self.stretch = None if self.palette is not None else stretch
         if compute_stretch and self.stretch is None and self.palette is None:
@@ -226,6 +226,8 @@ class RasterSource:
             data = ds.read(list(self.bands), window=window, **kw)
         if self.palette is not None:
             return np.transpose(self.palette[data[0]], (2, 0, 1))
+        if np.iscomplexobj(data):  # SAR single-look complex: the amplitude is the picture
+            return np.abs(data).astype(np.float32)
         return data
 
     def read_valid(self, window: Window, out_shape: tuple[int, int] | None = None,
@@ -242,7 +244,7 @@ class RasterSource:
             masks = ds.read_masks(list(self.bands), window=window, **kw)
         # as rasterio's dataset_mask(): a pixel is nodata only when every chosen band is
         valid = np.any(masks > 0, axis=0)
-        if np.dtype(self.dtype).kind == "f":
+        if np.dtype(self.dtype).kind in "fc":
             if raw is None or raw.shape[1:] != (h, w):
                 raw = self.read_raw(window, (h, w))
             valid &= np.any(np.isfinite(raw), axis=0)
