@@ -543,6 +543,9 @@ def run_batch(
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GeosegError(f"output {out_dir} is a file", "give a folder for a batch's outputs (-o DIR)")
+    from geoseg.raster.writer import check_writable_folder
+
+    check_writable_folder(os.fspath(out_dir / "scene.tif"))  # before any scene is read or model built
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = BatchOptions(backend=backend, checkpoint=checkpoint, device=device,
                         bands=tuple(bands) if bands else None, tile_size=tile_size, overlap=overlap,

@@ -168,6 +168,15 @@ def test_bad_batch_arguments(tmp_path, scenes):
     (tmp_path / "file").write_text("x")
     with pytest.raises(GeosegError, match="is a file"):
         run_batch(scenes, tmp_path / "file", _roof_prompt(), backend="classical")
+    with pytest.raises(GeosegError, match="is a file, not a folder"):  # a file above the output folder
+        run_batch(scenes, tmp_path / "file" / "o", _roof_prompt(), backend="classical")
+    real_access = os.access  # a folder this process may not write to (faked: root may write anywhere)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == os.fspath(tmp_path) else
+                   real_access(p, mode, **kw))
+        with pytest.raises(GeosegError, match="no permission to write"):
+            run_batch(scenes, tmp_path / "ro", _roof_prompt(), backend="classical")
+    assert not (tmp_path / "ro").exists()
     other = tmp_path / "other"
     other.mkdir()
     write_scene(other / "scene_0.tif")
