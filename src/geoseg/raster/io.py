@@ -270,14 +270,14 @@ def fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``rgb`` with every nodata pixel given the colour of the nearest valid pixel (in place).
 
     Segmenters see no nodata mask, so what nodata looks like matters: painted black, a rotated
-    scene's collar is a dark object with a strong edge, and a box or text prompt near it came back
-    as slivers along that edge (a water question found the collar). Extending the valid pixels
-    outwards adds no edge and no colour the scene lacks; the answers are cut to ``valid`` afterwards.
-    A window with no valid pixel stays black.
+    scene's collar is a dark object with a strong edge, and text answers ("the water" above all)
+    were drawn to that edge. Extending the valid pixels outwards adds no edge and no colour the
+    scene lacks; the answers are cut to ``valid`` afterwards. A window with no valid pixel is black.
     """
-    if valid.all() or not valid.any():
-        if not valid.any():
-            rgb[...] = 0
+    if not valid.any():
+        rgb[...] = 0
+        return rgb
+    if valid.all():
         return rgb
     from scipy.ndimage import distance_transform_edt
 
