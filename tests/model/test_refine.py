@@ -98,3 +98,34 @@ def test_a_collapsed_cut_keeps_the_network_answer():
     cv2.grabCut(img, seeds, None, np.zeros((1, 65)), np.zeros((1, 65)), 3, cv2.GC_INIT_WITH_MASK)
     assert not ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).any()  # the raw cut is empty
     assert np.array_equal(refine_mask(img, prob, prob >= 0.4, 0.4, box), prob >= 0.4)
+
+
+def test_a_cut_to_a_sliver_keeps_the_network_answer():
+    """A box inside a large water body: the same water outside the box is fixed as background, so the
+    colour models give every uncertain pixel to it and only the few certain ones stay (a 68-pixel answer
+    to a 178,000-pixel water box was seen); below ``min_keep`` of the network's mask, the network's stays."""
+    rng = np.random.default_rng(3)
+    img = np.empty((120, 160, 3), np.uint8)
+    img[:, :100] = (30, 60, 110) + rng.integers(0, 12, (120, 100, 3))  # water, wider than the box
+    img[:, 100:] = (160, 140, 100) + rng.integers(0, 12, (120, 60, 3))  # land
+    prob = np.zeros((120, 160), np.float32)
+    prob[20:100, 30:100] = 0.5
+    prob[55:60, 60:65] = 0.95  # a few certain pixels
+    mask = prob >= 0.4
+    box = Prompt(box=(30.0, 20.0, 110.0, 100.0))
+    raw = refine_mask(img, prob, mask, 0.4, box, RefineConfig(min_keep=0.0))
+    assert 0 < raw.sum() < 0.1 * mask.sum()  # what the cut alone gives
+    assert np.array_equal(refine_mask(img, prob, mask, 0.4, box), mask)
+
+
+def test_the_share_kept_is_a_rule_for_boxes_only():
+    """For clicks the guard does not apply: a click's cut of an overshooting answer may keep little."""
+    img, obj = _scene(1)
+    prob = _coarse(obj)
+    mask = prob >= 0.4
+    strict = RefineConfig(min_keep=0.99)  # any real trim falls below it
+    click = refine_mask(img, prob, mask, 0.4, Prompt(points=((70.0, 80.0),), labels=(1,)), strict)
+    assert 0 < click.sum() < 0.99 * mask.sum() and _iou(click, obj) > _iou(mask, obj)
+    ys, xs = np.nonzero(obj)
+    box = Prompt(box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    assert np.array_equal(refine_mask(img, prob, mask, 0.4, box, strict), mask)
