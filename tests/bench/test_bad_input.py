@@ -114,3 +114,23 @@ def test_unknown_format(tmp_path, capsys):
     assert f"unknown benchmark format at {tmp_path}" in err and "--format" in err
     err = cli_error(["-q", "bench", "baselines", "--data", str(tmp_path), "-o", str(tmp_path / "o")], capsys)
     assert "unknown benchmark format" in err
+
+
+def test_a_missing_or_unreadable_checkpoint_leaves_no_run_folder(tmp_path, write_bench, capsys):
+    write_bench(tmp_path / "data", n_images=1)
+    base = ["-q", "bench", "run", "--data", str(tmp_path / "data")]
+    err = cli_error([*base, "--model", str(tmp_path / "nope" / "m.pt"), "-o", str(tmp_path / "r1")], capsys)
+    assert "does not exist" in err and not (tmp_path / "r1").exists()
+    (tmp_path / "bad.pt").write_text("not a checkpoint")
+    err = cli_error([*base, "--model", str(tmp_path / "bad.pt"), "-o", str(tmp_path / "r2")], capsys)
+    assert "cannot read checkpoint" in err and not (tmp_path / "r2").exists()
+
+
+def test_limit_below_one_is_refused(tmp_path, write_bench, capsys):
+    write_bench(tmp_path / "data", n_images=1)
+    for bad in ("0", "-3"):
+        with pytest.raises(SystemExit) as e:
+            main(["-q", "bench", "run", "--model", "classical", "--data", str(tmp_path / "data"), "--limit", bad,
+                  "-o", str(tmp_path / "r")])
+        assert e.value.code == 2 and "--limit" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

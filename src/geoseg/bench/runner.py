@@ -290,7 +290,6 @@ def run_benchmark(model: ModelSpec, samples: Sequence[BenchSample], out_dir: str
     """
     check_rule(empty_rule)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     info = {"model": model.spec, "protocol": model.description, "data": str(data), "format": fmt, "split": split,
             "geoseg_version": __version__}
     bench_ids = {s.meta.get("benchmark") for s in samples} - {None}
@@ -298,6 +297,7 @@ def run_benchmark(model: ModelSpec, samples: Sequence[BenchSample], out_dir: str
         info["benchmark"] = bench_ids.pop()
     if not rescore_only:  # the checkpoint behind a name (e.g. the shipped default) may have changed
         info["weights"] = model.weights_identity()
+    out.mkdir(parents=True, exist_ok=True)  # after the model is known to load: a bad one leaves no folder
     _check_run_identity(out, info, overwrite)
     cache = PredictionCache(out / CACHE_NAME)
     if not rescore_only:

@@ -21,7 +21,7 @@ _data_opts = [
     click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
                  help="Benchmark format (autodetected when left out)."),
     click.option("--split", default=None, help="Only this split of the benchmark (e.g. test)."),
-    click.option("--limit", type=int, default=None, help="Only the first N samples (quick checks)."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N samples (quick checks)."),
 ]
 
 

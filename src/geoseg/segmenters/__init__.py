@@ -58,6 +58,9 @@ def build_segmenter(name_or_checkpoint: str, **kwargs: Any) -> Segmenter:
     if os.path.isfile(name_or_checkpoint):
         factory = _resolve(_REGISTRY["unified"])
         return factory(checkpoint=name_or_checkpoint, **kwargs)
+    if os.sep in name_or_checkpoint or name_or_checkpoint.endswith((".pt", ".pth", ".ckpt", ".safetensors")):
+        raise GeosegError(f"checkpoint {name_or_checkpoint} does not exist",
+                          f"check the path, or name a backend: {', '.join(available_segmenters())}")
     raise GeosegError(
         f"unknown segmenter backend {name_or_checkpoint!r}",
         f"use one of {', '.join(available_segmenters())} or the path of a checkpoint file",
