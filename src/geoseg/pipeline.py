@@ -137,7 +137,8 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
             try:
                 q.check_inside(source.width, source.height)
             except PromptError:  # say it in the coordinates the user gave, not the pixels they became
-                raise PromptError(f"{_describe(p)} in {prompt_crs} falls outside the {source.width}x{source.height} "
+                miss = "does not overlap" if p.box is not None else "falls outside"
+                raise PromptError(f"{_describe(p)} in {prompt_crs} {miss} the {source.width}x{source.height} "
                                   f"image (at pixel {_describe(q, 1).split(' ', 1)[1]})",
                                   f"check the coordinates and --prompt-crs: the image covers "
                                   f"{_bounds_in(source, prompt_crs)} in {prompt_crs}") from None

@@ -94,3 +94,23 @@ def test_vector_files_and_unsupported_formats() -> None:
     assert vector_files("B.SHP") == ["B.SHP", "B.SHX", "B.DBF", "B.PRJ", "B.CPG"]
     with pytest.raises(GeosegError, match=r"unsupported vector output v\.kml"):
         geoseg.vector.vector_driver("v.kml")
+
+
+def test_web_mercator_areas_are_ground_areas(tmp_path: Path) -> None:
+    """EPSG:3857 enlarges areas by sec²(latitude): planar m² there would be 22 % too large at 25° N."""
+    from pyproj import Geod, Transformer
+    from rasterio.transform import from_origin
+
+    from .conftest import write_geotiff
+
+    x0, y0 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(55.27, 25.2)
+    path = write_geotiff(tmp_path / "merc.tif", scene_array(), crs="EPSG:3857", transform=from_origin(x0, y0, 0.5, 0.5))
+    result = geoseg.segment(path, output=tmp_path / "m.tif", boxes=[roof_box(0)], backend="classical",
+                            vector=tmp_path / "v.gpkg")
+    geoms, _, _, _, area = _read(tmp_path / "v.gpkg")
+    to_ll = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    ground = abs(Geod(ellps="WGS84").geometry_area_perimeter(
+        shapely.transform(geoms[0], lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1]))))[0])
+    assert area[0] == pytest.approx(ground, rel=1e-6)
+    assert geoms[0].area / area[0] == pytest.approx(1 / np.cos(np.radians(25.2)) ** 2, rel=0.01)  # what it was
+    assert result.mask_area == pytest.approx(area.sum(), rel=0.01)  # the summary's area is on the ground too
