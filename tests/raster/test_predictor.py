@@ -180,6 +180,8 @@ def test_text_on_classical_and_bad_prompts(utm_scene: Path) -> None:
     pred.set_image(utm_scene)
     with pytest.raises(PromptError, match="cannot use text"):
         pred.predict(text="the largest building")
+    with pytest.raises(PromptError, match="cannot use the text part of this prompt"):  # not silently dropped
+        pred.predict(text="the largest building", box=(10, 10, 60, 60))
     with pytest.raises(PromptError, match="outside"):
         pred.predict(points=[(1000, 5)])
     with pytest.raises(PromptError, match="empty"):

@@ -87,11 +87,20 @@ class Segmenter(ABC):
     def _predict(self, prompt: Prompt) -> Prediction: ...
 
     def check_prompt(self, prompt: Prompt) -> None:
-        """Raise :class:`PromptError` when the prompt has nothing this backend can use."""
+        """Raise :class:`PromptError` when the prompt has a part this backend cannot use.
+
+        A part it would ignore is refused too (text with a box on a geometry-only backend): the
+        answer would look like an answer to the whole prompt, and its provenance would say so.
+        """
         if prompt.is_empty:
             raise PromptError("the prompt is empty", "give --point, --box or --text")
         unsupported = prompt.kinds - self.capabilities
-        if unsupported and not (prompt.kinds & self.capabilities):
+        if unsupported and prompt.kinds & self.capabilities:
+            kinds = ", ".join(sorted(unsupported))
+            raise PromptError(f"backend '{self.name}' cannot use the {kinds} part of this prompt (it would be ignored)",
+                              f"drop it, or use a backend that takes it (this one takes: "
+                              f"{', '.join(sorted(self.capabilities))})")
+        if unsupported:
             kinds = ", ".join(sorted(unsupported))
             hint = (
                 "use --point/--box with this backend, or a text-capable backend such as --backend unified"
