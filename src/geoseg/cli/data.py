@@ -47,24 +47,21 @@ def build_cmd(ctx: click.Context, config_path: str | None, sources: tuple[str, .
     """Turn segmentation datasets into image-mask-instruction Parquet shards."""
     import logging
 
-    from geoseg.data.engine import BuildConfig, build
+    from geoseg.data.engine import BuildConfig, build, read_config_file
 
     if (ctx.obj or {}).get("verbose", 0) < 2:  # Dask's own INFO chatter only with -vv
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    raw: dict = {}
-    if config_path:
-        import yaml
-
-        try:
-            raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read config {config_path} ({exc})", "pass a YAML file like configs/data/dubai.yaml") from exc
-    raw.setdefault("sources", [])
-    raw["sources"] = list(raw["sources"]) + [_parse_source(s) for s in sources]
+    raw: dict = read_config_file(config_path) if config_path else {}  # a mapping, or a one-line error
+    extra = [_parse_source(s) for s in sources]
+    if raw.get("sources") is None:
+        raw["sources"] = extra
+    elif isinstance(raw["sources"], list):
+        raw["sources"] = raw["sources"] + extra
+    # anything else is left for BuildConfig.from_dict to name
     for key, val in (("seed", seed), ("tile_size", tile_size), ("stride", stride)):
         if val is not None:
             raw[key] = val
-    if paraphrase_url or paraphrase_model:
+    if (paraphrase_url or paraphrase_model) and isinstance(raw.get("paraphrase") or {}, dict):
         raw["paraphrase"] = dict(raw.get("paraphrase") or {})
         if paraphrase_url:
             raw["paraphrase"]["url"] = paraphrase_url

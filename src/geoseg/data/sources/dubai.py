@@ -46,6 +46,8 @@ def palette_to_classes(rgb: np.ndarray, palette: dict[tuple[int, int, int], int]
     Returns:
         The class map and the number of pixels of unknown colour.
     """
+    if unknown not in ("error", "unlabeled"):
+        raise InputError(f"unknown_colour {unknown!r} is not a choice", "use unknown_colour: error or unlabeled")
     key = (rgb[:, :, 0].astype(np.int32) << 16) | (rgb[:, :, 1].astype(np.int32) << 8) | rgb[:, :, 2].astype(np.int32)
     colours = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in palette), dtype=np.int32)
     values = np.array([palette[((c >> 16) & 255, (c >> 8) & 255, c & 255)] for c in colours], dtype=np.uint8)
@@ -56,7 +58,8 @@ def palette_to_classes(rgb: np.ndarray, palette: dict[tuple[int, int, int], int]
         bad = np.unique(key[~known])[:3]
         names = ", ".join(f"({(c >> 16) & 255}, {(c >> 8) & 255}, {c & 255})" for c in bad)
         raise InputError(f"mask {path} has {n_unknown} pixels of colours not in the palette: {names}",
-                         "add the colours to the palette in the config, or set unknown_colour: unlabeled")
+                         "the Dubai palette is fixed; to count such pixels as unlabeled, set the source's "
+                         "options: {unknown_colour: unlabeled}")
     out = values[pos]
     out[~known] = UNLABELED
     return out, n_unknown
