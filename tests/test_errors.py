@@ -13,3 +13,13 @@ def test_reason_names_the_type_when_the_message_says_nothing():
     assert reason(KeyError("101")) == "KeyError: '101'"
     assert reason(OSError("")) == "OSError"
     assert reason(RuntimeError("  \n trailing")) == "RuntimeError"
+
+
+def test_reason_gives_a_yaml_error_as_line_column_and_problem():
+    import yaml
+
+    try:
+        yaml.safe_load("a: 1\n b: 2\n  - c")
+    except yaml.YAMLError as exc:
+        text = reason(exc)
+    assert "\n" not in text and text.startswith("line ") and ", column " in text, text

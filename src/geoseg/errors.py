@@ -54,8 +54,14 @@ def reason(exc: BaseException, limit: int = 160) -> str:
     The first line of its message, cut to ``limit`` characters — library messages (torch, GDAL,
     transformers) often run to a paragraph, which would break the one-line rule. When that line
     says nothing by itself (empty, or a bare number or key such as torch's unpickling errors
-    give), the exception's type is named in front of it.
+    give), the exception's type is named in front of it. A YAML syntax error (PyYAML's message
+    spans several lines) is given as its line, column and problem.
     """
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)  # a YAML (PyYAML) error
+    if isinstance(problem, str) and problem:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{' '.join(problem.split())}"[:limit]
     lines = str(exc).splitlines()
     line = lines[0].strip() if lines else ""
     if len(line) > limit:

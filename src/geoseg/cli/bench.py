@@ -207,16 +207,15 @@ def split_info_cmd(manifest) -> None:
 def split_create_cmd(config_path, data_root, name, out_path, seed, per_task, no_target_share, source_weights, exclude,
                      description, workers) -> None:
     """Select a new benchmark split from a data-engine pool and write its manifest (maintainers)."""
-    import yaml
 
     from geoseg.bench.runner import atomic_write_text
     from geoseg.bench.split import create_manifest, default_data_root, dump_manifest, relative_config
-    from geoseg.data.engine import BuildConfig
+    from geoseg.data.engine import BuildConfig, read_config_file
     from geoseg.errors import InputError
 
     root = Path(data_root) if data_root else default_data_root()
-    raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-    for s in raw.get("sources", []):  # config paths are relative to the working directory
+    raw = read_config_file(config_path)
+    for s in raw.get("sources", []) if isinstance(raw.get("sources"), list) else []:  # config paths are relative to the working directory
         s["path"] = str(Path(s["path"]))
     weights = {}
     for sw in source_weights:

@@ -239,7 +239,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InputError(f"build config {path} is not valid YAML ({yaml_problem(exc)})",
+        raise InputError(f"build config {path} is not valid YAML ({reason(exc)})",
                          "fix the YAML syntax at that place") from exc
     if data is None:
         return {}
@@ -247,16 +247,6 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise InputError(f"build config {path} holds a {type(data).__name__}, not a mapping of settings",
                          EXAMPLE_CONFIG)
     return data
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error as one line: the problem and where (PyYAML's own message spans several lines)."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
-    if not problem:
-        return reason(exc)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{' '.join(str(problem).split())}"
 
 
 @dataclass(frozen=True)

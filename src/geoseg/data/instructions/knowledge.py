@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, reason
 
 DEFAULT_KB = Path(__file__).resolve().parents[2] / "knowledge" / "categories.yaml"
 
@@ -79,7 +79,7 @@ def load_kb(path: str | None = None) -> KnowledgeBase:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read the knowledge base {p} ({exc})", "pass a valid YAML file as knowledge:") from exc
+        raise InputError(f"cannot read the knowledge base {p} ({reason(exc)})", "pass a valid YAML file as knowledge:") from exc
     if not isinstance(data, dict) or "categories" not in data:
         raise InputError(f"knowledge base {p} has no 'categories' mapping", "see geoseg/knowledge/categories.yaml")
     return KnowledgeBase(data, str(p))
