@@ -153,6 +153,9 @@ def test_bad_requests(client, make_geotiff, tmp_path):
     bad = tmp_path / "notes.tif"
     bad.write_text("this is not a raster")
     r = _upload(client, bad)
+    assert r.status_code == 400 and "unsupported image format" in r.json()["detail"]
+    bad.write_bytes(b"II*\x00" + b"not really a TIFF" * 8)  # looks like a TIFF, is not one
+    r = _upload(client, bad)
     assert r.status_code == 400 and "cannot read the image" in r.json()["detail"]
     assert str(tmp_path) not in r.json()["detail"]  # the server's folders are not shown to clients
     empty = tmp_path / "empty.png"

@@ -2,8 +2,11 @@
 
 The server keeps the whole image in memory (interactive use is about one scene
 at a time, bounded by ``max_pixels``); big scenes belong to ``geoseg segment``,
-which tiles. Any raster GDAL reads is accepted: GeoTIFF of any dtype and band
-count, JPG, PNG. Non-uint8 data are stretched with statistics of the whole image
+which tiles. Only three formats are opened: GeoTIFF (any dtype and band count),
+JPEG and PNG. The format is recognised from the file's first bytes and GDAL is
+told to use that one driver, so a GDAL virtual raster (``.vrt``), an archive or
+any other format that can pull in *other* files on the server is refused before
+GDAL parses it. Non-uint8 data are stretched with statistics of the whole image
 (2nd–98th percentile per band, nodata excluded), never per tile.
 """
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, reason
 
 # rasterio's Affine coefficients (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f
 AffineTuple = tuple[float, float, float, float, float, float]
@@ -88,6 +91,39 @@ class ImageRecord:
 
 class ImageTooLargeError(InputError):
     """An image with more pixels than the server holds in memory."""
+
+
+class UnsupportedFormatError(InputError):
+    """A file that is not a GeoTIFF, JPEG or PNG (a GDAL virtual raster, an archive, text, ...)."""
+
+
+#: the GDAL drivers the server opens, and the file extension each is kept under
+ALLOWED_DRIVERS: dict[str, str] = {"GTiff": ".tif", "JPEG": ".jpg", "PNG": ".png"}
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"II*\x00", "GTiff"), (b"MM\x00*", "GTiff"),  # classic TIFF, little / big endian
+    (b"II+\x00", "GTiff"), (b"MM\x00+", "GTiff"),  # BigTIFF
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+)
+
+
+def sniff_driver(path: str | Path) -> str | None:
+    """The GDAL driver (``GTiff``, ``JPEG`` or ``PNG``) the file's first bytes say it needs, else ``None``."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    for magic, driver in _MAGIC:
+        if head.startswith(magic):
+            return driver
+    return None
+
+
+def unsupported_format_error(name: str) -> UnsupportedFormatError:
+    return UnsupportedFormatError(
+        f"unsupported image format: {name} is not a GeoTIFF, JPEG or PNG file "
+        "(GDAL virtual rasters, archives and other formats are refused)",
+        "give a GeoTIFF, JPEG or PNG",
+    )
 
 
 def image_id_for(path: str | Path, bands: tuple[int, ...] | None) -> str:
@@ -169,55 +205,76 @@ def _geo_info(src) -> GeoInfo | None:
 
 
 def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...] | None = None,
-               max_pixels: int = 64_000_000, image_id: str | None = None) -> ImageRecord:
+               max_pixels: int = 64_000_000, image_id: str | None = None, *, sidecars: bool = True) -> ImageRecord:
     """Read ``path`` into an :class:`ImageRecord` (display RGB + georeference).
 
     Args:
-        path: any raster GDAL can open.
+        path: a GeoTIFF, JPEG or PNG file (anything else: :class:`UnsupportedFormatError`).
         name: the name shown to the user (the upload's file name).
         bands: 1-based band indices for R, G, B (default: 1, 2, 3, or band 1 as grey).
         max_pixels: larger images are refused with a pointer to ``geoseg segment``.
         image_id: the id to use (default: a content hash of the file).
+        sidecars: let GDAL read sidecar files next to it (``.aux.xml``, ``.ovr``, world files);
+            ``False`` for uploads, which have none.
 
     Raises:
-        InputError: unreadable file, too many pixels, bad band indices.
+        InputError: not a GeoTIFF/JPEG/PNG, unreadable or truncated file, too many pixels, bad band
+            indices.
     """
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     path = str(path)
+    shown = name or os.path.basename(path)
+
+    def hide(text: str) -> str:  # never show the server's folders
+        return text.replace(path, shown)
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RasterioIOError as exc:
-        detail = str(exc).replace(path, os.path.basename(path))  # never show the server's folders
-        raise InputError(f"cannot read the image ({detail})", "send a GeoTIFF, JPG or PNG file") from exc
-    with src:
-        if src.width * src.height > max_pixels:
-            raise ImageTooLargeError(
-                f"the image has {src.width}x{src.height} pixels, more than the server's limit of {max_pixels:,}",
-                "crop it, or segment the whole scene with 'geoseg segment', which tiles",
-            )
-        if bands:
-            bad = [b for b in bands if not 1 <= b <= src.count]
-            if bad or len(bands) not in (1, 3):
-                raise InputError(
-                    f"bands {list(bands)} do not fit an image with {src.count} band(s)",
-                    f"give one or three 1-based indices between 1 and {src.count}",
+        driver = sniff_driver(path)
+    except OSError as exc:
+        raise InputError(f"cannot read the image {shown} ({type(exc).__name__})", "check the file") from exc
+    if driver is None:
+        raise unsupported_format_error(shown)
+    # one driver only: GDAL never picks another (VRT, archives, ...) even if the bytes would fit it.
+    # Uploads have no sidecar files; EMPTY_DIR stops GDAL from looking for any (.ovr, .aux.xml, .msk).
+    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR") if not sidecars else rasterio.Env()
+    with env, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            src = rasterio.open(path, driver=driver)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise InputError(f"cannot read the image ({hide(str(exc))})", "send a GeoTIFF, JPG or PNG file") from exc
+        with src:
+            if src.driver not in ALLOWED_DRIVERS:  # pragma: no cover - driver= already restricts it
+                raise unsupported_format_error(shown)
+            if src.width * src.height > max_pixels:
+                raise ImageTooLargeError(
+                    f"the image has {src.width}x{src.height} pixels, more than the server's limit of {max_pixels:,}",
+                    "crop it, or segment the whole scene with 'geoseg segment', which tiles",
                 )
-            idx = list(bands)
-        else:
-            idx = [1, 2, 3] if src.count >= 3 else [1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            data = src.read(idx)
-            valid = None
-            if src.nodata is not None or any(f.name != "all_valid" for f in src.mask_flag_enums[0]):
-                valid = src.dataset_mask() > 0
-        geo = _geo_info(src)
-        dtype = src.dtypes[0]
-        count = src.count
+            if bands:
+                bad = [b for b in bands if not 1 <= b <= src.count]
+                if bad or len(bands) not in (1, 3):
+                    raise InputError(
+                        f"bands {list(bands)} do not fit an image with {src.count} band(s)",
+                        f"give one or three 1-based indices between 1 and {src.count}",
+                    )
+                idx = list(bands)
+            else:
+                idx = [1, 2, 3] if src.count >= 3 else [1]
+            try:
+                data = src.read(idx)
+                valid = None
+                if src.nodata is not None or any(f.name != "all_valid" for f in src.mask_flag_enums[0]):
+                    valid = src.dataset_mask() > 0
+            except (RasterioError, CPLE_BaseError) as exc:  # a truncated or corrupt file opens but cannot be read
+                raise InputError(f"cannot read the pixels of {shown}, the file is truncated or corrupt "
+                                 f"({hide(reason(exc))})", "send the complete GeoTIFF, JPEG or PNG file") from exc
+            geo = _geo_info(src)
+            dtype = src.dtypes[0]
+            count = src.count
     rgb8 = _stretch(data, valid)
     if rgb8.shape[0] == 1:
         rgb8 = np.repeat(rgb8, 3, axis=0)

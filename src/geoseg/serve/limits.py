@@ -13,21 +13,33 @@ from collections.abc import Callable
 
 from geoseg.errors import GeosegError
 
+UPLOAD_FIX = ("send a smaller file (crop it, or segment big scenes with 'geoseg segment'); "
+              "the server's operator sets this limit with --max-upload-mb")
+JSON_FIX = "send fewer points or a shorter text; images go to POST /api/images as a multipart upload"
+
 
 class BodyTooLargeError(GeosegError):
-    """A request body above the server's limit."""
+    """A request body above the server's limit; ``fix`` says what the client can do."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"the request body is larger than the server's limit of {limit / 1048576:.2f} MB",
-            "send a smaller file, or restart the server with a larger --max-upload-mb",
-        )
+    def __init__(self, limit: int, fix: str = UPLOAD_FIX, what: str = "request body") -> None:
+        size = f"{limit / 1048576:.2f} MB" if limit >= 1048576 else f"{limit / 1024:g} KB"
+        super().__init__(f"the {what} is larger than the server's limit of {size}", fix)
+
+
+class BodyLimit:
+    """The limit of one kind of request: bytes, and what to tell a client that crosses it."""
+
+    def __init__(self, limit: int, fix: str = UPLOAD_FIX, what: str = "request body") -> None:
+        self.limit, self.fix, self.what = limit, fix, what
+
+    def error(self) -> BodyTooLargeError:
+        return BodyTooLargeError(self.limit, self.fix, self.what)
 
 
 class BodyLimitMiddleware:
-    """Pure ASGI middleware: ``limit_for(method, path)`` gives the byte limit of each request."""
+    """Pure ASGI middleware: ``limit_for(method, path)`` gives the :class:`BodyLimit` of each request."""
 
-    def __init__(self, app, limit_for: Callable[[str, str], int]) -> None:
+    def __init__(self, app, limit_for: Callable[[str, str], BodyLimit]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -35,7 +47,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["method"], scope["path"])
+        rule = self.limit_for(scope["method"], scope["path"])
+        limit = rule.limit
         declared = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -45,7 +58,7 @@ class BodyLimitMiddleware:
                     declared = None
                 break
         if declared is not None and declared > limit:
-            body = json.dumps({"detail": str(BodyTooLargeError(limit))}).encode()
+            body = json.dumps({"detail": str(rule.error())}).encode()
             await send({"type": "http.response.start", "status": 413,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
@@ -59,7 +72,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLargeError(limit)
+                    raise rule.error()
             return message
 
         await self.app(scope, counted_receive, send)
