@@ -332,3 +332,23 @@ def test_openapi_declares_the_real_error_answers_and_media_types(client):
     assert {"application/json", "image/png", "application/geo+json", "image/tiff"} <= set(predict["200"]["content"])
     assert {"404", "413", "422", "500"} <= set(predict)
     assert "HTTPValidationError" not in json.dumps(schema)
+
+
+def test_web_mercator_areas_are_ground_areas():
+    """GeoJSON areas of an EPSG:3857 image are ellipsoidal m², not planar Mercator m² (+22 % at 25° N)."""
+    from types import SimpleNamespace
+
+    from pyproj import Geod, Transformer
+    from rasterio.transform import from_origin
+    from shapely.geometry import shape
+
+    from geoseg.serve.outputs import mask_features
+
+    x0, y0 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(55.27, 25.2)
+    mask = np.zeros((100, 120), bool)
+    mask[20:60, 30:90] = True
+    record = SimpleNamespace(geo=SimpleNamespace(crs="EPSG:3857", transform=tuple(from_origin(x0, y0, 0.5, 0.5))[:6]))
+    feat = mask_features(mask, record, "a box", 1.0)[0]
+    ground = abs(Geod(ellps="WGS84").geometry_area_perimeter(shape(feat["geometry"]))[0])
+    assert feat["properties"]["area"] == pytest.approx(ground, rel=1e-3)
+    assert mask.sum() * 0.25 / feat["properties"]["area"] == pytest.approx(1 / np.cos(np.radians(25.2)) ** 2, rel=0.01)

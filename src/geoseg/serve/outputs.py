@@ -3,7 +3,8 @@
 GeoJSON follows RFC 7946 (EPSG:4326) for georeferenced images; for plain images
 the coordinates are pixel ``(x, y)`` and the collection says so in
 ``"geoseg:coordinates": "pixel"``. Polygon fields are the project's: ``id``,
-``prompt``, ``score``, ``area`` (m² for georeferenced images, pixels otherwise).
+``prompt``, ``score``, ``area`` (m² for georeferenced images — on the ellipsoid for geographic CRSs and for
+projections that distort areas, as Web Mercator does —, pixels otherwise).
 """
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: flo
         to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
         out_geoms = [shapely.transform(g, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
                      for g in geoms]
-        if crs.is_projected:
+        from geoseg.vector import areal_scale
+
+        centre = transform @ (mask.shape[1] / 2, mask.shape[0] / 2)
+        if crs.is_projected and abs(areal_scale(crs, *centre) - 1.0) <= 0.01:
             factor = crs.axis_info[0].unit_conversion_factor ** 2
             areas = [g.area * factor for g in geoms]
-        else:
+        else:  # geographic, or a projection that distorts areas (Web Mercator: +22 % at 25° N)
             areas = [_geodesic_area(g) for g in out_geoms]
     else:
         out_geoms = geoms
