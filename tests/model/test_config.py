@@ -29,6 +29,49 @@ def test_config_rejects_bad_values_naming_the_key(tmp_path, text, named):
         load_config(p)
 
 
+@pytest.mark.parametrize("key, value, allowed", [
+    ("lr", "-0.001", "a number > 0"),
+    ("lr", "fast", "a number > 0"),
+    ("lr", "0", "a number > 0"),
+    ("batch_size", "0", "a whole number >= 1"),
+    ("batch_size", "2.5", "a whole number >= 1"),
+    ("epochs", "-1", "a whole number >= 1"),
+    ("steps_per_epoch", "0", "a whole number >= 1"),
+    ("max_minutes", "-1", "a number >= 0"),
+    ("warmup_steps", "-1", "a whole number >= 0"),
+    ("num_workers", "-2", "a whole number >= 0"),
+    ("prompts_per_image", "0", "a whole number >= 1"),
+    ("log_every", "0", "a whole number >= 1"),
+    ("interactive_end", "1.5", "a number in [0, 1]"),
+    ("ramp_frac", ".nan", "a number in [0, 1]"),
+    ("weight_decay", "-0.1", "a number >= 0"),
+    ("dice_weight", "-1", "a number >= 0"),
+    ("seed", "-1", "a whole number in [0, 4294967295]"),
+    ("epochs", "true", "a whole number >= 1"),
+    ("amp", "1", "true or false"),
+    ("out_dir", "null", "a path"),
+])
+def test_train_values_are_checked_at_load_time_naming_key_value_and_range(tmp_path, key, value, allowed):
+    """Before, lr -0.001 and lr fast were torch tracebacks, batch_size 0 a numpy one, and epochs -1
+    a "successful" run of 0 steps without a checkpoint."""
+    p = tmp_path / "x.yaml"
+    p.write_text(f"train:\n  {key}: {value}\n")
+    with pytest.raises(InputError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"train.{key} = ") and str(p) in msg
+    assert allowed in msg
+
+
+def test_numbers_are_read_as_the_kind_their_key_takes(tmp_path):
+    """YAML reads 1e-3 (no dot) as a string and 45 as an int: a float key takes both as numbers."""
+    p = tmp_path / "x.yaml"
+    p.write_text("train:\n  lr: 1e-3\n  max_minutes: 45\n  epochs: 2\n")
+    t = load_config(p).train
+    assert t.lr == 0.001 and type(t.lr) is float
+    assert t.max_minutes == 45.0 and type(t.max_minutes) is float and type(t.epochs) is int
+
+
 def test_shipped_configs_parse():
     cfgs = sorted(CONFIGS.glob("*.yaml"))
     assert len(cfgs) >= 5

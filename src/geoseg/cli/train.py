@@ -72,6 +72,10 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
 
             raise InputError(f"{flag} needs --export PATH (the result is stored in the exported bundle)",
                              "add --export PATH")
+    if export_path:  # before training: a bad path must not be found only after the last epoch
+        from geoseg.unified.train import check_writable
+
+        check_writable(export_path, "--export")
     quiet = bool((ctx.obj or {}).get("quiet"))
     if not quiet and not export_only:
         h = logging.StreamHandler(sys.stderr)
@@ -111,5 +115,11 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
                 use = f"threshold {chosen:.2f}" if chosen is not None else "off"
                 click.echo(f"selector {task}: {use} "
                            f"(val gIoU {r['gIoU_off']:.1f} without -> {after:.1f}, {r['n']} rows)")
-        dst = export_checkpoint(best, export_path, decision, selector)
+        try:
+            dst = export_checkpoint(best, export_path, decision, selector)
+        except OSError as exc:
+            from geoseg.errors import GeosegError, reason
+
+            raise GeosegError(f"cannot write --export {export_path} ({reason(exc)})",
+                              "give a path in a folder you can write to") from exc
         click.echo(f"exported {best} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")

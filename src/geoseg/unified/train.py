@@ -23,10 +23,14 @@ One call = one experiment (``configs/NAME.yaml``). The run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import logging.handlers
 import math
+import os
 import random
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -39,11 +43,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from geoseg._version import __version__
 from geoseg.device import resolve_device
-from geoseg.errors import InputError
+from geoseg.errors import GeosegError, InputError, reason
 from geoseg.models import TASK_IDS
 from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
-from geoseg.unified.config import ExperimentConfig
+from geoseg.unified.config import ExperimentConfig, ModelConfig, check_train
 from geoseg.unified.data import (
     MODEL_INPUTS,
     load_rows,
@@ -64,6 +68,8 @@ log = logging.getLogger(__name__)
 TASKS = tuple(TASK_IDS)
 #: modules a fine-tune may add to a checkpoint's network: training-only heads, or outputs that start at zero
 ZERO_START_MODULES = ("decoder.semantic_head.", "decoder.spatial_prior.", "decoder.anchor.")
+#: files that make a folder a run: a fresh start there would overwrite them (``--resume`` continues them)
+RUN_ARTEFACTS = ("last.pt", "best.pt", "history.jsonl")
 
 
 def task_weights(cfg_train, frac: float) -> dict[str, float]:
@@ -229,30 +235,118 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def _setup_logging(out_dir: Path) -> logging.Handler:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    h = logging.FileHandler(out_dir / "train.log")
+def check_writable(path: str | Path, what: str) -> None:
+    """One line, before any work, when the file ``path`` (``what``: "--export", "train.out_dir") could not be written.
+
+    :func:`geoseg.raster.writer.check_writable_folder` (an ancestor that is a file, a folder without
+    write permission), then a real test: a nameless temporary file in the nearest existing folder,
+    which catches what permission bits do not show (root in /proc, a read-only mount) and leaves nothing.
+    """
+    from geoseg.raster.writer import check_writable_folder
+
+    check_writable_folder(str(path))
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise GeosegError(f"cannot write {what} {path}: {folder} takes no new files ({reason(exc)})",
+                          "give a path in a folder you can write to") from exc
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    """Refuse, in one line and before any work, a run folder this run cannot or must not write.
+
+    It must be a folder this process can create or write in; a fresh start must not land in a
+    folder that already holds a run (its checkpoints would be overwritten and ``history.jsonl``
+    would mix two runs), and ``--resume`` needs the run's ``last.pt``. A folder with no run
+    artefacts (say ``train.log`` of a start stopped before its first epoch) may be started in.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"train.out_dir {out_dir} is a file, not a folder", "set train.out_dir (or --out) to a folder")
+    check_writable(out_dir / "last.pt", "train.out_dir")
+    last = out_dir / "last.pt"
+    if resume and not last.is_file():
+        raise InputError(f"--resume given but {last} does not exist", "drop --resume to start afresh")
+    found = [n for n in RUN_ARTEFACTS if (out_dir / n).exists()]
+    if not resume and found:
+        raise InputError(f"{out_dir} already holds a run ({' / '.join(found)})",
+                         "use --resume to continue it, or another train.out_dir (--out)")
+
+
+def _log_file(out_dir: Path, resume: bool) -> logging.Handler:
+    h = logging.FileHandler(out_dir / "train.log", mode="a" if resume else "w")
     h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     h.setLevel(logging.INFO)
-    logging.getLogger("geoseg.unified").addHandler(h)
-    logging.getLogger("geoseg.unified").setLevel(logging.INFO)
     return h
+
+
+def _write_history(out_dir: Path, history: list[dict]) -> None:
+    """``history.jsonl`` rewritten (atomically) to hold exactly ``history``."""
+    tmp = out_dir / "history.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in history))
+    os.replace(tmp, out_dir / "history.jsonl")
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", text_cache: str | None = None,
           encoder_path: str | None = None) -> dict[str, Any]:
-    """Run one experiment; returns a summary (paths, steps, minutes, best validation metrics)."""
+    """Run one experiment; returns a summary (paths, steps, minutes, best validation metrics).
+
+    Every start-up check (settings, run folder, checkpoints to resume or start from, data)
+    runs before the run folder is touched: a start that fails leaves the folder as it was
+    (a fresh one is not created), and ``config.yaml`` / ``train.log`` are written only once
+    training is about to begin.
+    """
     tc, mc = cfg.train, cfg.model
+    check_train(tc)  # again: a config built in code or changed by command-line overrides gets the same checks
     out_dir = Path(tc.out_dir)
-    handler = _setup_logging(out_dir)
-    # the settings this run used, its config's extends chain resolved (the checkpoints hold the same)
-    (out_dir / "config.yaml").write_text(f"# resolved settings of experiment {cfg.name}, geoseg {__version__}\n"
-                                         + cfg.to_yaml())
+    check_out_dir(out_dir, resume)
+    made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # folders a failed start must not leave
+    unified = logging.getLogger("geoseg.unified")
+    # start-up messages wait here, and reach train.log only if the start succeeds
+    held = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)
+    held.setLevel(logging.INFO)
+    unified.addHandler(held)
+    unified.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [held]
+    started = False
+
+    def begin(history: list[dict] | None) -> None:
+        """All start-up checks passed: write the run folder's config.yaml and train.log (``history``
+        rewrites history.jsonl to match the checkpoint resumed from)."""
+        nonlocal started
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # the settings this run used, its config's extends chain resolved (the checkpoints hold the same)
+        (out_dir / "config.yaml").write_text(f"# resolved settings of experiment {cfg.name}, geoseg {__version__}\n"
+                                             + cfg.to_yaml())
+        if history is not None:
+            _write_history(out_dir, history)
+        fh = _log_file(out_dir, resume)
+        held.setTarget(fh)
+        held.flush()
+        unified.removeHandler(held)
+        unified.addHandler(fh)
+        handlers.append(fh)
+        started = True
+
     try:
-        return _train(cfg, tc, mc, out_dir, resume, device, text_cache, encoder_path)
+        return _train(cfg, tc, mc, out_dir, resume, device, text_cache, encoder_path, begin)
+    except BaseException:
+        if not started and made:  # a failed start in a new folder leaves nothing behind
+            if text_cache is None:
+                (out_dir / "text_cache.pt").unlink(missing_ok=True)
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        raise
     finally:
-        logging.getLogger("geoseg.unified").removeHandler(handler)
-        handler.close()
+        for h in handlers:
+            unified.removeHandler(h)
+            h.close()
 
 
 def freeze_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
@@ -330,9 +424,7 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
 
     payload = read_checkpoint(path)
     theirs = model_config_from_dict(payload["model_config"])
-    if theirs.arch != mc.arch:
-        raise InputError(f"train.init_from {path} holds a {theirs.arch!r} model, the config builds {mc.arch!r}",
-                         "set model.arch to the checkpoint's architecture or start from scratch")
+    check_arch(theirs, mc, f"train.init_from {path}")
     state = _as_float(payload["state_dict"])
     misfit = _misfit(model.state_dict(), state, ZERO_START_MODULES)
     if misfit:
@@ -343,8 +435,46 @@ def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
     return payload["norm"]
 
 
+def check_arch(theirs: ModelConfig, mc: ModelConfig, what: str,
+               fix: str = "set model.arch to the checkpoint's architecture or start from scratch") -> None:
+    """One line when the checkpoint ``what`` (model config ``theirs``) holds another architecture than ``mc``."""
+    if theirs.arch != mc.arch:
+        raise InputError(f"{what} holds a {theirs.arch!r} model, the config builds {mc.arch!r}", fix)
+
+
+def resume_checkpoint(path: Path, model: torch.nn.Module, mc: ModelConfig) -> dict[str, Any]:
+    """Read the run's ``last.pt`` for ``--resume`` and check that it continues the configured model.
+
+    The model section must be the one the run was started with: a changed architecture or
+    width would otherwise fail deep in ``load_state_dict`` (a screenful of size mismatches), and
+    any other changed model setting would silently make a checkpoint that mixes two experiments.
+    """
+    from geoseg.unified.config import model_config_from_dict
+
+    payload = read_checkpoint(path)
+    if not isinstance(payload.get("train_state"), dict):
+        raise InputError(f"--resume: {path} holds no training state (an exported bundle?)",
+                         "resume from the last.pt a run wrote, or start afresh in another train.out_dir")
+    fix = (f"resume with the model section the run was started with (see {path.parent / 'config.yaml'}), "
+           "or train the changed model into another train.out_dir")
+    theirs = model_config_from_dict(payload["model_config"])
+    check_arch(theirs, mc, f"--resume: {path}", fix)
+    differ = [f.name for f in dataclasses.fields(mc) if getattr(theirs, f.name) != getattr(mc, f.name)]
+    if differ:
+        k, more = differ[0], f" (and {len(differ) - 1} more model setting(s): {', '.join(differ[1:])})" \
+            if len(differ) > 1 else ""
+        raise InputError(f"--resume: {path} was trained with model.{k} = {getattr(theirs, k)!r}, the config gives "
+                         f"{getattr(mc, k)!r}{more}", fix)
+    st = payload["train_state"]
+    state = _as_float(st.get("raw_state_dict") or payload["state_dict"])
+    misfit = _misfit(model.state_dict(), state)
+    if misfit:
+        raise InputError(f"--resume: {path} does not fit the configured model ({misfit})", fix)
+    return payload
+
+
 def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: str | None,
-           encoder_path: str | None) -> dict[str, Any]:
+           encoder_path: str | None, begin) -> dict[str, Any]:
     dev = resolve_device(device)
     if tc.threads and dev.type == "cpu":
         torch.set_num_threads(tc.threads)
@@ -352,6 +482,34 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     np.random.seed(tc.seed)
     torch.manual_seed(tc.seed)
     log.info("experiment %s: geoseg %s, device %s, %d threads", cfg.name, __version__, dev, torch.get_num_threads())
+
+    # the network, and every checkpoint it continues or starts from, checked before the data is read and
+    # decoded (minutes on a full run): a mismatch fails in seconds, with the run folder untouched
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    model = build_model(mc).to(dev)
+    frozen = freeze_modules(model, tuple(tc.freeze))
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    norm: dict | None = None
+    payload: dict[str, Any] = {}
+    st: dict[str, Any] = {}
+    if resume:
+        payload = resume_checkpoint(last_path, model, mc)
+        st = payload["train_state"]
+        # with an EMA, state_dict holds the average (what was validated) and raw_state_dict the trained weights
+        model.load_state_dict(_as_float(st.get("raw_state_dict") or payload["state_dict"]))
+        try:
+            opt.load_state_dict(st["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"--resume: the optimiser state in {last_path} does not fit this run ({reason(exc)})",
+                             "keep train.freeze as the run was started with, or start afresh in another "
+                             "train.out_dir") from exc
+        norm = payload["norm"]
+    else:
+        if tc.init_from:
+            norm = init_weights(model, tc.init_from, mc)
+        if tc.backbone_weights:
+            load_backbone_weights(model, tc.backbone_weights)
 
     t0 = time.perf_counter()
     train_rows = load_rows(tc.shards, "train", path_map=tc.image_path_map)
@@ -366,16 +524,13 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     log.info("prepared %d tiles and %d instruction embeddings in %.0f s", len(tiles.tiles), len(texts),
              time.perf_counter() - t0)
 
-    model = build_model(mc).to(dev)
-    norm = norm_stats([tiles.get(r) for r in train_rows[:: max(1, len(train_rows) // 400)]])
+    if norm is None:
+        norm = norm_stats([tiles.get(r) for r in train_rows[:: max(1, len(train_rows) // 400)]])
     mean = torch.tensor(norm["mean"], dtype=torch.float32)
     std = torch.tensor(norm["std"], dtype=torch.float32)
-    frozen = freeze_modules(model, tuple(tc.freeze))
-    trainable = [q for q in model.parameters() if q.requires_grad]
     if frozen:
         log.info("frozen %s: training %d of %d parameters", ", ".join(tc.freeze), sum(q.numel() for q in trainable),
                  sum(q.numel() for q in model.parameters()))
-    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
     use_amp = tc.amp and dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -386,26 +541,11 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     budget_s = tc.max_minutes * 60
     step, epoch, elapsed_before, best = 0, 0, 0.0, -1.0
     history: list[dict] = []
-
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if tc.init_from and not resume:
-        norm = init_weights(model, tc.init_from, mc)
-    if tc.backbone_weights and not resume:
-        load_backbone_weights(model, tc.backbone_weights)
     if resume:
-        if not last_path.is_file():
-            raise InputError(f"--resume given but {last_path} does not exist", "drop --resume to start afresh")
-        payload = read_checkpoint(last_path)
-        st = payload["train_state"]
-        # with an EMA, state_dict holds the average (what was validated) and raw_state_dict the trained weights
-        model.load_state_dict(_as_float(st.get("raw_state_dict") or payload["state_dict"]))
-        opt.load_state_dict(st["optimizer"])
         step, epoch, elapsed_before, best = st["step"], st["epoch"], st["elapsed_s"], st["best"]
         sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"])
         history = st.get("history", [])
-        norm = payload["norm"]
-        log.info("resumed from %s at epoch %d, step %d", last_path, epoch, step)
     # the weight average is validated and saved in place of the raw weights (torch's EMA, buffers included,
     # so BatchNorm statistics follow the averaged weights)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
@@ -414,6 +554,10 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         ema.module.load_state_dict(_as_float(payload["state_dict"]))
         ema.n_averaged.fill_(step)
     eval_model = ema.module if ema is not None else model
+
+    begin(history if resume and "history" in st else None)  # start-up passed: the run folder is written from here
+    if resume:
+        log.info("resumed from %s at epoch %d, step %d", last_path, epoch, step)
 
     stream = BatchStream(
         train_rows, lambda: sampler.batch(tc.batch_size, task_weights(tc, schedule["frac"]), tc.prompts_per_image),
