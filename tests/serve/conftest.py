@@ -120,3 +120,16 @@ def brightness_server(tmp_path_factory):
     app = create_app(segmenter_factory=Brightness, upload_dir=tmp_path_factory.mktemp("uploads"), max_upload_mb=5)
     with LiveServer(app) as srv:
         yield srv
+
+
+@pytest.fixture()
+def client(tmp_path):
+    """A test client of the app on the classical backend, uploads under ``tmp_path``, which is also its image root."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from geoseg.serve import create_app
+
+    app = create_app("classical", upload_dir=tmp_path / "uploads", max_upload_mb=2, image_roots=[tmp_path])
+    with TestClient(app) as c:
+        yield c

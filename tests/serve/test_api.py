@@ -18,13 +18,6 @@ from geoseg.serve import create_app  # noqa: E402
 from .conftest import Brightness  # noqa: E402
 
 
-@pytest.fixture()
-def client(tmp_path):
-    app = create_app("classical", upload_dir=tmp_path / "uploads", max_upload_mb=2, image_roots=[tmp_path])
-    with TestClient(app) as c:
-        yield c
-
-
 def _upload(client, path, name=None, **data):
     with open(path, "rb") as fh:
         return client.post("/api/images", files={"file": (name or path.name, fh, "application/octet-stream")},
