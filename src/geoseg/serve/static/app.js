@@ -561,6 +561,11 @@
       const r = await fetch("/api/backend");
       const b = await readJson(r);
       $("backend").textContent = r.ok ? `backend: ${b.name} (${b.capabilities.join(", ")})` : b.detail;
+      if (r.ok && !b.capabilities.includes("text")) {
+        // the server would refuse an instruction with a 422: say so before anyone types one
+        $("instruction").disabled = true;
+        $("instruction").placeholder = `backend ${b.name} takes points and boxes, not instructions`;
+      }
     } catch {
       $("backend").textContent = "backend: unknown";
     }
