@@ -54,7 +54,7 @@ class Prompt:
                     f"box {self.box} is empty or inverted", "give the box as X0,Y0,X1,Y1 with X0<X1 and Y0<Y1"
                 )
         if self.text is not None and not self.text.strip():
-            raise PromptError("the text prompt is empty", "give an instruction such as --text 'the largest building'")
+            raise PromptError("the text prompt is empty", "give an instruction such as 'the largest building'")
         if self.task is not None and self.task not in TASKS:
             raise PromptError(f"unknown task {self.task!r}", f"use one of {', '.join(TASKS)}")
 

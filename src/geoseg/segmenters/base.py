@@ -103,7 +103,7 @@ class Segmenter(ABC):
         if unsupported:
             kinds = ", ".join(sorted(unsupported))
             hint = (
-                "use --point/--box with this backend, or a text-capable backend such as --backend unified"
+                "give points or a box to this backend, or use a text-capable backend such as unified"
                 if "text" in unsupported
                 else f"this backend takes: {', '.join(sorted(self.capabilities))}"
             )
