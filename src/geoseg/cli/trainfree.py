@@ -48,7 +48,7 @@ def trainfree() -> None:
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
               help="Benchmark format (autodetected when left out).")
 @click.option("--split", default=None, help="Only this split of the benchmark (e.g. val).")
-@click.option("--limit", type=int, default=None, help="Only the first N usable samples (a handful is enough).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N usable samples (a handful is enough).")
 @vlm_options
 @click.option("-o", "--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="Profile file; by default the backend's own profile, applied automatically from then on.")

@@ -17,9 +17,12 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -30,6 +33,44 @@ from geoseg.trainfree.parsing import ParsedAnswer, parse_answer
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+#: longest wait a server's ``Retry-After`` header may ask for between two attempts (seconds)
+MAX_RETRY_AFTER = 60.0
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password in its user-info part (``http://user:***@host/v1``), for messages and provenance."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
+
+
+def retry_after(value: str | None, limit: float = MAX_RETRY_AFTER) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), capped at ``limit``.
+
+    ``None`` when the header is absent or unreadable.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), limit)
 
 
 class NoBoxError(GeosegError):
@@ -113,11 +154,22 @@ class GroundingClient:
             raise GeosegError(f"grounding endpoint {base!r} is not an http(s) URL",
                               "give it as http://HOST:PORT/v1")
         self.base_url = base
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout = float(timeout)
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.api_key = _check_key(key)
+        try:
+            self.timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise GeosegError(f"grounding time-out {timeout!r} is not a number", "pass --vlm-timeout SECONDS, e.g. 60") from None
+        if not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise GeosegError(f"grounding time-out {timeout!r} must be a positive number of seconds",
+                              "pass --vlm-timeout SECONDS, e.g. 60")
+        if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
+                                       or max_pixels < 28 * 28):
+            raise GeosegError(f"image budget --vlm-max-pixels {max_pixels!r} is not a pixel count of at least 784",
+                              "give the server's max_pixels, e.g. 1003520, or leave the option out")
         self.retries = max(0, int(retries))
         self.backoff = backoff
-        self.max_pixels = max_pixels
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.image_format = image_format
         self.max_tokens = max_tokens
         if family != "auto":
@@ -129,6 +181,11 @@ class GroundingClient:
         self._http = self._httpx.Client(timeout=self.timeout, headers=self._headers())
 
     # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def display_url(self) -> str:
+        """The base URL as shown in messages and provenance (a password in it replaced by ``***``)."""
+        return redact_url(self.base_url)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -143,7 +200,7 @@ class GroundingClient:
             data = self._request("GET", "/models")
             ids = [str(m.get("id")) for m in (data.get("data") or []) if isinstance(m, dict) and m.get("id")]
             if not ids:
-                raise GeosegError(f"the server at {self.base_url} lists no model", "pass --vlm-model")
+                raise GeosegError(f"the server at {self.display_url} lists no model", "pass --vlm-model")
             if len(ids) > 1:
                 log.info("server lists %d models, using %s", len(ids), ids[0])
             self._model = ids[0]
@@ -178,9 +235,12 @@ class GroundingClient:
         httpx = self._httpx
         url = self.base_url + path
         last: str = ""
+        wait: float | None = None
+        where = self.display_url
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(self.backoff * 2 ** (attempt - 1) if wait is None else max(wait, self.backoff))
+            wait = None
             try:
                 resp = self._http.request(method, url, json=body)
             except httpx.TimeoutException:
@@ -188,33 +248,42 @@ class GroundingClient:
                 log.info("grounding request timed out (attempt %d/%d)", attempt + 1, self.retries + 1)
                 continue
             except httpx.HTTPError as exc:
-                last = f"cannot connect ({exc.__class__.__name__}: {exc})"
-                log.info("grounding request failed: %s (attempt %d/%d)", exc, attempt + 1, self.retries + 1)
+                last = self._scrub(f"cannot connect ({exc.__class__.__name__}: {exc})")
+                log.info("grounding request failed: %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code in (401, 403):
-                raise GeosegError(f"the server at {self.base_url} rejected the API key (HTTP {resp.status_code})",
+                raise GeosegError(f"the server at {where} rejected the API key (HTTP {resp.status_code})",
                                   "pass the right key with --vlm-key or OPENAI_API_KEY")
             if resp.status_code in _RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                last = self._scrub(f"HTTP {resp.status_code}: {_error_text(resp)}".rstrip(": "))
+                wait = retry_after(resp.headers.get("Retry-After"))
                 log.info("grounding request got %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code >= 400:
                 fix = "check --vlm-model and that the model accepts images"
                 if resp.status_code == 404 and not self.base_url.rstrip("/").endswith("/v1"):
                     fix = "OpenAI-compatible URLs usually end in /v1 (e.g. http://127.0.0.1:8000/v1); " + fix
-                raise GeosegError(f"the server at {self.base_url} refused the request (HTTP {resp.status_code}: "
-                                  f"{_error_text(resp)})", fix)
+                raise GeosegError(self._scrub(f"the server at {where} refused the request (HTTP {resp.status_code}: "
+                                              f"{_error_text(resp)})"), fix)
             try:
                 data = resp.json()
             except ValueError:
-                raise GeosegError(f"the server at {self.base_url} did not answer JSON",
+                raise GeosegError(f"the server at {where} did not answer JSON",
                                   "check that --vlm-url points at an OpenAI-compatible API (…/v1)") from None
             if not isinstance(data, dict):
-                raise GeosegError(f"the server at {self.base_url} answered {type(data).__name__}, not an object",
+                raise GeosegError(f"the server at {where} answered {type(data).__name__}, not an object",
                                   "check that --vlm-url points at an OpenAI-compatible API (…/v1)")
             return data
-        raise GeosegError(f"the grounding server at {self.base_url} did not answer after {self.retries + 1} "
+        raise GeosegError(f"the grounding server at {where} did not answer after {self.retries + 1} "
                           f"attempt(s): {last}", "start the server, check --vlm-url, or raise the timeout")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the API key and the URL's password replaced by ``***`` (server and library messages may echo them)."""
+        text = text.replace(self.base_url, self.display_url)
+        for secret in (self.api_key, urlsplit(self.base_url).password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def chat(self, image: np.ndarray, prompt: str) -> str:
         """Send one image and one prompt; the assistant's text."""
@@ -231,7 +300,7 @@ class GroundingClient:
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise GeosegError(f"the server at {self.base_url} answered without choices[0].message.content",
+            raise GeosegError(f"the server at {self.display_url} answered without choices[0].message.content",
                               "check that --vlm-url points at an OpenAI-compatible chat API") from None
         if isinstance(content, list):  # some servers return content parts
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
@@ -288,13 +357,30 @@ class GroundingClient:
         return Grounding(box, points, parsed.label, raw, family.name, convention, boxes)
 
 
+def _check_key(key: str | None) -> str | None:
+    """The API key with surrounding white space removed; a one-line error (never quoting it) when unusable.
+
+    A key copied with a trailing newline or holding non-ASCII characters cannot go into an HTTP
+    header; httpx would otherwise fail on every attempt with a message that prints the key.
+    """
+    if key is None:
+        return None
+    key = str(key).strip()
+    if not key:
+        return None
+    if not key.isascii() or not key.isprintable():
+        raise GeosegError("the API key holds characters an HTTP header cannot carry (non-ASCII or control characters)",
+                          "pass the key exactly as issued with --vlm-key or OPENAI_API_KEY")
+    return key
+
+
 def _error_text(resp: object) -> str:
     try:
         data = resp.json()  # type: ignore[attr-defined]
         msg = data.get("error", {}).get("message") if isinstance(data.get("error"), dict) else data.get("error")
-        return str(msg or data.get("detail") or "")[:200]
+        return " ".join(str(msg or data.get("detail") or "").split())[:200]
     except (ValueError, AttributeError):
-        return str(getattr(resp, "text", ""))[:200]
+        return " ".join(str(getattr(resp, "text", "")).split())[:200]
 
 
-__all__ = ["GroundingClient", "Grounding", "NoBoxError", "encode_image", "guess_family"]
+__all__ = ["GroundingClient", "Grounding", "NoBoxError", "encode_image", "guess_family", "redact_url", "retry_after"]

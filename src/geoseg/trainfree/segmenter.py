@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, InputError
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.trainfree.dual_route import ROUTES, DualRouteConfig, ImageSession, dual_route
@@ -45,8 +45,30 @@ Box = tuple[float, float, float, float]
 
 
 def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
+    """``$name`` as an integer (``None`` when unset or empty); a one-line error when it is not one."""
+    value = (os.environ.get(name) or "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise GeosegError(f"${name}={value!r} is not an integer", f"set {name} to a whole number or unset it") from None
+
+
+def _float_env(name: str) -> float | None:
+    """``$name`` as a number (``None`` when unset or empty); a one-line error when it is not one."""
+    value = (os.environ.get(name) or "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise GeosegError(f"${name}={value!r} is not a number", f"set {name} to seconds, e.g. 60, or unset it") from None
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not ``None`` (so an explicit 0 reaches validation instead of becoming a default)."""
+    return next((v for v in values if v is not None), None)
 
 
 class Grounder(Protocol):
@@ -72,9 +94,15 @@ def build_mask_backend(mask_backend: str | Segmenter | None = None, checkpoint: 
     if isinstance(mask_backend, Segmenter):
         return mask_backend
     name = mask_backend or "auto"
+    sniffed = False
     if name == "auto":
-        kind = sniff_checkpoint(checkpoint) if checkpoint and Path(checkpoint).is_file() else "unknown"
+        if checkpoint and not Path(checkpoint).is_file():
+            raise GeosegError(f"mask-backend checkpoint {checkpoint} does not exist",
+                              "pass --checkpoint PATH to SAM (.pth), SAM 2 (.pt) or geoseg unified weights, "
+                              "or leave it out for the shipped unified model")
+        kind = sniff_checkpoint(checkpoint) if checkpoint else "unknown"
         name = kind if kind in ("sam", "sam2") else "unified"
+        sniffed = bool(checkpoint) and kind not in ("sam", "sam2")
     if name not in ("sam", "sam2", "unified"):
         raise GeosegError(f"unknown mask backend {name!r} for the trainfree route", "use auto, sam, sam2 or unified")
     kw: dict[str, Any] = {"device": device}
@@ -86,7 +114,17 @@ def build_mask_backend(mask_backend: str | Segmenter | None = None, checkpoint: 
         kw["refine"] = False
         if threads:
             kw["threads"] = threads
-    seg = build_segmenter(name, **kw)
+    try:
+        seg = build_segmenter(name, **kw)
+    except InputError as exc:
+        if not sniffed:
+            raise
+        # neither SAM nor SAM 2 weights were recognised, and the unified model could not read the file
+        # either (a truncated download, another model's file): say so, not "a file written by geoseg train"
+        raise GeosegError(f"mask-backend checkpoint {checkpoint} is neither SAM, SAM 2 nor geoseg unified weights "
+                          f"({exc.problem})",
+                          "pass a complete official SAM (.pth) or SAM 2 (.pt) file (re-download a truncated one), "
+                          "or leave --checkpoint out for the shipped unified model") from None
     if not {"point", "box"} <= seg.capabilities:
         raise GeosegError(f"mask backend {seg.name!r} cannot take point and box prompts", "use sam, sam2 or unified")
     return seg
@@ -146,9 +184,9 @@ class TrainFreeSegmenter(Segmenter):
                                        model=vlm_model or os.environ.get(ENV_MODEL),
                                        api_key=vlm_key or os.environ.get(ENV_KEY),
                                        family=vlm_family or os.environ.get(ENV_FAMILY) or "auto",
-                                       timeout=float(vlm_timeout or os.environ.get(ENV_TIMEOUT) or 60.0),
+                                       timeout=_first(vlm_timeout, _float_env(ENV_TIMEOUT), 60.0),
                                        retries=vlm_retries,
-                                       max_pixels=vlm_max_pixels or _int_env(ENV_MAX_PIXELS))
+                                       max_pixels=_first(vlm_max_pixels, _int_env(ENV_MAX_PIXELS)))
         self.grounder = grounder
         ckpt = checkpoint or os.environ.get(ENV_MASK_CHECKPOINT) or None
         self.session = ImageSession(build_mask_backend(mask_backend, ckpt, device, threads))
@@ -257,7 +295,7 @@ class TrainFreeSegmenter(Segmenter):
         prov = super().provenance()
         prov.update({
             "vlm_model": str(getattr(self.grounder, "model", type(self.grounder).__name__)),
-            "vlm_url": str(getattr(self.grounder, "base_url", "")),
+            "vlm_url": str(getattr(self.grounder, "display_url", None) or getattr(self.grounder, "base_url", "")),
             "mask_backend": self.session.segmenter.provenance(),
             "similarity": (getattr(self.similarity, "provenance", lambda: {})() if self.similarity else {}),
             "refinement": self.refine_mode(),
