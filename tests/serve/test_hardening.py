@@ -345,3 +345,44 @@ def test_web_mercator_areas_are_ground_areas():
     ground = abs(Geod(ellps="WGS84").geometry_area_perimeter(shape(feat["geometry"]))[0])
     assert feat["properties"]["area"] == pytest.approx(ground, rel=1e-3)
     assert mask.sum() * 0.25 / feat["properties"]["area"] == pytest.approx(1 / np.cos(np.radians(25.2)) ** 2, rel=0.01)
+
+
+def test_nodata_and_palette_images_reach_the_model_as_the_segment_command_reads_them(tmp_path):
+    """A nodata collar is shown black but reaches the model as the nearest valid colour, and answers never
+    include it; an indexed-colour PNG is read through its colour table (not as its indices in grey)."""
+    import rasterio
+
+    from geoseg.rle import rle_decode
+    from geoseg.segmenters.base import Prediction, Segmenter
+
+    seen: list[np.ndarray] = []
+
+    class Dark(Segmenter):  # answers "the dark pixels" (a black collar would be one)
+        name, capabilities = "dark", frozenset({"text"})
+
+        def _set_image(self, image):
+            seen.append(image.copy())
+            self._dark = image.mean(axis=2) < 30
+
+        def _predict(self, prompt):
+            return Prediction(self._dark, 1.0, self._dark.astype(np.float32))
+
+    scene = np.full((3, 60, 80), 150, np.uint8)
+    scene[:, :, :20] = 0  # a nodata collar down the left side
+    path = tmp_path / "collar.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=80, height=60, count=3, dtype="uint8", nodata=0) as ds:
+        ds.write(scene)
+    pal = tmp_path / "pal.png"
+    with rasterio.open(pal, "w", driver="PNG", width=80, height=60, count=1, dtype="uint8") as ds:
+        ds.write(np.ones((60, 80), np.uint8), 1)
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (200, 60, 20, 255)})
+    app = create_app(segmenter_factory=Dark, upload_dir=tmp_path / "u", image_roots=[tmp_path])
+    with TestClient(app) as c:
+        iid = _upload(c, path).json()["image_id"]
+        r = c.post(f"/api/images/{iid}/predict", json={"text": "dark", "include": ["rle"]})
+        assert r.status_code == 200, r.text
+        assert not rle_decode(r.json()["rle"]).any()  # the collar is not "dark" to the model, nor in the answer
+        assert (seen[-1][:, :20] == 150).all()
+        pid = _upload(c, pal).json()["image_id"]
+        c.post(f"/api/images/{pid}/predict", json={"text": "dark", "include": ["rle"]})
+        assert (seen[-1] == (200, 60, 20)).all()

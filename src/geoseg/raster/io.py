@@ -64,7 +64,7 @@ def _default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
     return (1,)
 
 
-def _palette_lut(ds: rasterio.DatasetReader, bands: Sequence[int]) -> np.ndarray | None:
+def palette_lut(ds: rasterio.DatasetReader, bands: Sequence[int]) -> np.ndarray | None:
     """The colour table of a single chosen palette band as an ``N x 3`` uint8 lookup, else ``None``.
 
     An indexed-colour image (a paletted PNG or GeoTIFF) stores colour-table indices; read as
@@ -140,7 +140,7 @@ class RasterSource:
             self.bands = _default_bands(ds)
         flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
         self.has_mask = not all(f == [MaskFlags.all_valid] for f in flags) or np.dtype(self.dtype).kind in "fc"
-        self.palette = _palette_lut(ds, self.bands)
+        self.palette = palette_lut(ds, self.bands)
         self.stretch = None if self.palette is not None else stretch
         if compute_stretch and self.stretch is None and self.palette is None:
             from geoseg.raster.stretch import scene_stretch

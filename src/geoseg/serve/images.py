@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import InputError, reason
+from geoseg.raster.io import palette_lut
 
 # rasterio's Affine coefficients (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f
 AffineTuple = tuple[float, float, float, float, float, float]
@@ -67,6 +68,18 @@ class ImageRecord:
     band_count: int
     dtype: str
     valid: np.ndarray | None = field(default=None, repr=False)  # H x W bool where the source has data
+
+    def model_rgb(self) -> np.ndarray:
+        """The pixels a segmenter sees: nodata (black in ``rgb``, for display) given the nearest valid colour.
+
+        A black nodata collar is a dark object with a strong edge to a model; see
+        :func:`geoseg.raster.io.fill_invalid`.
+        """
+        if self.valid is None or self.valid.all():
+            return self.rgb
+        from geoseg.raster.io import fill_invalid
+
+        return fill_invalid(self.rgb.copy(), self.valid)
 
     @property
     def height(self) -> int:
@@ -266,6 +279,9 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
                 idx = [1, 2, 3] if src.count >= 3 else [1]
             try:
                 data = src.read(idx)
+                lut = palette_lut(src, idx)
+                if lut is not None:  # indexed colour: the colours, not the indices as grey
+                    data = np.transpose(lut[data[0]], (2, 0, 1))
                 valid = None
                 if src.nodata is not None or any(f.name != "all_valid" for f in src.mask_flag_enums[0]):
                     valid = src.dataset_mask() > 0

@@ -143,7 +143,7 @@ class SessionStore:
                 return True
             seg = copy.copy(self.prototype)
             t0 = time.perf_counter()
-            seg.set_image(sess.record.rgb)
+            seg.set_image(sess.record.model_rgb())
             sess.embed_ms = (time.perf_counter() - t0) * 1000
             sess.embed_count += 1
             sess.segmenter = seg
@@ -158,8 +158,10 @@ class SessionStore:
             pred: Prediction = sess.segmenter.predict(prompt)
             ms = (time.perf_counter() - t0) * 1000
             sess.predict_count += 1
+            valid = sess.record.valid
+            mask = pred.mask if valid is None else pred.mask & valid  # nodata is never part of an answer
             stored = StoredMask(
-                mask_id=uuid.uuid4().hex[:12], mask=pred.mask, score=float(pred.score), prompt=prompt,
+                mask_id=uuid.uuid4().hex[:12], mask=mask, score=float(pred.score), prompt=prompt,
                 provenance={**sess.segmenter.provenance(), "prompt": prompt.to_dict()},
             )
             sess.masks[stored.mask_id] = stored
