@@ -180,6 +180,9 @@ def test_a_killed_runs_staging_folder_is_no_build_and_is_removed(data: Path, tmp
     other.mkdir()
     assert stale_staging(out) == [dead]
     assert all(dead.name not in str(f) for f in shard_files(out))
+    # a parent folder without a manifest is searched for shards, but not inside hidden (staging) folders
+    found = shard_files(tmp_path)
+    assert found and all(out in f.parents for f in found)
     build(_cfg(data), out, workers=0, report=False)
     assert not dead.exists() and live.exists() and other.exists()
     assert _digest(out) == before

@@ -28,8 +28,9 @@ def shard_files(path: str | Path, split: str | None = None) -> list[Path]:
     if man.exists():
         shards = json.loads(man.read_text())["shards"]
         files = [p / s["path"] for s in shards if split is None or s["split"] == split]
-    else:
-        files = sorted(p.rglob("*.parquet"))
+    else:  # not hidden ones: a build in progress fills a hidden staging folder (``data.writer.staged_dir``)
+        files = sorted(f for f in p.rglob("*.parquet")
+                       if not any(part.startswith(".") for part in f.relative_to(p).parts))
     if not files and not man.exists():
         raise InputError(f"no shards under {p}", "build them with 'geoseg data build -o DIR'")
     return files
