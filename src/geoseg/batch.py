@@ -98,8 +98,9 @@ def expand_scenes(inputs: str | os.PathLike | Sequence[str | os.PathLike], recur
         p = Path(s).expanduser()
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
+            # hidden files are left out: an interrupted run's temporary outputs (.<name>.*.tmp.tif)
             found += sorted(f for f in it if f.is_file() and f.suffix.lower() in RASTER_EXTS
-                            and not any(part == MARKER_DIR for part in f.parts))
+                            and not f.name.startswith(".") and not any(part == MARKER_DIR for part in f.parts))
         elif p.is_file() and p.suffix.lower() in LIST_EXTS:
             listed = _read_list_file(p)
             missing = [str(f) for f in listed if not f.is_file()]
@@ -533,7 +534,7 @@ def run_batch(
     if merged_vector is not None:
         vector_driver(os.fspath(merged_vector))
         vector = vector or "gpkg"
-    scenes = expand_scenes(inputs, recursive=recursive)
+    scenes = _drop_previous_outputs(expand_scenes(inputs, recursive=recursive), Path(output_dir))
     stems: dict[str, Path] = {}
     for s in scenes:
         if s.stem in stems:
@@ -551,6 +552,7 @@ def run_batch(
                         bands=tuple(bands) if bands else None, tile_size=tile_size, overlap=overlap,
                         prompt_crs=prompt_crs, vector=vector, score_raster=score_raster,
                         backend_options=dict(backend_options or {}), prompt_layer=layer)
+    _check_no_overwrite(scenes, out_dir, opts)
     job_key = opts.key(prompts)
     kinds = set().union(*(p.kinds for p in prompts), layer.kinds if layer is not None else ())
     spec = BackendSpec(backend, checkpoint, device, tuple(sorted(kinds)),
@@ -566,6 +568,8 @@ def run_batch(
             todo.append(s)
     if outcomes:
         log.info("resuming: %d of %d scene(s) already complete", len(outcomes), len(scenes))
+    _remove_stale_temps([p for s in todo for p in _scene_outputs(s, out_dir, opts).values()]
+                        + ([os.fspath(merged_vector)] if merged_vector is not None else []))
 
     if workers <= 0 and not scheduler:
         name, notes, done = _run_local(todo, out_dir, prompts, opts, spec, job_key, on_error, len(scenes) - len(todo))
@@ -591,6 +595,58 @@ def run_batch(
     log.info("batch: %d done, %d skipped, %d failed in %.1fs", summary.count("done"), summary.count("skipped"),
              summary.count("failed"), summary.seconds)
     return summary
+
+
+def _drop_previous_outputs(scenes: list[Path], out_dir: Path) -> list[Path]:
+    """``scenes`` without the files an earlier batch wrote into ``out_dir`` (its done markers list them).
+
+    An output folder inside (or equal to) the input folder must not make the next run
+    segment the previous run's masks and score rasters as if they were scenes.
+    """
+    previous: set[str] = set()
+    for marker in (out_dir / MARKER_DIR).glob("*.json"):
+        try:
+            outputs = json.loads(marker.read_text()).get("outputs", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(outputs, dict):
+            previous.update(os.path.abspath(p) for p in outputs.values() if isinstance(p, str))
+    kept = [s for s in scenes if os.path.abspath(s) not in previous]
+    if len(kept) < len(scenes):
+        log.info("left out %d file(s) a previous batch wrote into %s", len(scenes) - len(kept), out_dir)
+    if not kept:
+        raise InputError(f"no scenes left: every file found is an output of a previous batch in {out_dir}",
+                         "give the folder of the scenes, not the output folder")
+    return kept
+
+
+def _check_no_overwrite(scenes: Sequence[Path], out_dir: Path, opts: BatchOptions) -> None:
+    """Refuse a batch whose outputs would replace one of its own scenes (``-o`` = the scenes' folder)."""
+    inputs = {os.path.abspath(s): s for s in scenes}
+    for s in scenes:
+        for path in _scene_outputs(s, out_dir, opts).values():
+            hit = inputs.get(os.path.abspath(path))
+            if hit is not None:
+                raise InputError(f"the outputs of {s.name} would overwrite the scene {hit}",
+                                 "give an output folder (-o) other than the scenes' folder")
+
+
+def _remove_stale_temps(outputs: Sequence[str]) -> None:
+    """Remove the temporary files a killed run left next to ``outputs`` (``.<name>.XXXX.tmp<ext>``).
+
+    A scene's outputs are written to such files and moved into place at the end; a run
+    killed with SIGKILL never removes them. Only the outputs about to be (re)written are
+    looked at, so nothing else in the folder is touched.
+    """
+    for out in outputs:
+        folder, name = os.path.split(os.path.abspath(out))
+        # ".<name>.XXXX.tmp.<ext>", and a shapefile's companions (.dbf, .shx, .prj, ...) or GDAL's .aux.xml
+        for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp.*")):
+            try:
+                os.unlink(tmp)
+                log.info("removed %s, left by an interrupted run", tmp)
+            except OSError:
+                pass
 
 
 def _write_summary(out_dir: Path, summary: BatchSummary) -> None:

@@ -25,7 +25,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2, threads_per_work
     if scheduler:
         try:
             client = distributed.Client(scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # unreachable (OSError) or malformed (ValueError)
             raise GeosegError(
                 f"cannot reach the Dask scheduler at {scheduler} ({exc})",
                 "start it with 'dask scheduler' or drop --scheduler to use a local cluster",
