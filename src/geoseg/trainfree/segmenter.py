@@ -44,26 +44,16 @@ ENV_MASK_CHECKPOINT = "GEOSEG_TRAINFREE_CHECKPOINT"
 Box = tuple[float, float, float, float]
 
 
-def _int_env(name: str) -> int | None:
-    """``$name`` as an integer (``None`` when unset or empty); a one-line error when it is not one."""
+def _env_number(name: str, kind: type[int] | type[float], example: str) -> int | float | None:
+    """``$name`` as a ``kind`` (``None`` when unset or empty); a one-line error when it is not one."""
     value = (os.environ.get(name) or "").strip()
     if not value:
         return None
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise GeosegError(f"${name}={value!r} is not an integer", f"set {name} to a whole number or unset it") from None
-
-
-def _float_env(name: str) -> float | None:
-    """``$name`` as a number (``None`` when unset or empty); a one-line error when it is not one."""
-    value = (os.environ.get(name) or "").strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise GeosegError(f"${name}={value!r} is not a number", f"set {name} to seconds, e.g. 60, or unset it") from None
+        what = "an integer" if kind is int else "a number"
+        raise GeosegError(f"${name}={value!r} is not {what}", f"set {name} to {example}, or unset it") from None
 
 
 def _first(*values: Any) -> Any:
@@ -180,13 +170,15 @@ class TrainFreeSegmenter(Segmenter):
         if grounder is None:
             from geoseg.trainfree.client import GroundingClient
 
+            env_timeout = _env_number(ENV_TIMEOUT, float, "seconds, e.g. 60")
+            env_pixels = _env_number(ENV_MAX_PIXELS, int, "a whole number of pixels")
             grounder = GroundingClient(base_url=vlm_url or os.environ.get(ENV_URL),
                                        model=vlm_model or os.environ.get(ENV_MODEL),
                                        api_key=vlm_key or os.environ.get(ENV_KEY),
                                        family=vlm_family or os.environ.get(ENV_FAMILY) or "auto",
-                                       timeout=_first(vlm_timeout, _float_env(ENV_TIMEOUT), 60.0),
+                                       timeout=_first(vlm_timeout, env_timeout, 60.0),
                                        retries=vlm_retries,
-                                       max_pixels=_first(vlm_max_pixels, _int_env(ENV_MAX_PIXELS)))
+                                       max_pixels=_first(vlm_max_pixels, env_pixels))
         self.grounder = grounder
         ckpt = checkpoint or os.environ.get(ENV_MASK_CHECKPOINT) or None
         self.session = ImageSession(build_mask_backend(mask_backend, ckpt, device, threads))
