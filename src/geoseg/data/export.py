@@ -16,6 +16,7 @@ a temporary folder next to the destination and renamed when complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -43,6 +44,23 @@ def _safe(s: str) -> str:
     return _SAFE.sub("_", s).strip("_")
 
 
+class _Names:
+    """File-name-safe names that stay distinct: two originals that sanitise to the same name (non-ASCII
+    scene or category names, ``a b`` and ``a_b``) would overwrite each other's files, so a later one
+    gets a short hash of its original appended. Names without a clash are plain ``_safe`` names."""
+
+    def __init__(self) -> None:
+        self._owner: dict[str, str] = {}
+
+    def __call__(self, original: str) -> str:
+        name = _safe(original)
+        owner = self._owner.setdefault(name, original)
+        if owner != original:
+            name = f"{name}-{hashlib.sha1(original.encode('utf-8')).hexdigest()[:10]}"
+            self._owner.setdefault(name, original)
+        return name
+
+
 def _group_key(row: dict) -> str:
     """Sample id without its ``-n`` counter (tile/target/task), plus the category for no-target rows."""
     base = row["sample_id"].rsplit("-", 1)[0]
@@ -63,6 +81,10 @@ def export_geoseg_bench(build_dir: str | Path, out_dir: str | Path, splits: Sequ
         ``{split: {"entries": n, "questions": m}}``.
     """
     out = Path(out_dir)
+    build_abs, out_abs = Path(build_dir).resolve(), out.resolve()
+    if out_abs == build_abs or build_abs in out_abs.parents:
+        # files in a build folder that a build does not write make the next build into it refuse
+        raise InputError(f"export folder {out} is inside the build {build_dir}", "export to a folder outside the build")
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise InputError(f"{out} exists and is not a geoseg export", "choose a new folder for the export")
     if out.exists() and (out / MARKER).exists() and not overwrite:
@@ -91,6 +113,7 @@ def _write(rows: list[dict], root: Path, manifest: dict) -> dict:
         groups.setdefault(_group_key(r), []).append(r)
     split_entries: dict[str, list[dict]] = {}
     written_images: set[str] = set()
+    tile_names, target_names = _Names(), _Names()
     last_tile: tuple[str, np.ndarray] | None = None
     summary: dict[str, dict[str, int]] = {}
     provenance = {"generator": f"geoseg {__version__} data engine", "schema_version": manifest.get("schema_version"),
@@ -99,7 +122,7 @@ def _write(rows: list[dict], root: Path, manifest: dict) -> dict:
         r0 = members[0]
         tdir = TASK_DIRS[r0["task"]]
         w = r0["window"]
-        tile_name = _safe(f"{r0['source']}_{r0['scene']}_{w['col_off']}_{w['row_off']}")
+        tile_name = tile_names(f"{r0['source']}_{r0['scene']}_{w['col_off']}_{w['row_off']}")
         img_rel = f"{tdir}/images/{tile_name}.png"
         if img_rel not in written_images:
             tile_id = f"{r0['image_path']}|{r0['image_key']}|{w}|{r0['bands']}|{r0['stretch']}"
@@ -107,7 +130,7 @@ def _write(rows: list[dict], root: Path, manifest: dict) -> dict:
                 last_tile = (tile_id, read_rgb(r0))
             _save_png(last_tile[1], root / img_rel)
             written_images.add(img_rel)
-        name = _safe(key.replace("/", "__"))
+        name = target_names(key.replace("/", "__"))
         mask_rel, json_rel = f"{tdir}/masks/{name}.png", f"{tdir}/json/{name}.json"
         _save_png(rle_decode(r0["mask"]).astype(np.uint8) * 255, root / mask_rel)
         qa = {

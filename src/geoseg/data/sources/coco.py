@@ -46,6 +46,19 @@ def _index(path: str, mtime: float) -> tuple[dict[int, dict], dict[int, list[dic
         raise InputError(f"cannot read COCO annotations {path} ({exc})", "pass a COCO instance JSON file") from exc
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
         raise InputError(f"{path} is not a COCO instance file", "it needs 'images', 'annotations' and 'categories'")
+    for part, keys in (("categories", ("id", "name")), ("images", ("id", "file_name")),
+                       ("annotations", ("image_id", "category_id"))):
+        entries = data[part]
+        if not isinstance(entries, list):
+            raise InputError(f"{path}: '{part}' is a {type(entries).__name__}, not a list", "fix the COCO file")
+        for n, e in enumerate(entries):
+            missing = [k for k in keys if not isinstance(e, dict) or k not in e]
+            bad_id = [k for k in keys if k != "name" and k != "file_name" and k not in missing
+                      and not _is_int(e[k])]
+            if missing or bad_id:
+                what = f"lacks {', '.join(map(repr, missing))}" if missing else f"has a non-integer {bad_id[0]!r}"
+                raise InputError(f"{path}: {part}[{n}] {what}",
+                                 f"every entry of '{part}' needs {' and '.join(map(repr, keys))}")
     cats = sorted(data["categories"], key=lambda c: int(c["id"]))
     names = [str(c["name"]) for c in cats]
     cat_index = {int(c["id"]): k for k, c in enumerate(cats)}
@@ -54,6 +67,17 @@ def _index(path: str, mtime: float) -> tuple[dict[int, dict], dict[int, list[dic
     for a in data["annotations"]:
         anns.setdefault(int(a["image_id"]), []).append(a)
     return images, anns, names, cat_index
+
+
+def _is_int(v: object) -> bool:
+    """Whether a COCO id is an integer (or a string of one), as ``int()`` reads it without loss."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    if isinstance(v, float):
+        return v.is_integer()
+    return isinstance(v, str) and v.strip().lstrip("-").isdigit()
 
 
 def decode_segmentation(seg: object, height: int, width: int) -> np.ndarray:
@@ -76,6 +100,21 @@ def decode_segmentation(seg: object, height: int, width: int) -> np.ndarray:
         raise InputError(f"segmentation of type {type(seg).__name__} is neither polygons nor RLE",
                          "use COCO polygons [[x, y, ...]] or {size, counts}")
     return mask_utils.decode(rle).astype(bool)
+
+
+def _bbox_mask(bbox: object, height: int, width: int) -> np.ndarray | None:
+    """The pixels of a COCO ``[x, y, w, h]`` box as an ``H x W`` bool mask (``None`` when there is no usable box)."""
+    try:
+        x, y, bw, bh = (float(v) for v in bbox)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
+    x1, y1 = min(int(np.ceil(x + bw)), width), min(int(np.ceil(y + bh)), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    m = np.zeros((height, width), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
 
 
 class CocoSource(Source):
@@ -144,7 +183,18 @@ class CocoSource(Source):
             if int(a["category_id"]) not in cat_index:
                 raise InputError(f"annotation {a.get('id')} has category {a['category_id']} not in 'categories'",
                                  "fix the COCO file")
-            m = decode_segmentation(a["segmentation"], ah, aw)
+            seg = a.get("segmentation")
+            if not seg:
+                # bbox-only (detection) annotation: no mask to target, but the object is there, so
+                # its box is kept out of class-level / no-target questions like a crowd region
+                notes["no_segmentation"] = notes.get("no_segmentation", 0) + 1
+                box = _bbox_mask(a.get("bbox"), h, w)
+                if box is not None:
+                    if crowd is None:
+                        crowd = np.full((h, w), UNLABELED, dtype=np.uint8)
+                    crowd[box] = cat_index[int(a["category_id"])]
+                continue
+            m = decode_segmentation(seg, ah, aw)
             if m.shape != (h, w):
                 check_size(m.shape, (h, w), f"mask of annotation {a.get('id')}")
                 m, _ = fit_to(m, h, w, 0)

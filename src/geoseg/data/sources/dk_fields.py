@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BANDS = (3, 2, 1)
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb")
+#: polygons smaller than this fraction of a pixel are degenerate (zero area up to rounding)
+ZERO_AREA_PX = 1e-3
 
 
-def read_polygons(path: str, class_field: str | None = None) -> tuple[np.ndarray, list[str] | None, str]:
-    """Polygons of a vector file as shapely geometries, their class values and the file's CRS (WKT)."""
+def read_polygons(path: str, class_field: str | None = None) -> tuple[np.ndarray, list[str | None] | None, str]:
+    """Polygons of a vector file as shapely geometries, their class values (``None`` = null) and the file's CRS (WKT)."""
     import shapely
     from pyogrio.errors import DataSourceError
     from pyogrio.raw import read
@@ -52,8 +54,16 @@ def read_polygons(path: str, class_field: str | None = None) -> tuple[np.ndarray
     if not crs:
         raise InputError(f"{path} has no coordinate reference system", "add the .prj file (or set the CRS in the file)")
     geoms = shapely.from_wkb(wkb)
-    values = [str(v) for v in fields[0]] if class_field else None
+    values = [_class_value(v) for v in fields[0]] if class_field else None
     return geoms, values, str(crs)
+
+
+def _class_value(v: object) -> str | None:
+    """A polygon's class attribute as a class name; ``None`` when it is null, NaN or blank (no class)."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    text = str(v).strip()
+    return text or None
 
 
 def reproject(geoms: np.ndarray, src_crs: str, dst_crs: object) -> np.ndarray:
@@ -129,15 +139,28 @@ class DkFieldsSource(Source):
         geoms = reproject(geoms, vcrs, rcrs.to_wkt())
         bounds = shapely.box(*rasterio.transform.array_bounds(h, w, transform))
         ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+        if (~ok).any():
+            notes["polygons_empty"] = int((~ok).sum())
         invalid = ok & ~shapely.is_valid(geoms)
         if invalid.any():
             geoms = geoms.copy()
             geoms[invalid] = shapely.make_valid(geoms[invalid])
             notes["polygons_repaired"] = int(invalid.sum())
+        # a polygon with no area (a line or point, or one repaired into one; after reprojection its
+        # area is rounding noise) is no parcel: it would burn a stray line of pixels or none at all,
+        # so it is dropped and counted
+        pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+        flat = ok & ~(shapely.area(geoms) > ZERO_AREA_PX * pixel_area)
+        if flat.any():
+            notes["polygons_zero_area"] = int(flat.sum())
+        ok &= ~flat
+        if values is not None:
+            unclassed = ok & np.array([v is None for v in values], dtype=bool)
+            if unclassed.any():
+                notes["polygons_without_class"] = int(unclassed.sum())
+            ok &= ~unclassed
         inside = ok & shapely.intersects(geoms, bounds)
         notes["polygons_outside_raster"] = int((ok & ~inside).sum())
-        if (~ok).any():
-            notes["polygons_empty"] = int((~ok).sum())
         idx = np.flatnonzero(inside)
         if values is not None:
             classes = sorted({values[i] for i in idx})

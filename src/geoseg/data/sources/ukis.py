@@ -61,6 +61,12 @@ class UkisSource(Source):
                              "check the file and image_key/mask_key") from exc
         if img.ndim == 2:
             img = img[:, :, None]
+        if img.ndim != 3 or not (np.issubdtype(img.dtype, np.number) or img.dtype == bool):
+            raise InputError(f"array {ref.image_key!r} of {ref.image_path} is {img.dtype} of shape {img.shape}, "
+                             "not an H x W x bands image", "store the image as a numeric H x W x B array")
+        if msk.ndim not in (2, 3) or not (np.issubdtype(msk.dtype, np.number) or msk.dtype == bool):
+            raise InputError(f"mask {mkey!r} of {ref.image_path} is {msk.dtype} of shape {msk.shape}, "
+                             "not an H x W class mask", "store the mask as a numeric H x W (or H x W x 1) array")
         if msk.ndim == 3:
             if msk.shape[2] != 1:
                 raise InputError(f"mask {mkey!r} of {ref.image_path} has {msk.shape[2]} channels",
@@ -76,12 +82,19 @@ class UkisSource(Source):
         lut = np.full(65536, UNLABELED, dtype=np.uint8)
         for v, name in values.items():
             lut[v] = classes.index(name)
-        m = msk.astype(np.int64)
-        known = np.isin(m, list(values))
-        n_unknown = int(m.size - np.count_nonzero(known))
+        # NaN/inf mask pixels are unlabeled (counted); fractional values are not class values
+        finite_m = np.isfinite(msk) if np.issubdtype(msk.dtype, np.floating) else np.ones(msk.shape, dtype=bool)
+        if not finite_m.all():
+            notes["nonfinite_mask_px"] = int((~finite_m).sum())
+        m = np.where(finite_m, msk, -1).astype(np.int64)
+        known = finite_m & np.isin(m, list(values)) & (m == np.where(finite_m, msk, -1))
+        fractional = finite_m & (m != np.where(finite_m, msk, -1))
+        m[fractional] = -1
+        n_unknown = int(np.count_nonzero(finite_m & ~known))
         if n_unknown:
             if self.options.get("unknown_value", "error") != "unlabeled":
-                bad = sorted(set(np.unique(m[~known]).tolist()))[:5]
+                bad_px = msk[finite_m & ~known]
+                bad = sorted(set(np.unique(bad_px).tolist()))[:5]
                 raise InputError(f"mask of {ref.image_path} has {n_unknown} pixels of values {bad} not in the class map",
                                  "add them to values: in the config, or set unknown_value: unlabeled")
             notes["unknown_value_px"] = n_unknown
