@@ -128,18 +128,17 @@ def areal_scale(crs, x: float, y: float) -> float:
         return 1.0
 
 
-def geodesic_areas(geoms, crs) -> np.ndarray:
-    """Areas in m² on the WGS84 ellipsoid of polygons given in ``crs`` (as QGIS measures by default)."""
-    from pyproj import CRS, Geod, Transformer
+def lonlat_areas(geoms) -> np.ndarray:
+    """Areas in m² on the WGS84 ellipsoid of polygons in lon/lat (as QGIS measures by default)."""
+    from pyproj import Geod
 
-    to_ll = Transformer.from_crs(CRS.from_user_input(crs), "EPSG:4326", always_xy=True)
     geod = Geod(ellps="WGS84")
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms], dtype=np.float64)
 
-    def lonlat(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1]))
 
-    return np.array([abs(geod.geometry_area_perimeter(shapely.transform(g, lonlat))[0]) for g in geoms],
-                    dtype=np.float64)
+def geodesic_areas(geoms, crs) -> np.ndarray:
+    """:func:`lonlat_areas` of polygons given in ``crs``."""
+    return lonlat_areas(reproject_geoms(geoms, crs, "EPSG:4326"))
 
 
 class PolygonCollector:

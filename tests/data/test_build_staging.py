@@ -55,6 +55,13 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _good_build(data: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A complete build in ``tmp_path/build`` and the digest of its files (to check it is left intact)."""
+    out = tmp_path / "build"
+    build(_cfg(data), out, workers=0, report=False)
+    return out, _digest(out)
+
+
 def _fail_on_scene(monkeypatch: pytest.MonkeyPatch, n: int, exc: BaseException) -> list[str]:
     """Make the ``n``-th processed scene raise ``exc`` (earlier scenes are written normally)."""
     seen: list[str] = []
@@ -78,9 +85,7 @@ def data(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), RuntimeError("disk full"), SystemExit(143)])
 def test_an_interrupted_rebuild_keeps_the_old_build_intact(exc: BaseException, data: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "build"
-    build(_cfg(data), out, workers=0, report=False)
-    before = _digest(out)
+    out, before = _good_build(data, tmp_path)
     assert len([p for p in before if p.endswith(".parquet")]) >= 3  # several shards: a mix would show
     seen = _fail_on_scene(monkeypatch, 3, exc)
     with pytest.raises(type(exc)):
@@ -112,9 +117,7 @@ def test_a_build_error_leaves_no_output_folder(data: Path, tmp_path: Path) -> No
 def test_sigterm_stops_the_build_and_cleans_up(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("the test runner handles SIGTERM itself")
-    out = tmp_path / "build"
-    build(_cfg(data), out, workers=0, report=False)
-    before = _digest(out)
+    out, before = _good_build(data, tmp_path)
     real = engine.process_scene
     calls: list[int] = []
 
@@ -168,9 +171,7 @@ def test_a_killed_runs_staging_folder_is_no_build_and_is_removed(data: Path, tmp
     """``kill -9`` runs no cleanup: what it leaves is hidden, never read as the build, and removed next time."""
     from geoseg.data.dataset import shard_files
 
-    out = tmp_path / "build"
-    build(_cfg(data), out, workers=0, report=False)
-    before = _digest(out)
+    out, before = _good_build(data, tmp_path)
     dead = tmp_path / f".build.staging.{_host()}.{_dead_pid()}.abc123"
     (dead / "train").mkdir(parents=True)
     (dead / "train" / "part-00000.parquet").write_bytes(b"half a build")
@@ -190,9 +191,7 @@ def test_a_killed_runs_staging_folder_is_no_build_and_is_removed(data: Path, tmp
 
 def test_an_old_build_set_aside_by_a_killed_run_is_restored(data: Path, tmp_path: Path) -> None:
     """Killed between moving the old build aside and the new one in: the next run puts the old one back."""
-    out = tmp_path / "build"
-    build(_cfg(data), out, workers=0, report=False)
-    before = _digest(out)
+    out, before = _good_build(data, tmp_path)
     pid = _dead_pid()
     out.rename(tmp_path / f".build.staging.{_host()}.{pid}.abc123-old")
     (tmp_path / f".build.staging.{_host()}.{pid}.abc123").mkdir()
@@ -223,9 +222,7 @@ def test_dask_build_writes_only_into_the_staging_folder(data: Path, tmp_path: Pa
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Dask workers only return rows; the writer (this process) writes into the staging folder, never ``-o``."""
     pytest.importorskip("distributed")
-    out = tmp_path / "build"
-    build(_cfg(data), out, workers=0, report=False)
-    before = _digest(out)
+    out, before = _good_build(data, tmp_path)
     real = ShardWriter.write
     dirs: list[Path] = []
 

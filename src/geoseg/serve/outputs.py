@@ -52,12 +52,6 @@ def preview_jpeg(record: ImageRecord, max_side: int = 2048) -> bytes:
     return buf.tobytes()
 
 
-def _geodesic_area(geom) -> float:
-    from pyproj import Geod
-
-    return abs(Geod(ellps="WGS84").geometry_area_perimeter(geom)[0])
-
-
 def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: float) -> list[dict]:
     """Polygons of the mask's connected regions as GeoJSON features (see the module docstring)."""
     import rasterio.features
@@ -78,14 +72,14 @@ def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: flo
         to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
         out_geoms = [shapely.transform(g, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
                      for g in geoms]
-        from geoseg.vector import areal_scale
+        from geoseg.vector import areal_scale, lonlat_areas
 
         centre = transform @ (mask.shape[1] / 2, mask.shape[0] / 2)
         if crs.is_projected and abs(areal_scale(crs, *centre) - 1.0) <= 0.01:
             factor = crs.axis_info[0].unit_conversion_factor ** 2
             areas = [g.area * factor for g in geoms]
         else:  # geographic, or a projection that distorts areas (Web Mercator: +22 % at 25° N)
-            areas = [_geodesic_area(g) for g in out_geoms]
+            areas = list(lonlat_areas(out_geoms))
     else:
         out_geoms = geoms
         areas = [g.area for g in geoms]
