@@ -138,8 +138,9 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
                 q.check_inside(source.width, source.height)
             except PromptError:  # say it in the coordinates the user gave, not the pixels they became
                 miss = "does not overlap" if p.box is not None else "falls outside"
-                raise PromptError(f"{_describe(p)} in {prompt_crs} {miss} the {source.width}x{source.height} "
-                                  f"image (at pixel {_describe(q, 1).split(' ', 1)[1]})",
+                what = "box" if p.box is not None else "point(s)"
+                raise PromptError(f"{what} {_coords(p)} in {prompt_crs} {miss} the {source.width}x{source.height} "
+                                  f"image (at pixel {_coords(q, 1)})",
                                   f"check the coordinates and --prompt-crs: the image covers "
                                   f"{_bounds_in(source, prompt_crs)} in {prompt_crs}") from None
         if q.box is not None:
@@ -149,13 +150,13 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
     return out
 
 
-def _describe(p: Prompt, digits: int = 6) -> str:
-    """A prompt's geometry for an error message, rounded to ``digits`` decimals (6: as given; 1: pixels)."""
+def _coords(p: Prompt, digits: int = 6) -> str:
+    """A prompt's box or points for an error message, rounded to ``digits`` decimals (6: as given; 1: pixels)."""
     def num(v: float) -> str:
         return f"{round(v, digits):.12g}"
     if p.box is not None:
-        return "box (" + ", ".join(num(v) for v in p.box) + ")"
-    return "point(s) " + ", ".join(f"({num(x)}, {num(y)})" for x, y in p.points)
+        return "(" + ", ".join(num(v) for v in p.box) + ")"
+    return ", ".join(f"({num(x)}, {num(y)})" for x, y in p.points)
 
 
 def _bounds_in(source: RasterSource, crs: str) -> str:

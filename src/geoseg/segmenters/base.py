@@ -95,19 +95,19 @@ class Segmenter(ABC):
         if prompt.is_empty:
             raise PromptError("the prompt is empty", "give --point, --box or --text")
         unsupported = prompt.kinds - self.capabilities
-        if unsupported and prompt.kinds & self.capabilities:
-            kinds = ", ".join(sorted(unsupported))
+        if not unsupported:
+            return
+        kinds = ", ".join(sorted(unsupported))
+        if prompt.kinds & self.capabilities:
             raise PromptError(f"backend '{self.name}' cannot use the {kinds} part of this prompt (it would be ignored)",
                               f"drop it, or use a backend that takes it (this one takes: "
                               f"{', '.join(sorted(self.capabilities))})")
-        if unsupported:
-            kinds = ", ".join(sorted(unsupported))
-            hint = (
-                "give points or a box to this backend, or use a text-capable backend such as unified"
-                if "text" in unsupported
-                else f"this backend takes: {', '.join(sorted(self.capabilities))}"
-            )
-            raise PromptError(f"backend '{self.name}' cannot use {kinds} prompts", hint)
+        hint = (
+            "give points or a box to this backend, or use a text-capable backend such as unified"
+            if "text" in unsupported
+            else f"this backend takes: {', '.join(sorted(self.capabilities))}"
+        )
+        raise PromptError(f"backend '{self.name}' cannot use {kinds} prompts", hint)
 
     def empty_answer_hint(self, prompt: Prompt) -> str | None:
         """Advice for a user whose ``prompt`` found nothing in a whole scene, or ``None``.
