@@ -58,7 +58,7 @@ from geoseg.pipeline import (
     prepare_prompts,
 )
 from geoseg.progress import progress
-from geoseg.prompts import Prompt
+from geoseg.prompts import Prompt, as_box, as_point
 from geoseg.raster.io import RasterSource, open_source, parse_bands
 from geoseg.raster.tiling import Tile, check_tiling, plan_tiles
 from geoseg.raster.writer import WindowResult, WriteSummary, resample_part
@@ -70,6 +70,15 @@ __all__ = ["PIXELS", "PredictorResult", "SegmentPredictor"]
 
 #: ``prompt_crs`` value meaning pixel coordinates even when the predictor has a default CRS
 PIXELS = "pixels"
+
+
+def _point_list(points: Iterable[Sequence[float]]) -> list:
+    """``points`` as a list of pairs; a bare ``(x, y)`` (a common slip) is named, not unpacked digit by digit."""
+    items = list(points)
+    if items and all(isinstance(v, (int, float, np.number)) for v in items):
+        raise PromptError(f"points={tuple(items)} is a list of numbers, not of points",
+                          f"give a list of (x, y) pairs, e.g. points=[{tuple(items[:2])}]")
+    return items
 
 
 @dataclass
@@ -204,11 +213,14 @@ class SegmentPredictor:
             src, owned = image, False
         elif isinstance(image, np.ndarray):
             src, owned = self._array_source(image, bands, stretch, transform, crs, nodata), True
-        else:
+        elif isinstance(image, (str, os.PathLike)):
             if transform is not None or crs is not None or nodata is not None:
                 raise InputError("transform/crs/nodata are only for array images",
                                  "georeference the file itself, or pass the pixels as an array")
             src, owned = open_source(image, bands, stretch=stretch), True
+        else:
+            raise InputError(f"cannot use a {type(image).__name__} as an image",
+                             "give a file path, a numpy array (H x W or H x W x C) or a RasterSource")
         self.source, self._owns_source = src, owned
         if max(src.width, src.height) > self.tile_size:
             self._tiles = plan_tiles(src.width, src.height, self.tile_size, self.overlap)
@@ -236,6 +248,12 @@ class SegmentPredictor:
             a = a.astype(np.uint8 if a.dtype == bool else np.float32)
         if a.dtype.kind not in "uif":
             raise InputError(f"cannot use an array of dtype {a.dtype} as an image", "give integer or float pixels")
+        valid = np.isfinite(a) if a.dtype.kind == "f" else np.ones(a.shape, bool)
+        if nodata is not None:
+            valid &= a != nodata
+        if not valid.any():
+            raise InputError("the array image has no valid pixels (every value is NaN, infinite or nodata)",
+                             "check the array and the nodata value given")
         profile = {"driver": "GTiff", "width": a.shape[2], "height": a.shape[1], "count": a.shape[0],
                    "dtype": a.dtype.name, "transform": transform if transform is not None else Affine.identity()}
         if crs is not None:
@@ -355,11 +373,11 @@ class SegmentPredictor:
         Raises:
             PromptError: empty prompt, prompt outside the image, unsupported kind.
         """
-        pos = [(float(x), float(y)) for x, y in points]
-        neg = [(float(x), float(y)) for x, y in negative_points]
+        pos = [as_point(v) for v in _point_list(points)]
+        neg = [as_point(v, "negative point") for v in _point_list(negative_points)]
         if prompt is None:
             prompt = Prompt(points=tuple(pos + neg), labels=(1,) * len(pos) + (0,) * len(neg),
-                            box=tuple(float(v) for v in box) if box is not None else None, text=text, task=task)
+                            box=as_box(box) if box is not None else None, text=text, task=task)
         elif pos or neg or box is not None or text is not None or task is not None:
             raise PromptError("predict() got both a Prompt and prompt keywords", "give one or the other")
         return self.predict_many([prompt], prompt_crs=prompt_crs)[0]

@@ -40,6 +40,9 @@ class Prompt:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if self.text is not None and not isinstance(self.text, str):
+            raise PromptError(f"the text prompt is a {type(self.text).__name__}, not a string",
+                              "give the instruction as a string")
         if len(self.points) != len(self.labels):
             raise PromptError(
                 f"{len(self.points)} points but {len(self.labels)} labels",
@@ -129,10 +132,27 @@ class Prompt:
 
     @classmethod
     def from_dict(cls, d: dict) -> Prompt:
-        pts = tuple((float(p[0]), float(p[1])) for p in d.get("points", []))
-        labels = tuple(int(v) for v in d.get("labels", [1] * len(pts)))
-        box = tuple(float(v) for v in d["box"]) if d.get("box") is not None else None
-        extra = {"feature": int(d["feature"])} if d.get("feature") is not None else {}
+        """The inverse of :meth:`to_dict`; unknown keys and malformed coordinates are a :class:`PromptError`."""
+        if not isinstance(d, dict):
+            raise PromptError(f"a prompt is a {type(d).__name__}, not a dict", "give a dict such as {'box': [x0, y0, x1, y1]}")
+        unknown = sorted(set(d) - _DICT_KEYS, key=str)
+        if unknown:
+            raise PromptError(f"unknown prompt key(s) {', '.join(map(repr, unknown))}",
+                              f"use {', '.join(sorted(_DICT_KEYS))}")
+        raw_points = d.get("points") or []
+        if not isinstance(raw_points, (list, tuple)):
+            raise PromptError(f"prompt points {raw_points!r} are not a list", "give points as [[x, y], ...]")
+        pts = tuple(as_point(p) for p in raw_points)
+        try:
+            labels = tuple(int(v) for v in d.get("labels", [1] * len(pts)))
+        except (TypeError, ValueError):
+            raise PromptError(f"cannot read prompt labels {d.get('labels')!r}",
+                              "give one label per point, 1 (positive) or 0 (negative)") from None
+        box = as_box(d["box"]) if d.get("box") is not None else None
+        try:
+            extra = {"feature": int(d["feature"])} if d.get("feature") is not None else {}
+        except (TypeError, ValueError):
+            raise PromptError(f"prompt feature id {d['feature']!r} is not an integer", "give an integer id") from None
         return cls(points=pts, labels=labels, box=box, text=d.get("text"), task=d.get("task"), extra=extra)
 
     def describe(self) -> str:
@@ -169,6 +189,27 @@ def infer_task(text: str) -> Task:
     if any(cue in t for cue in _REASONING_CUES):
         return "reasoning"
     return "referring"
+
+
+_DICT_KEYS = frozenset({"points", "labels", "box", "text", "task", "feature"})
+
+
+def as_point(value: object, what: str = "point") -> tuple[float, float]:
+    """``value`` as an ``(x, y)`` pair of floats, or a :class:`PromptError` naming what was given."""
+    try:
+        x, y = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise PromptError(f"cannot read {what} {value!r}", "give a point as two numbers (x, y)") from None
+    return x, y
+
+
+def as_box(value: object) -> tuple[float, float, float, float]:
+    """``value`` as an ``(x0, y0, x1, y1)`` tuple of floats, or a :class:`PromptError` naming what was given."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise PromptError(f"cannot read box {value!r}", "give a box as four numbers (x0, y0, x1, y1)") from None
+    return x0, y0, x1, y1
 
 
 def parse_xy(value: str) -> tuple[float, float]:
