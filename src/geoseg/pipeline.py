@@ -47,7 +47,7 @@ from rasterio.windows import Window
 from geoseg.errors import GeosegError, PromptError, reason
 from geoseg.progress import progress
 from geoseg.prompt_layer import PromptLayer, read_prompt_layer
-from geoseg.prompts import Prompt
+from geoseg.prompts import Prompt, as_boxes, as_points
 from geoseg.raster.io import RasterSource, open_source
 from geoseg.raster.tiling import check_tiling, context_window, plan_tiles
 from geoseg.raster.writer import SceneWriter, WindowResult, check_output_paths
@@ -79,13 +79,12 @@ def build_prompts(points: Iterable[Sequence[float]] = (), negative_points: Itera
     Raises:
         PromptError: nothing given, or negative points with nothing to refine.
     """
-    pos = [(float(x), float(y)) for x, y in points]
-    neg = [(float(x), float(y)) for x, y in negative_points]
+    pos = as_points(points)
+    neg = as_points(negative_points, "negative_points")
     tagged = [(p, 1) for p in pos] + [(p, 0) for p in neg]
     out: list[Prompt] = []
     used: set[int] = set()
-    for box in boxes:
-        b = tuple(float(v) for v in box)
+    for b in as_boxes(boxes):
         mine = [i for i, ((x, y), _) in enumerate(tagged) if i not in used and b[0] <= x <= b[2] and b[1] <= y <= b[3]]
         used.update(mine)
         out.append(Prompt(points=tuple(tagged[i][0] for i in mine), labels=tuple(tagged[i][1] for i in mine), box=b))
@@ -469,7 +468,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
     output = os.fspath(output)
     vector = os.fspath(vector) if vector else None
     score_raster = os.fspath(score_raster) if score_raster else None
-    texts = [text] if isinstance(text, str) else list(text or [])
+    texts = [] if text is None else [text] if isinstance(text, str) or not isinstance(text, Iterable) else list(text)
     plist = normalize_prompts(prompts)
     if points or negative_points or boxes or texts:
         plist += build_prompts(points, negative_points, boxes, texts)

@@ -58,7 +58,7 @@ from geoseg.pipeline import (
     prepare_prompts,
 )
 from geoseg.progress import progress
-from geoseg.prompts import Prompt, as_box, as_point
+from geoseg.prompts import Prompt, as_box, as_points
 from geoseg.raster.io import RasterSource, open_source, parse_bands
 from geoseg.raster.tiling import Tile, check_tiling, plan_tiles
 from geoseg.raster.writer import WindowResult, WriteSummary, resample_part
@@ -70,15 +70,6 @@ __all__ = ["PIXELS", "PredictorResult", "SegmentPredictor"]
 
 #: ``prompt_crs`` value meaning pixel coordinates even when the predictor has a default CRS
 PIXELS = "pixels"
-
-
-def _point_list(points: Iterable[Sequence[float]]) -> list:
-    """``points`` as a list of pairs; a bare ``(x, y)`` (a common slip) is named, not unpacked digit by digit."""
-    items = list(points)
-    if items and all(isinstance(v, (int, float, np.number)) for v in items):
-        raise PromptError(f"points={tuple(items)} is a list of numbers, not of points",
-                          f"give a list of (x, y) pairs, e.g. points=[{tuple(items[:2])}]")
-    return items
 
 
 @dataclass
@@ -373,8 +364,8 @@ class SegmentPredictor:
         Raises:
             PromptError: empty prompt, prompt outside the image, unsupported kind.
         """
-        pos = [as_point(v) for v in _point_list(points)]
-        neg = [as_point(v, "negative point") for v in _point_list(negative_points)]
+        pos = as_points(points)
+        neg = as_points(negative_points, "negative_points")
         if prompt is None:
             prompt = Prompt(points=tuple(pos + neg), labels=(1,) * len(pos) + (0,) * len(neg),
                             box=as_box(box) if box is not None else None, text=text, task=task)

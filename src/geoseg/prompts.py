@@ -8,6 +8,8 @@ which parts it uses.
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -210,6 +212,29 @@ def as_box(value: object) -> tuple[float, float, float, float]:
     except (TypeError, ValueError):
         raise PromptError(f"cannot read box {value!r}", "give a box as four numbers (x0, y0, x1, y1)") from None
     return x0, y0, x1, y1
+
+
+def _listed(values: object, name: str, example: str) -> list:
+    """``values`` as a list; a bare pair/quadruple of numbers (one point or box where a list belongs) is named."""
+    try:
+        items = list(values)  # type: ignore[call-overload]
+    except TypeError:
+        raise PromptError(f"{name}={values!r} is not a list", f"give a list, e.g. {name}={example}") from None
+    if items and all(isinstance(v, numbers.Real) for v in items):
+        raise PromptError(f"{name}={tuple(items)} is a list of numbers, not of {name}",
+                          f"wrap it in a list, e.g. {name}=[{tuple(items)}]")
+    return items
+
+
+def as_points(values: Iterable[object], name: str = "points") -> list[tuple[float, float]]:
+    """A list of ``(x, y)`` pairs, read with :func:`as_point`; a bare ``(x, y)`` is a :class:`PromptError`."""
+    what = "negative point" if name.startswith("negative") else "point"
+    return [as_point(v, what) for v in _listed(values, name, "[(x, y)]")]
+
+
+def as_boxes(values: Iterable[object], name: str = "boxes") -> list[tuple[float, float, float, float]]:
+    """A list of boxes, read with :func:`as_box`; a bare ``(x0, y0, x1, y1)`` is a :class:`PromptError`."""
+    return [as_box(v) for v in _listed(values, name, "[(x0, y0, x1, y1)]")]
 
 
 def parse_xy(value: str) -> tuple[float, float]:

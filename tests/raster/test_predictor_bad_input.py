@@ -14,7 +14,7 @@ import geoseg
 from geoseg.errors import InputError, PromptError
 from geoseg.prompts import Prompt
 
-from .conftest import roof_box, scene_array
+from .conftest import roof_box, scene_array, write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,18 @@ def test_array_without_valid_pixels_names_the_array(value, nodata):
         p.set_image(np.full((32, 32, 3), value, np.float32), nodata=nodata)
     assert "the array image has no valid pixels" in str(err.value)
     assert "vsimem" not in str(err.value)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"boxes": (1, 2, 30, 40)}, "boxes=(1, 2, 30, 40) is a list of numbers, not of boxes"),
+    ({"boxes": [(1, 2, 3)]}, "cannot read box (1, 2, 3)"),
+    ({"points": (5, 5)}, "points=(5, 5) is a list of numbers, not of points"),
+    ({"points": 5}, "points=5 is not a list"),
+    ({"text": 5}, "the text prompt is a int"),
+])
+def test_segment_keywords_malformed(tmp_path, kwargs, words):
+    scene = write_geotiff(tmp_path / "s.tif", scene_array())
+    with pytest.raises(PromptError) as err:
+        geoseg.segment(scene, output=tmp_path / "m.tif", backend="classical", **kwargs)
+    assert words in str(err.value)
+    assert not (tmp_path / "m.tif").exists()
