@@ -442,6 +442,16 @@ class SegmentPredictor:
         src = self._require_source()
         if not results:
             raise PromptError("no result to write", "predict() first and pass its results")
+        for r in results:
+            if not isinstance(r, PredictorResult):
+                raise GeosegError(f"cannot write a {type(r).__name__} as a result",
+                                  "pass the PredictorResult objects predict() returned")
+            if (r.scene_shape != (src.height, src.width) or r.scene_transform != src.transform
+                    or r.crs != src.crs):
+                raise GeosegError(f"a result belongs to another image ({r.scene_shape[1]}x{r.scene_shape[0]}, "
+                                  f"{r.crs or 'no CRS'}) than the predictor's ({src.width}x{src.height}, "
+                                  f"{src.crs or 'no CRS'})",
+                                  "write results with the predictor (and image) that made them")
         output = os.fspath(output)
         vector = os.fspath(vector) if vector else None
         score_raster = os.fspath(score_raster) if score_raster else None

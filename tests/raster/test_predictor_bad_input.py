@@ -87,3 +87,21 @@ def test_segment_keywords_malformed(tmp_path, kwargs, words):
         geoseg.segment(scene, output=tmp_path / "m.tif", backend="classical", **kwargs)
     assert words in str(err.value)
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_write_refuses_results_of_another_image(tmp_path):
+    """A result from another scene was pasted into this one's grid and written without a word."""
+    from .conftest import geo_transform
+
+    a = write_geotiff(tmp_path / "a.tif", scene_array())
+    b = write_geotiff(tmp_path / "b.tif", scene_array(200, 100, seed=1, roofs=((20, 60, 20, 60),)), crs="EPSG:4326", transform=geo_transform())
+    pa, pb = geoseg.SegmentPredictor(backend="classical"), geoseg.SegmentPredictor(backend="classical")
+    pa.set_image(a)
+    pb.set_image(b)
+    theirs = pb.predict(box=(10, 10, 50, 50))
+    with pytest.raises(geoseg.errors.GeosegError, match=r"a result belongs to another image \(200x100, EPSG:4326\)"):
+        pa.write([pa.predict(box=roof_box(0)), theirs], tmp_path / "m.tif")
+    with pytest.raises(geoseg.errors.GeosegError, match="cannot write a str as a result"):
+        pa.write(["m"], tmp_path / "m.tif")
+    assert not (tmp_path / "m.tif").exists()
+    assert pa.write([pa.predict(box=roof_box(0))], tmp_path / "m.tif").mask_pixels > 0
