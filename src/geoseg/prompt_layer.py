@@ -9,6 +9,9 @@ from a vector file. Mapping, one prompt per feature:
 - ``Polygon`` / ``MultiPolygon`` → a box: the feature's bounds in the scene's pixel grid
   (the geometry is transformed first, so the box is exact in any CRS pair).
 
+A ``.csv`` table reads as points from its x/y (lon/lat, easting/northing) columns or
+polygons from a WKT ``geometry``/``wkt`` column.
+
 Coordinates are in the file's CRS (transformed with PROJ to the scene's), or — for a file
 without one — in the ``crs`` given (``--prompt-crs``), else pixel column/row. One layer
 may cover many scenes: features that miss a scene are left out of it with a log line; a
@@ -35,6 +38,11 @@ log = logging.getLogger(__name__)
 #: geometry types a prompt can come from (2-D or 3-D; the third coordinate is ignored)
 POINT_TYPES = ("Point", "MultiPoint")
 AREA_TYPES = ("Polygon", "MultiPolygon")
+#: GDAL CSV open options: a table of points with x/y (lon/lat, easting/northing) columns, or a WKT column,
+#: reads as a point layer (the way QGIS's "delimited text" layer reads it); its CRS is ``--prompt-crs``
+CSV_OPEN_OPTIONS = {"X_POSSIBLE_NAMES": "x,lon,long,longitude,easting",
+                    "Y_POSSIBLE_NAMES": "y,lat,latitude,northing",
+                    "GEOM_POSSIBLE_NAMES": "geometry,wkt,geom", "KEEP_GEOM_COLUMNS": "NO"}
 
 
 @dataclass(frozen=True)
@@ -159,10 +167,15 @@ def read_prompt_layer(path: str | os.PathLike, crs: str | None = None) -> Prompt
             names = ", ".join(str(n) for n, _ in layers[:5])
             raise InputError(f"prompt file {path} holds {len(layers)} layers ({names})",
                              "save the prompt layer as a file of its own")
-        meta, fids, wkb, _ = pyogrio.raw.read(path, columns=[], return_fids=True, force_2d=True)
+        meta, fids, wkb, _ = pyogrio.raw.read(path, columns=[], return_fids=True, force_2d=True,
+                                              **(CSV_OPEN_OPTIONS if path.lower().endswith(".csv") else {}))
     except DataSourceError as exc:
         raise InputError(f"cannot read prompt file {path} ({reason(exc)})",
                          "give a vector file GDAL can open: .gpkg, .shp, .geojson, .fgb") from None
+    if wkb is None:
+        raise PromptError(f"prompt file {path} has no geometry",
+                          "give points or polygons; a CSV needs x/y (lon/lat, easting/northing) columns "
+                          "or a WKT column named geometry or wkt")
     file_crs = meta.get("crs")
     if file_crs and crs and parse_crs(crs) != parse_crs(file_crs):
         log.warning("%s has its own CRS (%s): --prompt-crs %s is not used for it", path, file_crs, crs)

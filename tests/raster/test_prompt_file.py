@@ -123,6 +123,31 @@ def test_bad_prompt_files(utm_scene: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "p.tif").exists()
 
 
+def test_a_csv_table_of_points_or_wkt(utm_scene: Path, tmp_path: Path) -> None:
+    """A CSV of lon/lat (or x/y, or WKT) rows is a prompt layer, as QGIS reads a delimited-text layer.
+
+    Before, GDAL opened the CSV as a table without geometry and the read failed with a TypeError.
+    """
+    to_ll = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    r0, r1, c0, c1 = ROOFS[0]
+    lon, lat = to_ll.transform(*_utm((c0 + c1) / 2, (r0 + r1) / 2))
+    lonlat = tmp_path / "roofs.csv"
+    lonlat.write_text(f"id,Longitude,Latitude\n7,{lon:.9f},{lat:.9f}\n")
+    geoseg.segment(utm_scene, output=tmp_path / "a.tif", prompt_file=lonlat, prompt_crs="EPSG:4326",
+                   backend="classical")
+    with rasterio.open(tmp_path / "a.tif") as ds:
+        assert iou(ds.read(1) == 1, roof_mask(index=0)) > 0.8
+    x0, y0, x1, y1 = roof_box(1)
+    wkt = tmp_path / "boxes.csv"
+    wkt.write_text(f'name,wkt\nroof,"{shapely.box(x0, y0, x1, y1).wkt}"\n')
+    layer = read_prompt_layer(wkt)
+    assert layer.kinds == frozenset({"box"}) and len(layer.fids) == 1
+    bare = tmp_path / "names.csv"
+    bare.write_text("name\nroof\n")
+    with pytest.raises(PromptError, match="names.csv has no geometry .*x/y .*columns"):
+        read_prompt_layer(bare)
+
+
 def test_cli_prompt_file_and_its_errors(utm_scene: Path, tmp_path: Path, capsys) -> None:
     layer_path = _write_layer(tmp_path / "prompts.gpkg", _roof_features_4326(), "EPSG:4326")
     rc, out, _ = run_cli(["segment", str(utm_scene), "--prompt-file", str(layer_path), "--backend", "classical",
