@@ -16,7 +16,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GeosegError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise GeosegError(f"unknown device {device!r}", "use --device auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GeosegError(f"--device {device} was asked for but no CUDA GPU is available",
+                              "use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GeosegError(f"--device {device} was asked for but this machine has "
+                              f"{torch.cuda.device_count()} CUDA GPU(s)",
+                              f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}, or auto")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise GeosegError(f"--device {device} was asked for but Apple's MPS is not available here",
+                              "use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise GeosegError(f"device {device!r} is not supported", "use --device auto, cpu, cuda or cuda:N")
     return dev
+
+
+def check_device(device: str | None) -> None:
+    """Refuse an unknown or unavailable device before any model is built (cheap for auto/cpu: no torch import)."""
+    if device in (None, "auto", "cpu"):
+        return
+    resolve_device(device)

@@ -338,6 +338,29 @@ def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.n
 # --------------------------------------------------------------------------------------
 # backends
 # --------------------------------------------------------------------------------------
+#: backends that load no weights: a --checkpoint given to them is a mistake, not something to ignore
+NO_CHECKPOINT_BACKENDS = frozenset({"classical"})
+
+
+def check_backend_args(backend: str, checkpoint: str | os.PathLike | None, device: str | None = "auto") -> None:
+    """Refuse, before anything is loaded, a device that is not there and a checkpoint the backend cannot use.
+
+    Without this an unusable ``--device`` made the default model fail to load and the run fell
+    back to the classical backend, and a ``--checkpoint`` given to ``classical`` was ignored.
+    """
+    from geoseg.device import check_device
+
+    check_device(device)
+    if not checkpoint:
+        return
+    if backend in NO_CHECKPOINT_BACKENDS:
+        raise GeosegError(f"the {backend} backend loads no weights, but --checkpoint {checkpoint} was given",
+                          "leave out --checkpoint, or use a backend that loads weights: unified, trainfree, sam, sam2")
+    if not os.path.isfile(checkpoint):
+        what = "is a folder, not a file" if os.path.isdir(checkpoint) else "does not exist"
+        raise GeosegError(f"checkpoint {checkpoint} {what}", "check the --checkpoint path")
+
+
 def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), checkpoint: str | None = None,
                   device: str = "auto", options: Mapping[str, Any] | None = None) -> tuple[Segmenter, list[str]]:
     """Build the segmenter for these prompts, falling back from ``unified`` to ``classical``.
@@ -354,6 +377,7 @@ def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), ch
         ``(segmenter, notes)`` where ``notes`` lists what was changed (for ``--json``).
     """
     name = backend or DEFAULT_BACKEND
+    check_backend_args(name, checkpoint, device)
     kinds = set().union(*(p.kinds for p in prompts)) if prompts else set()
     kw: dict[str, Any] = {**(options or {}), "device": device}
     if checkpoint:
