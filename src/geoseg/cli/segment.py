@@ -57,8 +57,9 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
 @click.option("--prompt-crs", default=None, metavar="EPSG:XXXX",
               help="CRS of the prompt coordinates (default: pixel column,row of the image).")
 @click.option("--prompt-file", default=None, type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
-              help="Vector file (.gpkg, .shp, .geojson, .fgb): each point feature is a point prompt, each "
-                   "polygon a box around its target; features off the scene are left out.")
+              help="Vector file (.gpkg, .shp, .geojson, .fgb, or a .csv with x/y, lon/lat or WKT columns): each "
+                   "point feature is a point prompt, each polygon a box around its target; features off the "
+                   "scene are left out.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str),
               help="Mask GeoTIFF to write (uint8: 1 target, 0 background, 255 nodata); batch: output folder.")
 @click.option("--vector", default=None, type=click.Path(dir_okay=False, path_type=str),
@@ -70,8 +71,9 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
 @click.option("--overlap", default=128, show_default=True, type=int, help="Overlap between windows, in pixels.")
 @click.option("--backend", default=None, help="Segmenter backend: unified (default), classical, trainfree, sam, sam2.")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="Model checkpoint (builds the unified model from it).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+              help="Weights for the backend: a unified checkpoint from 'geoseg train' (default: the shipped "
+                   "model), or SAM / SAM 2 weights for sam, sam2 and trainfree. classical takes none.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="unified backend: probability at or above which a pixel is in the mask (default: the "
                    "checkpoint's per-task values, tuned on its validation split).")
