@@ -134,3 +134,12 @@ def test_limit_below_one_is_refused(tmp_path, write_bench, capsys):
                   "-o", str(tmp_path / "r")])
         assert e.value.code == 2 and "--limit" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_device_is_refused_before_any_run(tmp_path, write_bench, capsys):
+    """--device tpu was passed on and ignored by the classical backend: a run that looked like a device run."""
+    write_bench(tmp_path / "data", n_images=1)
+    for cmd, out in ((["run", "--model", "classical"], "r"), (["baselines", "--models", "classical"], "b")):
+        err = cli_error(["-q", "bench", *cmd, "--data", str(tmp_path / "data"), "--device", "tpu",
+                         "-o", str(tmp_path / out)], capsys)
+        assert "unknown device 'tpu'" in err and not (tmp_path / out).exists()

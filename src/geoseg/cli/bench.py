@@ -87,7 +87,9 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.runner import run_benchmark
     from geoseg.cli.trainfree import vlm_kwargs
+    from geoseg.device import check_device
 
+    check_device(device)
     options = vlm_kwargs(vlm) if "trainfree" in model else {}
     options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
     samples, fmt = _load(data, fmt, split, limit)
@@ -130,8 +132,10 @@ def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) 
     from geoseg.bench.baselines import resolve_model
     from geoseg.bench.compare import compare_runs, markdown_compare, write_compare
     from geoseg.bench.runner import run_benchmark
+    from geoseg.device import check_device
     from geoseg.errors import GeosegError
 
+    check_device(device)
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")
     done = []
