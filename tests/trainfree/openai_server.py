@@ -22,6 +22,9 @@ coordinate frame:
 * ``geopix``: ``{<x1><y1><x2><y2>}`` on a 0–100 grid
 * ``gemini``: a fenced JSON list of ``{"box_2d": [ymin, xmin, ymax, xmax], "label": ...}``, 0–1000
 * ``generic``: GeoSeg's ``{"bbox": [...], "prompt": ...}`` in [0, 1] (4 decimals)
+
+``answer_frame = "pixels"`` makes every model answer GeoSeg's JSON in pixels of the image it
+received instead, like a general chat model that ignores the frame it was asked for.
 """
 
 from __future__ import annotations
@@ -141,6 +144,16 @@ class ServerState:
     answers: dict[int, str] = field(default_factory=dict)  # target index -> verbatim reply (outliers)
     bias: Bias = field(default_factory=Bias)
     strip_special_tokens: bool = False
+    #: "pixels": every model writes GeoSeg's JSON in pixels of the image it received, whatever it was
+    #: asked (a general chat model that ignores the requested frame); None: each family's own format
+    answer_frame: str | None = None
+    #: a thinking model: it spends this many tokens reasoning before it answers; a request whose
+    #: max_tokens runs out first gets vLLM's answer for that (content null, finish_reason "length")
+    thinking_tokens: int = 0
+    #: OpenAI's refusal: content null, the text in message.refusal
+    refusal: str | None = None
+    #: Retry-After header sent with the simulated failures of ``fail_statuses``
+    retry_after: str | None = None
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _thumbs: dict[int, np.ndarray] = field(default_factory=dict)
@@ -198,6 +211,9 @@ def _answer(state: ServerState, family: str, received: np.ndarray, prompt: str) 
     ry = u[[1, 3]] * h * sy + oy
     rh, rw = received.shape[:2]
     label = t.label
+    if state.answer_frame == "pixels":
+        return "```json\n" + json.dumps({"bbox": [round(rx[0]), round(ry[0]), round(rx[1]), round(ry[1])],
+                                          "prompt": label}) + "\n```"
     if family == "qwen2.5-vl":
         mh, mw = _smart_resize(rh, rw)
         box = [round(rx[0] * mw / rw), round(ry[0] * mh / rh), round(rx[1] * mw / rw), round(ry[1] * mh / rh)]
@@ -228,9 +244,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _send(self, status: int, payload: dict) -> None:
+    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -239,8 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out tests)
             pass
 
-    def _error(self, status: int, message: str, code: str) -> None:
-        self._send(status, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    def _error(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}},
+                   headers)
 
     def _authorised(self) -> bool:
         key = self.server.state.api_key
@@ -272,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}", "not_found")
             return
         if status is not None:
-            self._error(status, "simulated failure", "server_error")
+            self._error(status, "Rate limit reached" if status == 429 else "simulated failure", "server_error",
+                        {"Retry-After": state.retry_after} if state.retry_after is not None else None)
             return
         try:
             body = json.loads(body_bytes)
@@ -293,15 +313,23 @@ class _Handler(BaseHTTPRequestHandler):
         received = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
         with state.lock:
             state.requests[-1].update(model=model, prompt=text, size=(received.shape[1], received.shape[0]),
-                                      mime=urls[0].split(";", 1)[0][5:])
+                                      mime=urls[0].split(";", 1)[0][5:], max_tokens=body.get("max_tokens"))
         content = _answer(state, MODELS[model], received, text)
         n_prompt = max(1, math.ceil(len(text) / 4)) + received.shape[0] * received.shape[1] // (28 * 28)
         n_out = max(1, math.ceil(len(content) / 4))
+        message: dict = {"role": "assistant", "content": content}
+        finish = "stop"
+        if state.thinking_tokens:
+            message["reasoning_content"] = "Let me look at the image. " * (state.thinking_tokens // 6)
+            if (body.get("max_tokens") or math.inf) < state.thinking_tokens + n_out:
+                message["content"], finish = None, "length"
+            n_out += state.thinking_tokens
+        if state.refusal is not None:
+            message.update(content=None, refusal=state.refusal)
         self._send(200, {
             "id": f"chatcmpl-{len(state.requests)}", "object": "chat.completion", "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop",
-                         "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out},
         })
 
@@ -338,6 +366,7 @@ class OpenAIServer:
         s = self.state
         s.api_key, s.delay_s, s.fail_statuses, s.reply_override = None, 0.0, [], None
         s.bias, s.strip_special_tokens, s.requests, s.answers = Bias(), False, [], {}
+        s.answer_frame, s.thinking_tokens, s.refusal, s.retry_after = None, 0, None, None
 
     def __enter__(self) -> OpenAIServer:
         return self.start()

@@ -23,6 +23,8 @@ VLM_OPTIONS = [
     click.option("--vlm-timeout", default=60.0, show_default=True, type=float, help="Seconds per request."),
     click.option("--vlm-max-pixels", default=None, type=int,
                  help="Image budget in pixels when the server was started with another one (Qwen's max_pixels)."),
+    click.option("--vlm-max-tokens", default=None, type=click.IntRange(min=16),
+                 help="Answer length limit in tokens (default 512; a thinking model needs thousands)."),
 ]
 
 
@@ -55,7 +57,7 @@ def trainfree() -> None:
 @click.option("--loss", type=click.Choice(["soft_l1", "huber", "cauchy", "linear"]), default="soft_l1",
               show_default=True, help="Robust loss of the fit.")
 def calibrate_cmd(data, fmt, split, limit, vlm_url, vlm_model, vlm_key, vlm_family, vlm_timeout, vlm_max_pixels,
-                  out_path, loss) -> None:
+                  vlm_max_tokens, out_path, loss) -> None:
     """Fit the grounding backend's box correction (scale and offset per coordinate) on labelled samples.
 
     The model is asked for the target of every referring/reasoning sample; the true box is
@@ -73,7 +75,7 @@ def calibrate_cmd(data, fmt, split, limit, vlm_url, vlm_model, vlm_key, vlm_fami
         samples = samples[:limit]
     click.echo(f"{len(samples)} referring/reasoning samples ({fmt}) from {data}", err=True)
     with GroundingClient(vlm_url, vlm_model, vlm_key, family=vlm_family, timeout=vlm_timeout,
-                         max_pixels=vlm_max_pixels) as client:
+                         max_pixels=vlm_max_pixels, **({"max_tokens": vlm_max_tokens} if vlm_max_tokens else {})) as client:
         key = client.backend_key
         profile = calibrate(client, samples, key, loss=loss,
                             meta={"data": str(data), "format": fmt, "split": split, "family": client.family.name,

@@ -180,7 +180,7 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
     Samples with an empty target, another task, or an answer without a box are skipped and
     counted in ``profile.meta``; an unreachable server stops the run with its error.
     """
-    from geoseg.trainfree.client import NoBoxError
+    from geoseg.trainfree.client import FrameMismatchError, NoBoxError
 
     if key is None:
         key = getattr(client_or_grounder, "backend_key", None)
@@ -191,6 +191,7 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
     preds, trues, sizes = [], [], []
     skipped = {"empty_target": 0, "other_task": 0, "no_text": 0, "no_box": 0}
     cache: tuple[Any, np.ndarray] | None = None
+    wrong_frame: list[FrameMismatchError] = []  # answers in another coordinate frame: a wrong --vlm-family
     for s in progress(samples, desc="calibrating", total=len(samples), unit="sample"):
         if tasks and getattr(s, "task", None) not in tasks:
             skipped["other_task"] += 1
@@ -212,6 +213,8 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
         except NoBoxError as exc:
             log.info("no box for %s: %s", getattr(s, "sample_id", "?"), exc)
             skipped["no_box"] += 1
+            if isinstance(exc, FrameMismatchError):
+                wrong_frame.append(exc)
             continue
         if pred is None:
             skipped["no_box"] += 1
@@ -220,8 +223,15 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
         trues.append(true)
         sizes.append((image.shape[1], image.shape[0]))
     if len(preds) < MIN_SAMPLES:
-        raise GeosegError(f"only {len(preds)} of {len(samples)} samples could be used for calibration "
-                          f"(skipped: {', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'none'})",
-                          f"give at least {MIN_SAMPLES} referring/reasoning samples whose targets the model finds")
+        problem = (f"only {len(preds)} of {len(samples)} samples could be used for calibration "
+                   f"(skipped: {', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'none'})")
+        if wrong_frame:  # the family is wrong, not the samples: say so, with the family that reads the answers
+            first = wrong_frame[0]
+            raise GeosegError(f"{problem}; {len(wrong_frame)} answer(s) in another coordinate frame, e.g. "
+                              f"{first.problem}", first.fix)
+        raise GeosegError(problem, f"give at least {MIN_SAMPLES} referring/reasoning samples whose targets the model finds")
+    if wrong_frame:
+        log.warning("%d answer(s) were in another coordinate frame than family %s reads and were left out, e.g. %s",
+                    len(wrong_frame), (meta or {}).get("family", "?"), wrong_frame[0])
     info = {"samples": len(samples), "skipped": skipped, **(meta or {})}
     return fit_profile(preds, trues, key, sizes=sizes, loss=loss, meta=info)

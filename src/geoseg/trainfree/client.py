@@ -27,7 +27,16 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from geoseg.errors import GeosegError, require
-from geoseg.trainfree.conventions import Family, Frame, get_family, guess_family, prepare_image, to_original
+from geoseg.trainfree.conventions import (
+    Family,
+    Frame,
+    fits_frame,
+    frame_mismatch,
+    get_family,
+    guess_family,
+    prepare_image,
+    to_original,
+)
 from geoseg.trainfree.parsing import ParsedAnswer, parse_answer
 
 log = logging.getLogger(__name__)
@@ -75,6 +84,10 @@ def retry_after(value: str | None, limit: float = MAX_RETRY_AFTER) -> float | No
 
 class NoBoxError(GeosegError):
     """The model answered, but its answer holds no usable box or point."""
+
+
+class FrameMismatchError(NoBoxError):
+    """The answer's box is written in another coordinate frame than its model family's (a wrong ``--vlm-family``)."""
 
 
 @dataclass
@@ -136,7 +149,8 @@ class GroundingClient:
         max_pixels: overrides the family's image budget (pixels), for servers started with
             another ``max_pixels``.
         image_format: ``jpeg`` or ``png`` for the data URL.
-        max_tokens: answer length limit sent with each request.
+        max_tokens: answer length limit sent with each request (a thinking model needs thousands:
+            it reasons before it answers).
     """
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
@@ -167,6 +181,9 @@ class GroundingClient:
                                        or max_pixels < 28 * 28):
             raise GeosegError(f"image budget --vlm-max-pixels {max_pixels!r} is not a pixel count of at least 784",
                               "give the server's max_pixels, e.g. 1003520, or leave the option out")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 16:
+            raise GeosegError(f"answer length --vlm-max-tokens {max_tokens!r} is not a whole number of at least 16",
+                              "give e.g. 512 (an instruct model) or 4096 (a thinking model), or leave it out")
         self.retries = max(0, int(retries))
         self.backoff = backoff
         self.max_pixels = None if max_pixels is None else int(max_pixels)
@@ -235,6 +252,7 @@ class GroundingClient:
         httpx = self._httpx
         url = self.base_url + path
         last: str = ""
+        fix = "start the server, check --vlm-url, or raise the timeout"
         wait: float | None = None
         where = self.display_url
         for attempt in range(self.retries + 1):
@@ -245,10 +263,12 @@ class GroundingClient:
                 resp = self._http.request(method, url, json=body)
             except httpx.TimeoutException:
                 last = f"no answer within {self.timeout:g} s"
+                fix = "raise --vlm-timeout (a large model on a busy or slow server takes its time), or check the server"
                 log.info("grounding request timed out (attempt %d/%d)", attempt + 1, self.retries + 1)
                 continue
             except httpx.HTTPError as exc:
                 last = self._scrub(f"cannot connect ({exc.__class__.__name__}: {exc})")
+                fix = "start the server, or check --vlm-url (host, port and the /v1 path)"
                 log.info("grounding request failed: %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code in (401, 403):
@@ -257,6 +277,10 @@ class GroundingClient:
             if resp.status_code in _RETRY_STATUS:
                 last = self._scrub(f"HTTP {resp.status_code}: {_error_text(resp)}".rstrip(": "))
                 wait = retry_after(resp.headers.get("Retry-After"))
+                fix = ("the server limits how many requests it takes: wait a while and run again, or raise its rate limit"
+                       if resp.status_code == 429 else
+                       "the server failed on the request: check its log (out of GPU memory, a crashed worker)"
+                       if resp.status_code >= 500 else "run again when the server is ready, or check its log")
                 log.info("grounding request got %s (attempt %d/%d)", last, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code >= 400:
@@ -275,7 +299,7 @@ class GroundingClient:
                                   "check that --vlm-url points at an OpenAI-compatible API (…/v1)")
             return data
         raise GeosegError(f"the grounding server at {where} did not answer after {self.retries + 1} "
-                          f"attempt(s): {last}", "start the server, check --vlm-url, or raise the timeout")
+                          f"attempt(s): {last}", fix)
 
     def _scrub(self, text: str) -> str:
         """``text`` with the API key and the URL's password replaced by ``***`` (server and library messages may echo them)."""
@@ -287,6 +311,10 @@ class GroundingClient:
 
     def chat(self, image: np.ndarray, prompt: str) -> str:
         """Send one image and one prompt; the assistant's text."""
+        return self._complete(image, prompt)[0]
+
+    def _complete(self, image: np.ndarray, prompt: str) -> tuple[str, str | None]:
+        """Send one image and one prompt; the assistant's text (its refusal when it gave one) and ``finish_reason``."""
         body = {
             "model": self.model,
             "messages": [{"role": "user", "content": [
@@ -298,13 +326,18 @@ class GroundingClient:
         }
         data = self._request("POST", "/chat/completions", body)
         try:
-            content = data["choices"][0]["message"]["content"]
+            choice = data["choices"][0]
+            message = choice["message"]
+            content = message["content"]
         except (KeyError, IndexError, TypeError):
             raise GeosegError(f"the server at {self.display_url} answered without choices[0].message.content",
                               "check that --vlm-url points at an OpenAI-compatible chat API") from None
         if isinstance(content, list):  # some servers return content parts
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        return str(content or "")
+        if not content and isinstance(message, dict) and isinstance(message.get("refusal"), str):
+            content = message["refusal"]  # OpenAI puts a refusal here and leaves content empty
+        finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+        return str(content or ""), (str(finish) if finish else None)
 
     # -- grounding -----------------------------------------------------------------------------
 
@@ -319,8 +352,14 @@ class GroundingClient:
             raise GeosegError("the grounding instruction is empty", "give a text such as 'the largest building'")
         family = self.family
         sent, frame = prepare_image(np.asarray(image), family, self.max_pixels)
-        raw = self.chat(sent, family.prompt.format(instruction=instruction.strip()))
-        return self.convert(parse_answer(raw), raw, family, frame)
+        raw, finish = self._complete(sent, family.prompt.format(instruction=instruction.strip()))
+        parsed = parse_answer(raw)
+        if parsed.empty and finish == "length":  # a thinking model spent the budget before it answered
+            snippet = raw.strip().replace("\n", " ")[:80]
+            raise NoBoxError(f"the model's answer was cut at the {self.max_tokens}-token limit before it gave a box "
+                             f"({snippet!r})", f"raise --vlm-max-tokens (e.g. {max(4096, 4 * self.max_tokens)}; "
+                             "a thinking model reasons before it answers), or use an instruct model")
+        return self.convert(parsed, raw, family, frame)
 
     def convert(self, parsed: ParsedAnswer, raw: str, family: Family, frame: Frame) -> Grounding:
         """Map a parsed answer to original-image pixels; :class:`NoBoxError` when it holds nothing."""
@@ -337,6 +376,12 @@ class GroundingClient:
             if family.order == "yx":
                 coords = [coords[1], coords[0], coords[3], coords[2]]
             conv = "unit" if family.convention != "unit" and _looks_unit(coords) else family.convention
+            mismatch = frame_mismatch(coords, conv, family, frame)
+            if mismatch is not None:  # read anyway, it would land off the image or, clamped, cover all of it
+                if k == 0:
+                    raise FrameMismatchError(*mismatch)
+                log.info("dropped box %s of the answer: %s", parsed_box.coords, mismatch[0])
+                continue
             (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], conv, frame)
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
                 if k == 0:
@@ -353,7 +398,13 @@ class GroundingClient:
             if family.order == "yx":
                 pts = pts[:, ::-1]
             pconv = "unit" if family.convention != "unit" and _looks_unit(pts.ravel().tolist()) else family.convention
+            pts = pts[[fits_frame(p, pconv, frame) for p in pts]]  # a point in another frame is no point here
             points = [(float(x), float(y)) for x, y in to_original(pts, pconv, frame)]
+            if box is None and not points:
+                written = ", ".join(f"({p.xy[0]:g}, {p.xy[1]:g})" for p in parsed.points[:4])
+                raise FrameMismatchError(f"the model's points {written} lie outside the coordinate frame family "
+                                         f"{family.name} reads", "check --vlm-family against the model's documented "
+                                         "answer format, see docs/trainfree.md")
         return Grounding(box, points, parsed.label, raw, family.name, convention, boxes)
 
 
@@ -383,4 +434,4 @@ def _error_text(resp: object) -> str:
         return " ".join(str(getattr(resp, "text", "")).split())[:200]
 
 
-__all__ = ["GroundingClient", "Grounding", "NoBoxError", "encode_image", "guess_family", "redact_url", "retry_after"]
+__all__ = ["GroundingClient", "Grounding", "NoBoxError", "FrameMismatchError", "encode_image", "guess_family", "redact_url", "retry_after"]

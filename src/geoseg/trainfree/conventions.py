@@ -250,3 +250,76 @@ def from_original(values: np.ndarray | list, convention: str, frame: Frame) -> n
     per_unit = {"grid1000": 1000.0, "grid100": 100.0, "unit": 1.0, "pixels": None}
     unit = per_unit[convention]
     return v if unit is None else v / np.array([sw, sh], float) * unit
+
+
+#: how far past its frame's edge (a share of the frame) an answer may reach and still be read in it:
+#: models round to the edge or just past it; anything farther is another frame, not a sloppy box
+FRAME_SLACK = 0.05
+
+#: a frame an answer's numbers may fit -> the family that reads it (the fix a mismatch names)
+_READERS: dict[str, str] = {"pixels": "qwen2.5-vl", "grid1000": "qwen3-vl"}
+
+
+def frame_extent(convention: str, frame: Frame) -> tuple[float, float]:
+    """The largest ``(x, y)`` an answer in ``convention`` can hold for an image sent as ``frame``."""
+    if convention == "pixels":
+        return float(frame.sent_size[0]), float(frame.sent_size[1])
+    unit = {"grid1000": 1000.0, "grid100": 100.0, "unit": 1.0}.get(convention)
+    if unit is None:
+        raise GeosegError(f"unknown coordinate convention {convention!r}", f"use one of {', '.join(CONVENTIONS)}")
+    return unit, unit
+
+
+def fits_frame(values: np.ndarray | list, convention: str, frame: Frame, slack: float = FRAME_SLACK) -> bool:
+    """Whether every ``(x, y)`` of ``values`` lies in ``convention``'s frame (give or take ``slack``)."""
+    v = np.asarray(values, float).reshape(-1, 2)
+    ext = np.array(frame_extent(convention, frame))
+    return bool(np.all(v >= -slack * ext) and np.all(v <= (1 + slack) * ext))
+
+
+#: a box read in another frame must be at least this share of that frame on each side to make it a
+#: plausible reading (``[0.1, 0.2, 1.3, 0.5]`` fits pixels, but as a 1-pixel box it is a sloppy fraction)
+MIN_PLAUSIBLE_SIDE = 0.005
+
+
+def _plausible_in(coords: tuple[float, ...] | list[float], convention: str, frame: Frame) -> bool:
+    ext = np.array(frame_extent(convention, frame))
+    side = np.array([coords[2] - coords[0], coords[3] - coords[1]], float)
+    return fits_frame([coords[:2], coords[2:4]], convention, frame) and bool(np.all(side >= MIN_PLAUSIBLE_SIDE * ext))
+
+
+def _frame_words(convention: str, frame: Frame) -> str:
+    w, h = frame.sent_size
+    return {"unit": "fractions of the image (0-1)", "grid1000": "a 0-1000 grid", "grid100": "a 0-100 grid",
+            "pixels": f"pixels of the {w}x{h} image sent"}[convention]
+
+
+def _numbers_text(values: tuple[float, ...] | list[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def frame_mismatch(coords: tuple[float, ...] | list[float], convention: str, family: Family,
+                   frame: Frame) -> tuple[str, str] | None:
+    """``(problem, fix)`` when a box ``(x0, y0, x1, y1)`` does not fit the frame it is read in, else ``None``.
+
+    A model that answers in another frame than its family's (a ``generic`` model writing
+    pixels, say) gives numbers far outside that frame; read anyway, the box lands off the
+    image or, clamped, covers all of it. The numbers cannot say for sure which frame they are
+    in, so nothing is guessed: the problem names every known frame they fit (pixels of the
+    image sent, a 0–1000 grid) and the fix the family that reads it.
+    """
+    pairs = [coords[:2], coords[2:4]]
+    if fits_frame(pairs, convention, frame):
+        return None
+    fits = [c for c in _READERS if c != convention and _plausible_in(coords, c, frame)]
+    expected = f"{_frame_words(convention, frame)}, which family {family.name} reads"
+    problem = f"the model's box {_numbers_text(coords)} is not in {expected}"
+    if not fits:
+        return (f"{problem}, nor in any frame geoseg knows for the {frame.sent_size[0]}x{frame.sent_size[1]} "
+                "image sent", "check --vlm-family against the model's documented box format, see docs/trainfree.md")
+    problem += ": its numbers fit " + " or ".join(_frame_words(c, frame) for c in fits)
+    answers = {"pixels": "in pixels", "grid1000": "on a 0-1000 grid"}
+    if len(fits) == 1:
+        return problem, f"pass --vlm-family {_READERS[fits[0]]}, which reads boxes {answers[fits[0]]}"
+    return problem, "pass --vlm-family " + ", or ".join(
+        f"{_READERS[c]} if the model answers {answers[c]}" for c in fits)

@@ -38,6 +38,9 @@ UNIFIED_ROUTES = "B"
 #: environment variables the backend falls back on when no vlm_* argument is given
 ENV_URL, ENV_MODEL, ENV_KEY = "GEOSEG_VLM_URL", "GEOSEG_VLM_MODEL", "GEOSEG_VLM_KEY"
 ENV_FAMILY, ENV_TIMEOUT, ENV_MAX_PIXELS = "GEOSEG_VLM_FAMILY", "GEOSEG_VLM_TIMEOUT", "GEOSEG_VLM_MAX_PIXELS"
+ENV_MAX_TOKENS = "GEOSEG_VLM_MAX_TOKENS"
+#: answer length asked of the model when nothing sets it (a grounding answer is a few dozen tokens)
+DEFAULT_MAX_TOKENS = 512
 #: mask-backend weights for the route where no --checkpoint flag reaches the backend (bench runs)
 ENV_MASK_CHECKPOINT = "GEOSEG_TRAINFREE_CHECKPOINT"
 
@@ -135,6 +138,7 @@ class TrainFreeSegmenter(Segmenter):
             ``$GEOSEG_VLM_FAMILY``, else ``auto``: guessed from the model name).
         vlm_timeout, vlm_retries: per-request time-out (s; default ``$GEOSEG_VLM_TIMEOUT``, else 60) and retries.
         vlm_max_pixels: image budget of a server started with a non-default one (``$GEOSEG_VLM_MAX_PIXELS``).
+        vlm_max_tokens: answer length limit (``$GEOSEG_VLM_MAX_TOKENS``, else 512); a thinking model needs thousands.
         grounder: a ready grounder (anything with ``ground(image, instruction)``) instead of a client.
         mask_backend: ``auto``, ``sam``, ``sam2``, ``unified`` or a built segmenter.
         similarity: route A's source: ``unified`` (default), ``clip:PATH`` or a source object.
@@ -156,7 +160,7 @@ class TrainFreeSegmenter(Segmenter):
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = "auto", *,
                  vlm_url: str | None = None, vlm_model: str | None = None, vlm_key: str | None = None,
                  vlm_family: str | None = None, vlm_timeout: float | None = None, vlm_retries: int = 2,
-                 vlm_max_pixels: int | None = None,
+                 vlm_max_pixels: int | None = None, vlm_max_tokens: int | None = None,
                  grounder: Grounder | None = None, mask_backend: str | Segmenter | None = None,
                  similarity: Any = "unified", refinement: str = "auto", profile: Any = None,
                  routes: str | None = None, threshold: float = 0.8, margin: float = 0.1, max_points: int = 3,
@@ -172,13 +176,15 @@ class TrainFreeSegmenter(Segmenter):
 
             env_timeout = _env_number(ENV_TIMEOUT, float, "seconds, e.g. 60")
             env_pixels = _env_number(ENV_MAX_PIXELS, int, "a whole number of pixels")
+            env_tokens = _env_number(ENV_MAX_TOKENS, int, "a whole number of tokens, e.g. 4096")
             grounder = GroundingClient(base_url=vlm_url or os.environ.get(ENV_URL),
                                        model=vlm_model or os.environ.get(ENV_MODEL),
                                        api_key=vlm_key or os.environ.get(ENV_KEY),
                                        family=vlm_family or os.environ.get(ENV_FAMILY) or "auto",
                                        timeout=_first(vlm_timeout, env_timeout, 60.0),
                                        retries=vlm_retries,
-                                       max_pixels=_first(vlm_max_pixels, env_pixels))
+                                       max_pixels=_first(vlm_max_pixels, env_pixels),
+                                       max_tokens=_first(vlm_max_tokens, env_tokens, DEFAULT_MAX_TOKENS))
         self.grounder = grounder
         ckpt = checkpoint or os.environ.get(ENV_MASK_CHECKPOINT) or None
         self.session = ImageSession(build_mask_backend(mask_backend, ckpt, device, threads))
@@ -199,6 +205,8 @@ class TrainFreeSegmenter(Segmenter):
         self._profile: Any = None
         self._refine_mode: str | None = None
         self._image: np.ndarray | None = None
+        #: prompt text -> why its last grounding gave no box (the note of an empty answer names it)
+        self._no_box: dict[str, str] = {}
 
     # -- refinement --------------------------------------------------------------------------
     def _backend_key(self) -> str | None:
@@ -259,6 +267,7 @@ class TrainFreeSegmenter(Segmenter):
         try:
             g = self.grounder.ground(image, text)
         except NoBoxError as exc:
+            self._remember_no_box(text, exc)
             return self._empty(text, {"grounding": "no box", "reason": str(exc)})
         base = {"vlm_box": None if g.box is None else [float(v) for v in g.box], "label": g.label,
                 "family": getattr(g, "family", ""), "vlm_raw": str(getattr(g, "raw", ""))[:500]}
@@ -277,9 +286,23 @@ class TrainFreeSegmenter(Segmenter):
                 "refined_box": [float(v) for v in refined]}
         return Prediction(mask=out.mask, score=out.score, prob=out.prob, info=info)
 
+    def _remember_no_box(self, text: str, exc: Exception) -> None:
+        """Keep why ``text`` got no box; a wrong coordinate frame outranks a plain miss (it is the fix to make)."""
+        from geoseg.trainfree.client import FrameMismatchError
+
+        if isinstance(exc, FrameMismatchError) or text not in self._no_box:
+            self._no_box[text] = str(exc)
+
     def empty_answer_hint(self, prompt: Prompt) -> str | None:
-        """Where an empty answer comes from on this route: the multimodal LLM's grounding, logged at -v."""
+        """Where an empty answer comes from on this route: the multimodal LLM's grounding, logged at -v.
+
+        When the model's answer held no usable box, the note says why (its quoted answer, or the
+        coordinate frame it wrote its box in and the ``--vlm-family`` that reads it).
+        """
         model = getattr(self.grounder, "model", type(self.grounder).__name__)
+        why = self._no_box.get(prompt.text or "")
+        if why:
+            return f"the multimodal LLM ({model}) gave no usable box: {why}"
         return (f"the multimodal LLM ({model}) grounds the text and gave no usable box or point, or the mask "
                 "backend found nothing in it; -v logs its answers; rephrase the instruction or try another --vlm-model")
 
