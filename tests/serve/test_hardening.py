@@ -227,7 +227,9 @@ def test_temporary_upload_folder_is_removed_at_shutdown(private_tmp, make_geotif
     with TestClient(app) as c:
         assert _upload(c, make_geotiff()).status_code == 201
         (folder,) = private_tmp.iterdir()
-        assert folder.name.startswith("geoseg-serve-") and len(list(folder.iterdir())) == 1
+        assert folder.name.startswith("geoseg-serve-")
+        assert sorted(p.name for p in folder.iterdir())[0] == ".geoseg-serve.lock"  # the running server's marker
+        assert len(list(folder.iterdir())) == 2  # ... and the upload
     assert list(private_tmp.iterdir()) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from geoseg.cli.trainfree import vlm_kwargs, vlm_options
 from geoseg.errors import GeosegError, require
 
 
@@ -20,20 +21,26 @@ from geoseg.errors import GeosegError, require
               help="Open images kept in memory with their embeddings.")
 @click.option("--image-root", "image_roots", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Folder whose files clients may open by path (repeatable); none: uploads only.")
+@vlm_options  # --backend trainfree: the multimodal LLM that grounds each instruction
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: str | None, max_upload_mb: float,
-          max_images: int, image_roots: tuple[str, ...]) -> None:
+          max_images: int, image_roots: tuple[str, ...], **vlm) -> None:
     """Serve the web page and the REST API (OpenAPI schema at /openapi.json).
 
     Open http://HOST:PORT/ in a browser, open an image, then click points, drag a box
     or type an instruction. The backend is loaded once at start.
+
+    \b
+    Examples:
+      geoseg serve --backend classical --port 8080
+      geoseg serve --backend trainfree --vlm-url http://127.0.0.1:8001/v1 --vlm-model Qwen/Qwen2.5-VL-7B-Instruct
     """
     require("fastapi", "serve")
     uvicorn = require("uvicorn", "serve")
     from geoseg.serve import create_app
 
     app = create_app(backend, checkpoint, max_upload_mb=max_upload_mb, max_images=max_images,
-                     image_roots=image_roots)
+                     image_roots=image_roots, backend_options=vlm_kwargs(vlm) if backend == "trainfree" else None)
     try:
         proto = app.state.store.prototype  # load the weights now: a bad backend fails before listening
     except GeosegError:

@@ -1,0 +1,71 @@
+"""Routes that answer prompts: ``POST /api/images/{id}/predict`` and the mask downloads."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from geoseg.serve import outputs
+from geoseg.serve.context import ServerContext
+from geoseg.serve.exports import downloads, mask_file, mask_geojson
+from geoseg.serve.prompting import prompt_from_request
+from geoseg.serve.schemas import MASK_FILES, PredictRequest, PredictResponse, error_responses
+
+
+def mask_routes(ctx: ServerContext) -> APIRouter:
+    """The predict and download routes of one server."""
+    router = APIRouter()
+    store = ctx.store
+
+    @router.post("/api/images/{image_id}/predict", response_model=PredictResponse,
+              responses={200: {"content": MASK_FILES,
+                               "description": "JSON (default), or with ?format=png|geojson|tif that file"},
+                         **error_responses(404, 413, 422, 500)})
+    def predict(image_id: str, req: PredictRequest,
+                format: Literal["json", "png", "geojson", "tif"] = Query("json")) -> Any:  # noqa: A002
+        """Segment what the prompt asks for; the image's cached embedding is reused."""
+        t0 = time.perf_counter()
+        sess = store.get(image_id)
+        prompt = prompt_from_request(req, sess)
+        stored, cached, predict_ms = store.predict(sess, prompt)
+        if format != "json":
+            return mask_file(sess, stored, format)
+        mask = stored.mask
+        area = int(mask.sum())
+        bbox = None
+        if area:
+            import numpy as np
+
+            rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+            r = np.flatnonzero(rows)
+            c = np.flatnonzero(cols)
+            bbox = [int(c[0]), int(r[0]), int(c[-1]) + 1, int(r[-1]) + 1]
+        resp: dict[str, Any] = {
+            "image_id": image_id, "mask_id": stored.mask_id, "score": stored.score, "area_px": area, "bbox": bbox,
+            "prompt": prompt.describe(), "embedding_cached": cached, "provenance": stored.provenance,
+            "downloads": downloads(image_id, stored.mask_id),
+            "hint": None if area else (sess.segmenter or store.prototype).empty_answer_hint(prompt),
+        }
+        if "rle" in req.include:
+            resp["rle"] = outputs.rle_json(mask)
+        if "geojson" in req.include:
+            resp["geojson"] = mask_geojson(sess, stored)
+        if "overlay" in req.include:
+            resp["overlay_png"] = "data:image/png;base64," + base64.b64encode(outputs.overlay_png(mask)).decode()
+        resp["timing_ms"] = {"predict": round(predict_ms, 2), "total": round((time.perf_counter() - t0) * 1000, 2),
+                             "embed": 0.0 if cached else round(sess.embed_ms, 2)}  # spent in this request
+        return resp
+
+    @router.get("/api/images/{image_id}/masks/{mask_id}.{fmt}", response_class=Response,
+             responses={200: {"content": MASK_FILES, "description": "the mask as PNG, GeoJSON or GeoTIFF"},
+                        **error_responses(404, 422, 500)})
+    def download(image_id: str, mask_id: str, fmt: Literal["png", "geojson", "tif"]) -> Response:
+        """A predicted mask as PNG (0/255), GeoJSON polygons or a GeoTIFF with the image's georeference."""
+        sess = store.get(image_id)
+        return mask_file(sess, store.get_mask(sess, mask_id), fmt)
+
+    return router

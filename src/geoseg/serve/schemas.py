@@ -1,0 +1,89 @@
+"""Request and response models of the REST API, and the error answers each route declares in its OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Coord = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class PredictRequest(BaseModel):
+    """A prompt on an open image. Coordinates are pixels ``(x, y)`` unless ``coords`` is ``lonlat``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[tuple[Coord, Coord]] = Field(default_factory=list, max_length=64,
+                                              description="(x, y) points; pixel or lon/lat per `coords`")
+    labels: list[Literal[0, 1]] | None = Field(None, max_length=64,
+                                               description="1 positive, 0 negative; default all positive")
+    box: tuple[Coord, Coord, Coord, Coord] | None = Field(None, description="x0, y0, x1, y1")
+    text: str | None = Field(None, max_length=2000, description="a referring expression or reasoning query")
+    task: Literal["interactive", "referring", "reasoning"] | None = None
+    coords: Literal["pixel", "lonlat"] = "pixel"
+    include: list[Literal["rle", "geojson", "overlay"]] = Field(
+        default_factory=lambda: ["rle", "geojson"], description="what the JSON answer carries")
+
+
+class ReferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(..., max_length=4096)
+    bands: list[int] | None = Field(None, max_length=3)
+
+
+class ImageInfo(BaseModel):
+    image_id: str
+    name: str
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    georeferenced: bool
+    geo: dict | None
+    embedding_cached: bool = False
+    embed_ms: float = 0.0
+
+
+class PredictResponse(BaseModel):
+    image_id: str
+    mask_id: str
+    score: float
+    area_px: int
+    bbox: list[int] | None = Field(None, description="x0, y0, x1, y1 (exclusive) of the mask in pixels")
+    prompt: str
+    embedding_cached: bool
+    timing_ms: dict[str, float]
+    rle: dict | None = None
+    geojson: dict | None = None
+    overlay_png: str | None = Field(None, description="data: URL of a transparent PNG colouring the mask")
+    provenance: dict
+    downloads: dict[str, str]
+    hint: str | None = Field(None, description="when the mask is empty: the backend's advice (what it can find)")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: one line naming the problem and, in brackets, the fix."""
+
+    detail: str = Field(..., description="the problem (the fix)")
+    problem: str | None = Field(None, description="the problem alone (errors the client can fix)")
+    fix: str | None = Field(None, description="the fix alone (errors the client can fix)")
+
+
+_ERROR_TEXT = {
+    400: "not an image / unsupported format / truncated file, empty upload, bad bands, bad path",
+    403: "a referenced path outside --image-root (or referencing disabled)",
+    404: "unknown image id or mask id",
+    413: "upload, JSON body or image above the server's limits",
+    422: "malformed JSON, unknown fields, wrong types, a prompt that cannot be applied",
+    500: "an internal error (the server keeps serving)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for these error statuses, all answered as :class:`ErrorResponse`."""
+    return {c: {"model": ErrorResponse, "description": _ERROR_TEXT[c]} for c in codes}
+
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+MASK_FILES = {"image/png": BINARY, "application/geo+json": {"schema": {"type": "object"}}, "image/tiff": BINARY}

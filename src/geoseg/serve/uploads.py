@@ -1,0 +1,154 @@
+"""The folder uploads are kept in while their images are open, and the folders dead servers left behind.
+
+By default each server keeps its uploads in a temporary folder of its own
+(``geoseg-serve-*`` in the system's temporary directory), made on the first upload and
+removed at shutdown. A server killed outright (``kill -9``, the OOM killer, a power cut)
+never reaches its shutdown, so its folder and the uploads in it would stay forever.
+
+Every such folder therefore holds a marker file that its server keeps locked for as long as
+it runs (``flock``: the operating system drops the lock when the process ends, however it
+ends, and a pid reused by another process holds no lock). At start a server removes the
+``geoseg-serve-*`` folders whose marker it can lock: their owner is gone. A folder without
+the marker is not one this program made (or is being made right now) and is left alone, as
+are folders of other users and symbolic links.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+PREFIX = "geoseg-serve-"
+#: the marker a running server keeps locked inside its temporary upload folder
+MARKER = ".geoseg-serve.lock"
+
+
+def _try_lock(fh: IO[bytes]) -> bool:
+    """Take an exclusive lock on ``fh`` without waiting; whether it was free."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock, also released when its process ends
+        import msvcrt
+
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _ours(path: Path) -> bool:
+    """A real folder (no link) of this user, holding a regular-file marker: one a geoseg server made."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return False
+        marker = path / MARKER
+        if marker.is_symlink() or not marker.is_file():
+            return False
+        return not hasattr(os, "getuid") or path.stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
+def reap_stale_folders(parent: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the ``geoseg-serve-*`` upload folders under ``parent`` (the temporary directory) whose server is gone.
+
+    Returns the folders removed. A folder whose marker is locked belongs to a running server
+    and is kept; anything that cannot be checked is kept too.
+    """
+    root = Path(parent if parent is not None else tempfile.gettempdir())
+    removed = []
+    try:
+        candidates = sorted(root.glob(PREFIX + "*"))
+    except OSError:
+        return removed
+    for folder in candidates:
+        if not _ours(folder):
+            continue
+        try:
+            with open(folder / MARKER, "rb") as fh:
+                if not _try_lock(fh):
+                    continue  # its server is running
+                owner = fh.read(32).decode("ascii", "replace").strip() or "?"
+                shutil.rmtree(folder)  # while locked: a second server starting now skips it
+        except FileNotFoundError:  # removed meanwhile (by its server, or another one starting)
+            continue
+        except OSError as exc:
+            log.warning("could not remove the upload folder %s a stopped server left: %s", folder, exc)
+            continue
+        log.info("removed upload folder %s left by stopped server process %s", folder, owner)
+        removed.append(folder)
+    return removed
+
+
+class UploadFolder:
+    """Where a server keeps its uploads: ``given`` (made if missing, never removed), else a locked temporary folder.
+
+    The folder is made on first use (:meth:`path`), so a server that fails to start leaves
+    nothing; :meth:`close` removes a temporary one (also at interpreter exit, in case the app
+    is never shut down through its lifespan).
+    """
+
+    def __init__(self, given: str | os.PathLike | None = None) -> None:
+        self.given = Path(given) if given else None
+        self._dir: Path | None = self.given
+        self._marker: IO[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Path | None:
+        """The folder in use, ``None`` before the first upload (and after :meth:`close`) of a temporary one."""
+        return self._dir
+
+    def path(self) -> Path:
+        """The folder, made now if needed."""
+        with self._lock:
+            if self._dir is None:
+                self._dir = self._make_temporary()
+            else:
+                self._dir.mkdir(parents=True, exist_ok=True)
+            return self._dir
+
+    def _make_temporary(self) -> Path:
+        d = Path(tempfile.mkdtemp(prefix=PREFIX))
+        # locked under another name first, then renamed: the marker never exists unlocked, so a
+        # server starting at this moment cannot take this folder for a dead one
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".lock-")
+        fh = os.fdopen(fd, "w+b")
+        _try_lock(fh)
+        fh.write(f"{os.getpid()}\n".encode())
+        fh.flush()
+        os.replace(tmp, d / MARKER)
+        self._marker = fh
+        atexit.register(self.close)
+        return d
+
+    def holds(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is a file directly in the folder (an upload this server may delete)."""
+        d = self._dir
+        return d is not None and Path(path).parent.resolve() == d.resolve()
+
+    def close(self) -> None:
+        """Remove a temporary folder with everything in it (a given folder is kept)."""
+        with self._lock:
+            if self.given is not None or self._dir is None:
+                return
+            if self._marker is not None:
+                self._marker.close()  # Windows cannot remove an open file
+                self._marker = None
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            atexit.unregister(self.close)
