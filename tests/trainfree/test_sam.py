@@ -190,3 +190,35 @@ def test_trainfree_route_runs_on_sam_weights(small_ckpt, dubai_crop, tmp_path, m
     outside[r0:r1, c0:c1] = False
     assert not pred.mask[outside].any() and len(pred.info["points"]) >= 1
     assert seg.provenance()["mask_backend"]["arch"].startswith("sam custom ViT")
+
+
+@pytest.mark.parametrize("wrap", ["model", "state_dict", "module_prefix", "ddp_in_model"])
+def test_fine_tuning_wrappers_load_the_same_weights(tmp_path, small_ckpt, wrap):
+    """Fine-tuning code saves the SAM network inside a training record or under DDP's ``module.`` prefix."""
+    _, ref = small_ckpt
+    sd = ref.state_dict()
+    prefixed = {f"module.{k}": v for k, v in sd.items()}
+    payload = {"model": {"model": sd, "epoch": 3, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}},
+               "state_dict": {"state_dict": sd, "epoch": 3},
+               "module_prefix": prefixed,
+               "ddp_in_model": {"model": prefixed, "epoch": 3}}[wrap]
+    path = tmp_path / f"finetuned_{wrap}.pth"
+    torch.save(payload, path)
+    seg = SamSegmenter(checkpoint=path, device="cpu")
+    assert seg.arch == infer_sam_arch(sd)
+    assert all(torch.equal(seg.model.state_dict()[k], v) for k, v in sd.items())
+
+
+def test_cut_short_checkpoint_says_so(tmp_path, small_ckpt):
+    """An interrupted download (zip archive or legacy pickle, or nothing at all) is named as such."""
+    path, ref = small_ckpt
+    legacy = tmp_path / "legacy.pth"
+    torch.save(ref.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    for name, src in (("zip.pth", path), ("legacy_cut.pth", legacy)):
+        data = src.read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for name in ("zip.pth", "legacy_cut.pth", "empty.pth"):
+        with pytest.raises(InputError, match=r"is cut short \([\d,]+ bytes; an interrupted download") as err:
+            SamSegmenter(checkpoint=tmp_path / name, device="cpu")
+        assert "\n" not in str(err.value)

@@ -110,3 +110,17 @@ def test_trainfree_picks_sam2_from_the_file(tiny_ckpt):
 
     seg = build_mask_backend(None, tiny_ckpt[0], device="cpu")
     assert isinstance(seg, Sam2Segmenter) and seg.config == "configs/sam2/sam2_hiera_t.yaml"
+
+
+@pytest.mark.parametrize("wrap", ["flat", "training_record"])
+def test_bare_and_training_state_dicts_load(tmp_path, tiny_ckpt, wrap):
+    """A fine-tuned SAM 2 saved as ``model.state_dict()`` or inside a DDP training record is still SAM 2."""
+    _, ref = tiny_ckpt
+    sd = ref.state_dict()
+    payload = sd if wrap == "flat" else {"model": {f"module.{k}": v for k, v in sd.items()}, "epoch": 5,
+                                         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5}]}}
+    path = tmp_path / f"sam2_{wrap}.pt"
+    torch.save(payload, path)
+    seg = Sam2Segmenter(checkpoint=path, device="cpu", image_size=256)
+    assert seg.config == "configs/sam2/sam2_hiera_t.yaml"
+    assert all(torch.equal(seg.model.state_dict()[k], v) for k, v in sd.items())

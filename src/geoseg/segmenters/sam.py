@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -68,21 +69,71 @@ def load_weights_file(path: str | os.PathLike, what: str, fix: str) -> Any:
                 raise
             return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+        if is_truncated(p, exc):
+            raise InputError(f"{what} checkpoint {p} is cut short ({p.stat().st_size:,} bytes; an interrupted "
+                             "download or copy?)", "download or copy it again and check its size against the "
+                             "published one") from None
         raise InputError(f"cannot read {what} checkpoint {p} ({reason(exc)})", fix) from None
+
+
+def is_truncated(path: Path, exc: BaseException) -> bool:
+    """Whether ``torch.load`` failed on ``path`` because the file ends early.
+
+    A torch zip archive that lost its tail keeps its first entry's header but not the central
+    directory at the end; a legacy (pickle) file or an empty one runs out of bytes (EOF).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:  # unreadable (permissions): the caller names the error as it is
+        return False
+    if head == b"PK\x03\x04":
+        return not zipfile.is_zipfile(path)
+    return isinstance(exc, EOFError) or "EOF" in str(exc)
+
+
+#: keys under which training loops store the network's weights next to optimiser state etc.
+_WRAPPERS = ("model", "state_dict", "model_state_dict", "module")
+#: prefixes a wrapper adds to every key (DataParallel/DistributedDataParallel, torch.compile)
+_KEY_PREFIXES = ("module.", "_orig_mod.")
+
+
+def state_dict_of(obj: Any) -> dict | None:
+    """The network's state dict inside a loaded checkpoint, or ``None`` when there is none.
+
+    The official SAM files are flat state dicts and the SAM 2 files ``{"model": state_dict}``;
+    fine-tuning code commonly saves ``{"model"|"state_dict": ..., "optimizer": ..., "epoch": ...}``
+    and, under (Distributed)DataParallel or ``torch.compile``, prefixes every key with
+    ``module.`` / ``_orig_mod.``. All of these hold the same network, so all are unwrapped.
+    """
+    if not isinstance(obj, dict):
+        return None
+    for key in _WRAPPERS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and any(hasattr(v, "shape") for v in inner.values()):  # tensors, not a config
+            obj = inner
+            break
+    keys = [k for k in obj if isinstance(k, str)]
+    if not keys:
+        return None
+    for prefix in _KEY_PREFIXES:
+        if all(k.startswith(prefix) for k in keys):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
 
 
 def checkpoint_kind(obj: Any) -> str:
     """What a loaded checkpoint holds: ``sam``, ``sam2``, ``unified`` or ``unknown``.
 
-    SAM checkpoints are flat state dicts with ``image_encoder.patch_embed`` keys; SAM 2
-    checkpoints hold ``{"model": state_dict}`` with a Hiera ``image_encoder.trunk``; geoseg's
-    own checkpoints carry ``format == "geoseg.unigeoseg"``.
+    SAM state dicts have ``image_encoder.patch_embed`` keys, SAM 2 ones a Hiera
+    ``image_encoder.trunk`` (either wrapped as :func:`state_dict_of` unwraps); geoseg's own
+    checkpoints carry ``format == "geoseg.unigeoseg"``.
     """
     if not isinstance(obj, dict):
         return "unknown"
     if obj.get("format") == "geoseg.unigeoseg":
         return "unified"
-    sd = obj.get("model") if isinstance(obj.get("model"), dict) else obj
+    sd = state_dict_of(obj) or {}
     keys = [k for k in sd if isinstance(k, str)]
     if any(k.startswith("image_encoder.trunk.") for k in keys):
         return "sam2"
@@ -242,7 +293,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str = "auto", device: st
     """Load a SAM network from an official checkpoint file.
 
     Args:
-        checkpoint: the ``.pth`` state dict.
+        checkpoint: the ``.pth`` state dict (or one a training loop wrapped, see :func:`state_dict_of`).
         model_type: ``auto`` (read from the weights) or ``vit_b``/``vit_l``/``vit_h`` to insist on one.
         device: where the network runs.
 
@@ -252,10 +303,11 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str = "auto", device: st
     if model_type not in ("auto", *SAM_TYPES):
         raise GeosegError(f"unknown SAM model type {model_type!r}", f"use auto or one of {', '.join(SAM_TYPES)}")
     import_segment_anything()  # a missing package is reported before the file is read
-    sd = load_weights_file(checkpoint, "SAM", _FIX)
-    kind = checkpoint_kind(sd)
+    payload = load_weights_file(checkpoint, "SAM", _FIX)
+    kind = checkpoint_kind(payload)
     if kind != "sam":
         raise wrong_kind_error(checkpoint, kind, "SAM")
+    sd = state_dict_of(payload)
     try:
         arch = infer_sam_arch(sd)
     except (KeyError, IndexError, ValueError) as exc:

@@ -28,7 +28,7 @@ from geoseg.device import resolve_device
 from geoseg.errors import GeosegError, MissingExtraError, reason
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
-from geoseg.segmenters.sam import checkpoint_kind, load_weights_file, wrong_kind_error
+from geoseg.segmenters.sam import checkpoint_kind, load_weights_file, state_dict_of, wrong_kind_error
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def load_sam2(checkpoint: str | os.PathLike, config: str | None = None, device: 
     """Build SAM 2 with the package's builder and load an official checkpoint into it.
 
     Args:
-        checkpoint: ``{"model": state_dict}`` as published.
+        checkpoint: ``{"model": state_dict}`` as published (a bare state dict, or one a training
+            loop wrapped otherwise, is taken too: :func:`~geoseg.segmenters.sam.state_dict_of`).
         config: the package's Hydra config name (read from the weights when ``None``).
         device: where the network runs.
         image_size: override of the square input size (default: the config's, 1024).
@@ -88,9 +89,9 @@ def load_sam2(checkpoint: str | os.PathLike, config: str | None = None, device: 
     build_sam = import_sam2()
     payload = load_weights_file(checkpoint, "SAM 2", _FIX)
     kind = checkpoint_kind(payload)
-    if kind != "sam2" or not isinstance(payload.get("model"), dict):
-        raise wrong_kind_error(checkpoint, kind if kind != "sam2" else "unknown", "SAM 2")
-    sd = payload["model"]
+    if kind != "sam2":
+        raise wrong_kind_error(checkpoint, kind, "SAM 2")
+    sd = state_dict_of(payload)
     try:
         config = config or infer_sam2_config(sd)
     except (KeyError, IndexError) as exc:
