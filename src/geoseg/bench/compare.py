@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg._version import __version__
 from geoseg.bench.metrics import DEFAULT_EMPTY_RULE, EMPTY_RULES, check_rule, per_sample_iou
 from geoseg.bench.report import fmt_pct
 from geoseg.bench.runner import atomic_write_text, counts_of, ids_digest, metrics_of
@@ -27,18 +28,88 @@ BOOTSTRAP_RESAMPLES = 2000
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
-    """``(metrics.json, per_sample rows)`` of a run folder."""
+    """``(metrics.json, per_sample rows)`` of a run folder.
+
+    Raises:
+        InputError: the folder holds no finished run (never run, or interrupted before it was
+            scored), or files this geoseg cannot read (corrupt, or of a layout another version wrote).
+    """
     d = Path(run_dir)
     mfile, pfile = d / "metrics.json", d / "per_sample.jsonl"
     for f in (mfile, pfile):
         if not f.exists():
-            raise InputError(f"{f} does not exist", f"run 'geoseg bench run ... -o {d}' first")
+            raise _unfinished(d, f)
     try:
         metrics = json.loads(mfile.read_text(encoding="utf-8"))
         rows = [json.loads(line) for line in pfile.read_text(encoding="utf-8").splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise InputError(f"corrupt run file in {d} ({exc})", "re-run the benchmark into that folder") from exc
+    _check_layout(d, metrics, rows)
     return metrics, rows
+
+
+def _rerun_hint(d: Path, rescore: bool) -> str:
+    """``geoseg bench run`` with the model and data the folder's ``run.json`` names, if it names them."""
+    try:
+        info = json.loads((d / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    model, data = info.get("model") or "MODEL", info.get("data") or "DATA"
+    return f"geoseg bench run --model {model} --data {data} -o {d}" + (" --rescore-only" if rescore else "")
+
+
+def _unfinished(d: Path, missing: Path) -> InputError:
+    cache = d / "predictions.jsonl"
+    if cache.exists():  # predictions are written as they come; metrics only once the run is scored
+        n = sum(1 for line in cache.read_text(encoding="utf-8").splitlines() if line.strip())
+        return InputError(f"{d} holds an unfinished run ({n} predictions, no {missing.name})",
+                          f"finish it with {_rerun_hint(d, rescore=False)}, which resumes where it stopped")
+    return InputError(f"{missing} does not exist", f"run 'geoseg bench run ... -o {d}' first")
+
+
+#: what every per-sample row needs to be re-scored (a scored row also needs the counts)
+_ROW_KEYS = ("sample_id", "task")
+_COUNT_KEYS = ("inter", "union", "pred_area", "gt_area")
+
+
+def _check_layout(d: Path, metrics: object, rows: Sequence[object]) -> None:
+    """Refuse files whose layout this geoseg does not know, instead of scoring missing counts as 0."""
+    fix = f"re-score the run with this geoseg: {_rerun_hint(d, rescore=True)}"
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("run", {}), dict):
+        raise InputError(f"{d / 'metrics.json'} is not a geoseg run record", fix)
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise InputError(f"line {n} of {d / 'per_sample.jsonl'} is not a per-sample record", fix)
+        need = _ROW_KEYS if row.get("unsupported") else _ROW_KEYS + _COUNT_KEYS
+        missing = [k for k in need if k not in row]
+        if missing or any(not isinstance(row[k], int | float) or isinstance(row[k], bool) for k in need[2:]):
+            what = f"lacks {', '.join(missing)}" if missing else "has non-numeric pixel counts"
+            version = metrics.get("run", {}).get("geoseg_version")
+            by = f" (written by geoseg {version}, this is {__version__})" if version and version != __version__ else ""
+            raise InputError(f"line {n} of {d / 'per_sample.jsonl'} {what}{by}", fix)
+
+
+def _disambiguate(runs: list[dict]) -> None:
+    """Name runs that share a model name (two SAM checkpoints, say) by their run folder as well."""
+    models = [r["name"] for r in runs]
+    folders = [Path(r["dir"]).name for r in runs]
+    for r, model in zip(runs, models):
+        if models.count(model) > 1:
+            same = [f for m, f in zip(models, folders) if m == model]
+            folder = Path(r["dir"]).name
+            r["name"] = f"{model} ({folder if same.count(folder) == 1 else r['dir']})"
+
+
+def _benchmark_of(metrics: dict) -> tuple[str | None, str | None]:
+    """``(benchmark name, format)`` a run was scored on, as far as its record says."""
+    run = metrics.get("run", {})
+    return run.get("benchmark"), run.get("format") or None
+
+
+def _same_benchmark(a: tuple[str | None, str | None], b: tuple[str | None, str | None]) -> bool:
+    """Parts both records name must agree (records of older versions may lack the benchmark)."""
+    return all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def _ious(rows: Sequence[dict], rule: str) -> dict[str, tuple[str, float]]:
@@ -68,25 +139,55 @@ def paired_difference(base: dict[str, tuple[str, float]], other: dict[str, tuple
 
 
 def compare_runs(run_dirs: Sequence[str | Path], rule: str = DEFAULT_EMPTY_RULE) -> dict:
-    """Re-score every run under ``rule``; returns ``{rule, runs: [{name, dir, metrics, vs_first}], same_samples}``.
+    """Re-score every run under ``rule``; returns ``{rule, runs: [{name, dir, metrics, vs_first}], same_samples,
+    same_benchmark}``.
 
-    ``vs_first`` (runs after the first): :func:`paired_difference` to the first run.
+    ``vs_first`` (runs after the first, on the same benchmark): :func:`paired_difference` to the
+    first run. Runs of other benchmarks get none — their sample ids may coincide without naming
+    the same samples — and ``same_benchmark`` is false.
+
+    Raises:
+        InputError: a folder is given twice, or holds no finished run (see :func:`load_run`).
     """
     check_rule(rule)
-    runs, base = [], None
+    seen: set[Path] = set()
+    for d in run_dirs:
+        if Path(d).resolve() in seen:
+            raise InputError(f"run folder {d} is given twice", "list each run folder once")
+        seen.add(Path(d).resolve())
+    runs, base, first_bench = [], None, None
     for d in run_dirs:
         metrics, rows = load_run(d)
         m = metrics_of(rows, rule, metrics.get("run", {}))
-        run = {"name": metrics.get("run", {}).get("model", Path(d).name), "dir": str(d), "metrics": m,
-               "digest": ids_digest([r["sample_id"] for r in rows])}
+        bench = _benchmark_of(metrics)
+        run = {"name": str(metrics.get("run", {}).get("model", Path(d).name)), "dir": str(d), "metrics": m,
+               "digest": ids_digest([r["sample_id"] for r in rows]), "benchmark": bench[0], "n_samples": len(rows)}
         ious = _ious(rows, rule)
         if base is None:
-            base = ious
+            base, first_bench = ious, bench
+        elif not _same_benchmark(first_bench, bench):
+            run["other_benchmark"] = True
         elif set(base) & set(ious):
             run["vs_first"] = paired_difference(base, ious)
         runs.append(run)
+    _disambiguate(runs)
     return {"empty_rule": rule, "empty_rule_meaning": EMPTY_RULES[rule], "runs": runs,
-            "same_samples": len({r["digest"] for r in runs}) <= 1}
+            "same_samples": len({r["digest"] for r in runs}) <= 1,
+            "same_benchmark": not any(r.get("other_benchmark") for r in runs)}
+
+
+def _warnings(cmp: dict) -> list[str]:
+    """Why the columns are not comparable, if they are not."""
+    if not cmp.get("same_benchmark", True):
+        names = "; ".join(f"{r['name']}: {r.get('benchmark') or r['metrics']['run'].get('format') or '?'}"
+                          for r in cmp["runs"])
+        return [f"Warning: the runs were scored on different benchmarks ({names}); rows are not comparable "
+                "and no paired difference is given."]
+    if not cmp["same_samples"]:
+        sizes = ", ".join(f"{r['name']} {r.get('n_samples', r['metrics'].get('n_samples'))}" for r in cmp["runs"])
+        return [f"Warning: the runs were scored on different sample sets (samples: {sizes}); rows are not "
+                "comparable. The paired differences use only the samples both runs scored."]
+    return []
 
 
 def _paired_cell(run: dict, group: str) -> str:
@@ -127,8 +228,7 @@ def markdown_compare(cmp: dict) -> str:
     names = [r["name"] for r in cmp["runs"]]
     out = [f"# Comparison ({len(names)} runs)", "", f"Empty-target rule: **{cmp['empty_rule']}** ({cmp['empty_rule_meaning']}).",
            "All figures in %. n/a = the backend cannot take that task's prompts."]
-    if not cmp["same_samples"]:
-        out.append("\n**Warning: the runs were scored on different sample sets; rows are not comparable.**")
+    out += [f"\n**{w}**" for w in _warnings(cmp)]
     for col in COMPARE_COLUMNS:
         out += ["", f"## {col}", "", "| group | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for section, key in _groups(cmp):
@@ -163,7 +263,7 @@ def html_compare(cmp: dict) -> str:
                        + "</tr>" for g in groups)
         parts.append(f"<h2>gIoU difference to {html.escape(names[0])} (paired, 95 % bootstrap interval)</h2>"
                      f"<table><thead><tr><th>group</th>{head}</tr></thead><tbody>{body}</tbody></table>")
-    warn = "" if cmp["same_samples"] else "<p><b>Warning: the runs were scored on different sample sets.</b></p>"
+    warn = "".join(f"<p><b>{html.escape(w)}</b></p>" for w in _warnings(cmp))
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>geoseg comparison</title><style>"
             "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>"

@@ -55,9 +55,23 @@ def _sections(metrics: Mapping) -> list[tuple[str, list[tuple[str, Mapping]]]]:
     return out
 
 
+def weights_fact(run: Mapping) -> str | None:
+    """Which weights answered: the backend's checkpoint file, architecture and digest, where it
+    reports them (``--model sam`` alone does not say whether ViT-B or ViT-H ran)."""
+    prov = (run.get("provenance") or {}).get("backend_provenance") or {}
+    if not isinstance(prov, Mapping) or not prov.get("checkpoint"):
+        return None
+    extra = [str(prov["arch"])] if prov.get("arch") else []
+    if prov.get("checkpoint_sha256"):
+        extra.append(f"SHA-256 {prov['checkpoint_sha256']}")
+    return str(prov["checkpoint"]) + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _header_facts(metrics: Mapping) -> list[tuple[str, str]]:
     run = metrics.get("run", {})
-    facts = [("model", str(run.get("model", ""))), ("protocol", str(run.get("protocol", ""))),
+    weights = weights_fact(run)
+    facts = [("model", str(run.get("model", ""))), *([("weights", weights)] if weights else []),
+             ("protocol", str(run.get("protocol", ""))),
              ("data", f"{run.get('data', '')} (format {run.get('format', '')}"
                       f"{', split ' + str(run['split']) if run.get('split') else ''})"),
              *([("benchmark", str(run["benchmark"]))] if run.get("benchmark") else []),
