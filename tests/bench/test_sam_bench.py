@@ -58,3 +58,27 @@ def test_sam_runs_name_their_weights_in_reports_and_comparisons(tmp_path, write_
         == arch
     r = CliRunner().invoke(cli, ["bench", "compare", *map(str, runs)], catch_exceptions=False)
     assert r.exit_code == 0 and "| group | sam (sam_a) | sam (sam_b) |" in r.output
+
+
+def test_checkpoint_option_and_resuming_with_other_weights(tmp_path, write_bench, monkeypatch):
+    """bench run had no --checkpoint (only GEOSEG_SAM_CHECKPOINT), and a SAM run folder resumed with other
+    weights silently mixed the old predictions with the new ones (its run.json recorded no weights)."""
+    if importlib.util.find_spec("segment_anything") is None:
+        pytest.skip("the sam extra (segment-anything) is not installed")
+    monkeypatch.delenv("GEOSEG_SAM_CHECKPOINT", raising=False)
+    write_bench(tmp_path / "data", n_images=1)
+    for name, seed in (("a.pth", 0), ("b.pth", 1)):
+        _save_small_sam(tmp_path / name, seed)
+    out = tmp_path / "run"
+    base = ["-q", "bench", "run", "--model", "sam", "--device", "cpu", "--data", str(tmp_path / "data"), "-o", str(out)]
+    r = CliRunner().invoke(cli, [*base, "--checkpoint", str(tmp_path / "a.pth")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["weights"]["checkpoint"] == "a.pth"
+    r = CliRunner().invoke(cli, [*base, "--checkpoint", str(tmp_path / "b.pth")])
+    assert r.exit_code != 0 and "with other weights or thresholds (checkpoint differ)" in str(r.exception)
+    r = CliRunner().invoke(cli, [*base, "--checkpoint", str(tmp_path / "b.pth"), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["-q", "bench", "run", "--model", "classical", "--data", str(tmp_path / "data"),
+                                 "-o", str(tmp_path / "c"), "--checkpoint", str(tmp_path / "a.pth")])
+    assert r.exit_code != 0 and "the classical backend loads no weights" in str(r.exception)
+    assert not (tmp_path / "c").exists()

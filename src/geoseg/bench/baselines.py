@@ -87,6 +87,9 @@ def _category_region(sample: BenchSample, seg: Segmenter | None) -> np.ndarray |
 #: provenance keys that identify a backend's weights and decision rule (a resumed run must match them)
 IDENTITY_KEYS = ("checkpoint_sha256", "mask_thresholds", "presence_threshold", "instance_selector",
                  "interactive_refine", "object_region", "small_box_zoom")
+#: what identifies weights a backend does not hash (sam, sam2: hashing vit_h costs seconds), and what
+#: decides a training-free answer besides them
+NAMED_WEIGHTS_KEYS = ("checkpoint", "arch", "mask_backend", "vlm_model", "vlm_family", "refinement", "routes")
 
 
 @dataclass
@@ -119,7 +122,8 @@ class ModelSpec:
         if seg is None:
             return {}
         prov = seg.provenance()
-        return {k: prov[k] for k in IDENTITY_KEYS if k in prov}
+        keys = IDENTITY_KEYS if "checkpoint_sha256" in prov else IDENTITY_KEYS + NAMED_WEIGHTS_KEYS
+        return {k: prov[k] for k in keys if k in prov}
 
     def provenance(self) -> dict:
         prov = {"model": self.spec, "backend": self.backend, "protocol": self.description}

@@ -74,11 +74,14 @@ def bench() -> None:
 @click.option("--rescore-only", is_flag=True, help="Never run the model: score the cached predictions.")
 @click.option("--overwrite", is_flag=True, help="Discard cached predictions in the run folder.")
 @click.option("--device", default=None, help="Device for model backends (auto when left out).")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="Weights for the model's backend: SAM / SAM 2 weights for sam, sam2, trainfree, or a unified "
+                   "checkpoint (same as --model FILE).")
 @click.option("--gallery", default=4, show_default=True, help="Best/median/worst examples each in the HTML report.")
 @answer_step_options
 @vlm_options  # --model trainfree: the multimodal LLM that grounds each instruction
-def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, gallery,
-            no_selector, no_refine, no_object_region, no_zoom, **vlm) -> None:
+def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, overwrite, device, checkpoint,
+            gallery, no_selector, no_refine, no_object_region, no_zoom, **vlm) -> None:
     """Run MODEL over a benchmark, cache its predictions as RLE and write metrics and reports.
 
     --no-selector / --no-refine / --no-object-region / --no-zoom measure the unified model without one of its
@@ -94,7 +97,17 @@ def run_cmd(model, data, fmt, split, limit, empty_rule, out_dir, rescore_only, o
     options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
     samples, fmt = _load(data, fmt, split, limit)
     _note(f"{len(samples)} samples ({fmt}) from {data}")
+    if checkpoint:
+        options["checkpoint"] = checkpoint
     spec = resolve_model(model, **options, **({"device": device} if device else {}))
+    if checkpoint:
+        from geoseg.errors import GeosegError
+        from geoseg.pipeline import check_backend_args
+
+        if spec.backend is None:
+            raise GeosegError(f"--model {model} runs no model, but --checkpoint {checkpoint} was given",
+                              "leave out --checkpoint")
+        check_backend_args(spec.backend, checkpoint)
     metrics = run_benchmark(spec, samples, out_dir, empty_rule=empty_rule, data=data, fmt=fmt, split=split,
                             rescore_only=rescore_only, overwrite=overwrite, gallery_size=gallery)
     click.echo(_summary(metrics))
