@@ -49,7 +49,7 @@ from geoseg.progress import progress
 from geoseg.prompt_layer import PromptLayer, read_prompt_layer
 from geoseg.prompts import Prompt, as_boxes, as_points
 from geoseg.raster.io import RasterSource, open_source
-from geoseg.raster.tiling import check_tiling, context_window, plan_tiles
+from geoseg.raster.tiling import Tile, check_tiling, context_window, plan_tiles
 from geoseg.raster.writer import SceneWriter, WindowResult, check_output_paths
 from geoseg.segmenters import DEFAULT_BACKEND as _DEFAULT_BACKEND
 from geoseg.segmenters import Segmenter, build_segmenter
@@ -224,23 +224,34 @@ def _geometry_bounds(p: Prompt) -> tuple[float, float, float, float]:
 
 
 def plan_windows(width: int, height: int, prompts: Sequence[Prompt], tile_size: int = 1024,
-                 overlap: int = 128) -> list[WindowTask]:
+                 overlap: int = 128, shared: bool = False) -> list[WindowTask]:
     """Plan the windows to process for a ``width`` x ``height`` scene.
 
     Point/box prompts get one context window around them (the geometry plus half its
     size as margin, at least 256 px for boxes and 512 px for points); when that window
-    is larger than ``tile_size`` it is read decimated to fit ``tile_size``. Text-only
-    prompts get every tile of the overlapping grid (:func:`geoseg.raster.tiling.plan_tiles`).
-    Tasks are ordered so that tasks reading the same window are adjacent.
+    is larger than ``tile_size`` it is read decimated to fit ``tile_size``. With ``shared``
+    (backends whose ``shares_windows`` is set, e.g. SAM) they instead share the whole scene
+    when it fits ``tile_size``, else the grid tile that holds them with the most context
+    (:func:`tile_for`), so prompts pay one image embedding per window; a prompt no tile
+    holds keeps its own context window. Text-only prompts get every tile of the
+    overlapping grid (:func:`geoseg.raster.tiling.plan_tiles`). Tasks are ordered so that
+    tasks reading the same window are adjacent.
     """
     check_tiling(tile_size, overlap)
     tasks: list[WindowTask] = []
     text_prompts: list[int] = []
+    whole = Window(0, 0, width, height)
+    tiles = plan_tiles(width, height, tile_size, overlap) if shared and max(width, height) > tile_size else []
     for i, p in enumerate(prompts):
         if not p.points and p.box is None:
             text_prompts.append(i)
             continue
         bounds = _geometry_bounds(p)
+        if shared:
+            tile = tile_for(tiles, bounds, width, height, overlap) if tiles else Tile(whole, whole)
+            if tile is not None:
+                tasks.append(WindowTask(i, p, tile.read, tile.read, (int(tile.read.height), int(tile.read.width))))
+                continue
         win = context_window(bounds, width, height, margin=0.5, min_size=256 if p.box is not None else 512)
         h, w = int(win.height), int(win.width)
         scale = min(1.0, tile_size / max(h, w))
@@ -252,6 +263,29 @@ def plan_windows(width: int, height: int, prompts: Sequence[Prompt], tile_size: 
             for i in text_prompts:
                 tasks.append(WindowTask(i, prompts[i], tile.read, tile.core, shape))
     return tasks
+
+
+def tile_for(tiles: Sequence[Tile], bounds: tuple[float, float, float, float], width: int, height: int,
+             overlap: int) -> Tile | None:
+    """The grid tile holding ``bounds`` with the most context around it, if it has enough.
+
+    Context is the distance from the geometry to the nearest tile edge that is not a scene
+    edge; enough is ``min(32, overlap / 2, a quarter of the geometry's size + 8)`` pixels.
+    """
+    x0, y0, x1, y1 = bounds
+    best, best_margin = None, -np.inf
+    for tile in tiles:
+        r = tile.read
+        left = x0 - r.col_off if r.col_off > 0 else np.inf
+        top = y0 - r.row_off if r.row_off > 0 else np.inf
+        right = r.col_off + r.width - x1 if r.col_off + r.width < width else np.inf
+        bottom = r.row_off + r.height - y1 if r.row_off + r.height < height else np.inf
+        inside = r.col_off <= x0 and x1 <= r.col_off + r.width and r.row_off <= y0 and y1 <= r.row_off + r.height
+        margin = min(left, top, right, bottom)
+        if inside and margin > best_margin:
+            best, best_margin = tile, margin
+    need = min(32.0, overlap / 2, 0.25 * max(x1 - x0, y1 - y0) + 8)
+    return best if best is not None and best_margin >= need else None
 
 
 def group_tasks(tasks: Sequence[WindowTask]) -> list[list[WindowTask]]:
@@ -518,7 +552,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             for p in plist:
                 segmenter.check_prompt(p)
         t_open = time.perf_counter() - t0
-        tasks = plan_windows(src.width, src.height, plist, tile_size, overlap)
+        tasks = plan_windows(src.width, src.height, plist, tile_size, overlap, shared=segmenter.shares_windows)
         groups = group_tasks(tasks)
         provenance = {**segmenter.provenance(), "backend": segmenter.name, "prompts": [p.to_dict() for p in plist],
                       "input": input_provenance(src)}

@@ -56,6 +56,7 @@ from geoseg.pipeline import (
     plan_windows,
     predict_tasks,
     prepare_prompts,
+    tile_for,
 )
 from geoseg.progress import progress
 from geoseg.prompts import Prompt, as_box, as_points
@@ -307,24 +308,6 @@ class SegmentPredictor:
             self._cache.popitem(last=False)
         return seg, valid
 
-    def _tile_for(self, bounds: tuple[float, float, float, float]) -> Tile | None:
-        """The grid tile holding ``bounds`` with the most context around it, if it has enough."""
-        src = self._require_source()
-        x0, y0, x1, y1 = bounds
-        best, best_margin = None, -np.inf
-        for tile in self._tiles:
-            r = tile.read
-            left = x0 - r.col_off if r.col_off > 0 else np.inf
-            top = y0 - r.row_off if r.row_off > 0 else np.inf
-            right = r.col_off + r.width - x1 if r.col_off + r.width < src.width else np.inf
-            bottom = r.row_off + r.height - y1 if r.row_off + r.height < src.height else np.inf
-            inside = r.col_off <= x0 and x1 <= r.col_off + r.width and r.row_off <= y0 and y1 <= r.row_off + r.height
-            margin = min(left, top, right, bottom)
-            if inside and margin > best_margin:
-                best, best_margin = tile, margin
-        need = min(32.0, self.overlap / 2, 0.25 * max(x1 - x0, y1 - y0) + 8)
-        return best if best is not None and best_margin >= need else None
-
     def _plan(self, prompts: Sequence[Prompt]) -> list[WindowTask]:
         src = self._require_source()
         if not self._tiles:
@@ -336,7 +319,7 @@ class SegmentPredictor:
                 tasks += [WindowTask(i, p, t.read, t.core, (int(t.read.height), int(t.read.width)))
                           for t in self._tiles]
                 continue
-            tile = self._tile_for(_geometry_bounds(p))
+            tile = tile_for(self._tiles, _geometry_bounds(p), src.width, src.height, self.overlap)
             if tile is not None:
                 shape = (int(tile.read.height), int(tile.read.width))
                 tasks.append(WindowTask(i, p, tile.read, tile.read, shape))

@@ -47,6 +47,10 @@ class Segmenter(ABC):
 
     name: ClassVar[str] = "base"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: whether point/box prompts may share one window (the whole scene, or the grid tile holding them
+    #: with the most context) instead of each getting a crop around it: right for backends that resize
+    #: every window to one fixed input anyway (SAM: 1024 px), whose image embedding is the costly part
+    shares_windows: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._image_shape: tuple[int, int] | None = None

@@ -367,6 +367,7 @@ class SamSegmenter(Segmenter):
 
     name: ClassVar[str] = "sam"
     capabilities: ClassVar[frozenset[str]] = frozenset({"point", "box"})
+    shares_windows: ClassVar[bool] = True  # every window is resized to 1024 px: embed it once for all prompts
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, model_type: str = "auto",
                  device: str | None = "auto", multimask: bool | str = "auto", **_: object) -> None:

@@ -146,6 +146,7 @@ class Sam2Segmenter(Segmenter):
 
     name: ClassVar[str] = "sam2"
     capabilities: ClassVar[frozenset[str]] = frozenset({"point", "box"})
+    shares_windows: ClassVar[bool] = True  # every window is resized to 1024 px: embed it once for all prompts
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, config: str | None = None,
                  device: str | None = "auto", image_size: int | None = None, multimask: bool | str = "auto",
