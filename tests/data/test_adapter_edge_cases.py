@@ -12,6 +12,7 @@ from PIL import Image
 from geoseg.data.engine import BuildConfig, build
 from geoseg.data.export import export_geoseg_bench
 from geoseg.data.sources import get_source
+from geoseg.data.sources.base import NO_CROWD
 from geoseg.errors import InputError
 from geoseg.rle import rle_decode
 
@@ -43,7 +44,7 @@ def test_coco_bbox_only_annotation_is_counted_not_a_crash(tmp_path: Path) -> Non
     assert scene.notes["no_segmentation"] == 1
     assert scene.instance_class.tolist() == [0]  # only the polygon is a target
     assert scene.crowd is not None and (scene.crowd[60:80, 60:90] == 0).all()  # the box: never asked as absent
-    assert (scene.crowd[:50, :50] == 255).all()
+    assert (scene.crowd[:50, :50] == NO_CROWD).all()
 
 
 @pytest.mark.parametrize(("part", "drop", "expect"), [

@@ -39,7 +39,8 @@ from geoseg.data.instructions import InstructionConfig, generate
 from geoseg.data.instructions.knowledge import load_kb
 from geoseg.data.paraphrase import ParaphraseConfig, Paraphraser
 from geoseg.data.schema import SCHEMA_VERSION, SHARD_SCHEMA
-from geoseg.data.sources import ADAPTERS, UNLABELED, SceneRef, get_source
+from geoseg.data.sources import ADAPTERS, SceneRef, get_source
+from geoseg.data.sources.base import ANY_CLASS
 from geoseg.data.tiling import tile_windows
 from geoseg.data.writer import TMP_SUFFIX, ShardWriter, staged_dir, write_json_atomic
 from geoseg.errors import GeosegError, InputError, reason
@@ -376,6 +377,18 @@ def target_rle(inst: I.TileInstances, kind: str, j: int) -> dict:
     return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
+def blocked_classes(crowd: np.ndarray, n_classes: int) -> frozenset[int]:
+    """The classes a tile asks no referring, class-level or no-target question about, from its crowd map.
+
+    A crowd region blocks its own class; an object of a category the source does not list
+    (``ANY_CLASS``) blocks every class, since it may be any of them under another name.
+    """
+    values = np.unique(crowd)
+    if (values == ANY_CLASS).any():
+        return frozenset(range(n_classes))
+    return frozenset(int(c) for c in values if 0 <= c < n_classes)
+
+
 def _paraphrase(samples: list, para: Paraphraser, rng: np.random.Generator, stats: Counter) -> None:
     """Reword a share of the text instructions in place (own generator: the rest of the tile is unchanged)."""
     pc = para.cfg
@@ -429,9 +442,7 @@ def process_scene(spec: SourceSpec, ref: SceneRef, cfg: BuildConfig) -> tuple[pa
         tile_key = f"{ref.source}/{ref.scene}/{win.col_off}_{win.row_off}"
         rng = tile_rng(cfg.seed, tile_key)
         allow_nt = scene.exhaustive and F.unlabeled_fraction(inst) <= NO_TARGET_MAX_UNLABELED
-        blocked: frozenset[int] = frozenset()
-        if scene.crowd is not None:
-            blocked = frozenset(int(c) for c in np.unique(scene.crowd[sl]) if c != UNLABELED)
+        blocked = blocked_classes(scene.crowd[sl], len(scene.classes)) if scene.crowd is not None else frozenset()
         samples = generate(inst, att, keep, cfg.instructions, kb, rng, allow_no_target=allow_nt, blocked=blocked)
         if para is not None:
             _paraphrase(samples, para, tile_rng(cfg.seed, tile_key + "/paraphrase"), stats)
@@ -553,12 +564,14 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
     if cfg.paraphrase.enabled:
         Paraphraser(cfg.paraphrase).check()
     load_kb(cfg.knowledge)  # a missing knowledge base stops the build before it starts, not scene by scene
+    notes: Counter = Counter()  # problems of a source as a whole (e.g. COCO annotations of no image)
     for spec in cfg.sources:
-        refs = spec.open().scenes()
-        jobs.extend((spec, r) for r in refs)
+        source = spec.open()
+        jobs.extend((spec, r) for r in source.scenes())
+        notes.update({f"notes/{k}": v for k, v in source.source_notes().items() if v})
     log.info("%d scenes from %d sources", len(jobs), len(cfg.sources))
     with _terminate_as_exit(), staged_dir(out) as stage:
-        manifest = _build_into(stage, cfg, jobs, workers, scheduler, strict, max_in_flight, report, examples)
+        manifest = _build_into(stage, cfg, jobs, workers, scheduler, strict, max_in_flight, report, examples, notes)
     elapsed = time.perf_counter() - t0
     rows = manifest["rows"]
     log.info("%d rows in %d shards in %.1f s (%.0f rows/s)", rows, len(manifest["shards"]), elapsed,
@@ -568,10 +581,14 @@ def build(cfg: BuildConfig, out_dir: str | os.PathLike, workers: int = 2, schedu
 
 
 def _build_into(out: Path, cfg: BuildConfig, jobs: list[tuple[SourceSpec, SceneRef]], workers: int,
-                scheduler: str | None, strict: bool, max_in_flight: int | None, report: bool, examples: int) -> dict:
-    """The build itself, into ``out`` (the staging folder). Dask workers only return rows; this process writes."""
+                scheduler: str | None, strict: bool, max_in_flight: int | None, report: bool, examples: int,
+                notes: Counter) -> dict:
+    """The build itself, into ``out`` (the staging folder). Dask workers only return rows; this process writes.
+
+    ``notes`` are the sources' own counters (:meth:`Source.source_notes`), added to the manifest's counts.
+    """
     writer = ShardWriter(out, cfg.shard_rows)
-    totals: Counter = Counter()
+    totals: Counter = Counter(notes)
     skipped: list[str] = []
     regions: dict[str, set[str]] = {}
 

@@ -66,6 +66,13 @@ def raster_shape(image_path: str | Path, image_key: str = "") -> tuple[int, int]
 def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None = None,
                image_key: str = "") -> np.ndarray:
     """Read ``bands`` (1-based; all when ``None``) of ``window`` as a ``H x W x C`` array of the source dtype."""
+    return _read_window(image_path, window, bands, image_key)[0]
+
+
+def _read_window(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None,
+                 image_key: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``read_bands``, and the colour table when the bands are one palette band
+    (:func:`geoseg.raster.io.palette_lut`; ``None`` otherwise), from one open of the file."""
     c0, r0, w, h = int(window["col_off"]), int(window["row_off"]), int(window["width"]), int(window["height"])
     if image_path.endswith(".npz"):
         arr = _load_npz(image_path, image_key or "img")
@@ -73,17 +80,20 @@ def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] 
         out = arr[r0:r0 + h, c0:c0 + w][:, :, idx]
         if out.shape[:2] != (h, w):
             raise InputError(f"window {dict(window)} exceeds {image_path} of size {arr.shape[:2]}", "rebuild the shards")
-        return out
+        return out, None
     import rasterio
     from rasterio.windows import Window
+
+    from geoseg.raster.io import palette_lut
 
     try:
         with _open_raster(image_path) as src:
             idx = list(bands) if bands else list(range(1, src.count + 1))
             data = src.read(idx, window=Window(c0, r0, w, h), boundless=False)
+            lut = palette_lut(src, idx)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read image {image_path} ({exc})", "check that the file exists and is a raster") from exc
-    return np.transpose(data, (1, 2, 0))
+    return np.transpose(data, (1, 2, 0)), lut
 
 
 def apply_stretch(data: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
@@ -100,10 +110,14 @@ def apply_stretch(data: np.ndarray, stretch: Sequence[Sequence[float]] | None) -
 
 
 def read_rgb(row: Mapping) -> np.ndarray:
-    """The display RGB tile (``H x W x 3`` uint8) of a shard row."""
+    """The display RGB tile (``H x W x 3`` uint8) of a shard row.
+
+    An indexed-colour image (one palette band of a PNG or GeoTIFF) is shown in its table's
+    colours, not as its indices (a near-black grey), as segment and serve show it.
+    """
     bands = list(row["bands"]) if row.get("bands") else None
-    data = read_bands(row["image_path"], row["window"], bands, row.get("image_key") or "")
-    rgb = apply_stretch(data, row.get("stretch"))
+    data, lut = _read_window(row["image_path"], row["window"], bands, row.get("image_key") or "")
+    rgb = lut[data[:, :, 0]] if lut is not None else apply_stretch(data, row.get("stretch"))
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     return np.ascontiguousarray(rgb[:, :, :3])

@@ -17,6 +17,8 @@ import numpy as np
 from geoseg.errors import InputError
 
 UNLABELED = 255  # class-map value of pixels without a label (ignored, never a target)
+NO_CROWD = -1  # crowd-map value of pixels without a crowd region
+ANY_CLASS = -2  # crowd-map value of an object of unknown class: it may be of any class of the source
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ class Scene:
         exhaustive: whether every class present in the scene is labelled, so that a class
             absent from the label is really absent (needed for no-target instructions).
         notes: counted problems met while loading (e.g. ``mask_size_adjusted``).
-        crowd: ``H x W`` uint8 class map of pixels known to hold objects that are not single
-            instances (COCO ``iscrowd``), ``UNLABELED`` elsewhere; a tile never asks a class-level
-            or no-target question about a class with crowd pixels in it. ``None`` = no crowd.
+        crowd: ``H x W`` int16 class map of pixels known to hold objects that are not single
+            instances (COCO ``iscrowd``, bbox-only annotations), ``NO_CROWD`` elsewhere; a tile never
+            asks a referring, class-level or no-target question about a class with crowd pixels in
+            it. ``ANY_CLASS`` marks an object whose category the source does not list: it could be
+            any class (a synonym), so such a tile asks none of those questions about any class.
+            ``None`` = no crowd.
     """
 
     ref: SceneRef
@@ -106,6 +111,13 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def load(self, ref: SceneRef) -> Scene:
         """Read one scene's pixels and labels."""
+
+    def source_notes(self) -> dict[str, int]:
+        """Counted problems of the source as a whole, met by :meth:`scenes` (e.g. annotations of no image).
+
+        They go to the manifest as ``notes/<name>`` next to the scenes' own notes; empty by default.
+        """
+        return {}
 
     def split_of(self, region: str) -> str:
         """The split a region belongs to (regions are never divided between splits).

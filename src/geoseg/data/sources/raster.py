@@ -13,8 +13,20 @@ from geoseg.errors import InputError
 
 def read_full(path: str, bands: Sequence[int] | None = None) -> np.ndarray:
     """All pixels of ``bands`` (1-based; all when ``None``) of a raster as ``H x W x C``."""
+    return read_full_palette(path, bands)[0]
+
+
+def read_full_palette(path: str, bands: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """All pixels of ``bands`` as ``H x W x C``, and the colour table when they are one palette band.
+
+    The table is :func:`geoseg.raster.io.palette_lut`'s ``N x 3`` uint8 lookup (``None`` for any
+    other image): an indexed-colour PNG or GeoTIFF stores table indices, which are shown as the
+    table's colours, as :func:`geoseg.data.imagery.read_rgb` renders rows and segment/serve read them.
+    """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    from geoseg.raster.io import palette_lut
 
     try:
         with warnings.catch_warnings():
@@ -25,9 +37,10 @@ def read_full(path: str, bands: Sequence[int] | None = None) -> np.ndarray:
                     raise InputError(f"{path} has {src.count} bands, band {max(idx)} was asked for",
                                      "choose bands that exist (1-based)")
                 data = src.read(idx)
+                lut = palette_lut(src, idx)
     except RasterioIOError as exc:
         raise InputError(f"cannot read image {path} ({exc})", "check that the file exists and is a readable raster") from exc
-    return np.transpose(data, (1, 2, 0))
+    return np.transpose(data, (1, 2, 0)), lut
 
 
 def scene_stretch(data: np.ndarray, low: float = 2.0, high: float = 98.0,
