@@ -116,6 +116,13 @@ def test_palette_png_is_read_in_its_colours(tmp_path: Path) -> None:
     # the colour words of the attributes come from the colours, not from near-black indices
     (ship,) = [json.loads(r["attributes"]) for r in rows if r["category"] == "ship" and r["task"] == "interactive"]
     assert ship["colour"] == "yellow" and ship["brightness"] > 150  # table entry 3, index 3 as grey is black
+    # and training sees the same colours (its tile cache reads each image once for all its tiles)
+    from geoseg.unified.data import TileCache
+
+    cache = TileCache(size=64)
+    cache.fill(rows)
+    for r in rows:
+        assert np.array_equal(cache.get(r), cache._resize(read_rgb(r)))
 
 
 def test_repeated_image_or_category_id_is_one_line(tmp_path: Path) -> None:

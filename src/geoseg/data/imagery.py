@@ -66,10 +66,10 @@ def raster_shape(image_path: str | Path, image_key: str = "") -> tuple[int, int]
 def read_bands(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None = None,
                image_key: str = "") -> np.ndarray:
     """Read ``bands`` (1-based; all when ``None``) of ``window`` as a ``H x W x C`` array of the source dtype."""
-    return _read_window(image_path, window, bands, image_key)[0]
+    return read_window(image_path, window, bands, image_key)[0]
 
 
-def _read_window(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None,
+def read_window(image_path: str, window: Mapping[str, int], bands: Sequence[int] | None,
                  image_key: str) -> tuple[np.ndarray, np.ndarray | None]:
     """``read_bands``, and the colour table when the bands are one palette band
     (:func:`geoseg.raster.io.palette_lut`; ``None`` otherwise), from one open of the file."""
@@ -116,8 +116,14 @@ def read_rgb(row: Mapping) -> np.ndarray:
     colours, not as its indices (a near-black grey), as segment and serve show it.
     """
     bands = list(row["bands"]) if row.get("bands") else None
-    data, lut = _read_window(row["image_path"], row["window"], bands, row.get("image_key") or "")
-    rgb = lut[data[:, :, 0]] if lut is not None else apply_stretch(data, row.get("stretch"))
+    data, lut = read_window(row["image_path"], row["window"], bands, row.get("image_key") or "")
+    return to_display(data, lut, row.get("stretch"))
+
+
+def to_display(data: np.ndarray, lut: np.ndarray | None, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
+    """Pixels as read (``H x W x C``) to display RGB uint8: through the colour table ``lut`` when
+    they are palette indices, else stretched (:func:`apply_stretch`); one band becomes grey."""
+    rgb = lut[data[:, :, 0]] if lut is not None else apply_stretch(data, stretch)
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     return np.ascontiguousarray(rgb[:, :, :3])

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from geoseg.data.imagery import apply_stretch, raster_shape, read_bands, read_rgb
+from geoseg.data.imagery import raster_shape, read_rgb, read_window, to_display
 from geoseg.data.schema import prompt_of
 from geoseg.errors import InputError
 from geoseg.models import TASK_IDS
@@ -128,19 +128,16 @@ class TileCache:
             if k not in self.tiles:
                 groups[(r["image_path"], r.get("image_key") or "", k[6], k[7])][k] = r
         for (path, key, bands, stretch), members in progress(groups.items(), desc="decode tiles", total=len(groups)):
-            full = None
+            full, lut = None, None
             if len(members) > 1:
                 try:
-                    full = read_bands(path, _full_window(path, key), list(bands) or None, key)
+                    full, lut = read_window(path, _full_window(path, key), list(bands) or None, key)
                 except Exception:  # noqa: BLE001 - fall back to per-tile reads
                     full = None
             for k, r in members.items():
                 if full is not None:
                     c0, r0, w, h = k[2:6]
-                    rgb = apply_stretch(full[r0:r0 + h, c0:c0 + w], [list(s) for s in stretch] or None)
-                    if rgb.shape[2] == 1:
-                        rgb = np.repeat(rgb, 3, axis=2)
-                    rgb = np.ascontiguousarray(rgb[:, :, :3])
+                    rgb = to_display(full[r0:r0 + h, c0:c0 + w], lut, [list(s) for s in stretch] or None)
                 else:
                     rgb = read_rgb(r)
                 self.tiles[k] = self._resize(rgb)
