@@ -8,35 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from box_backend import BoxAnswer
 from openai_server import OpenAIServer, Target
 
 from geoseg.errors import GeosegError
 from geoseg.prompts import Prompt
-from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.trainfree.calibrate import calibrate
 from geoseg.trainfree.client import FrameMismatchError, GroundingClient
 from geoseg.trainfree.conventions import FAMILIES, Frame, frame_mismatch
 from geoseg.trainfree.segmenter import TrainFreeSegmenter
 
 GENERIC = "gpt-4o-mini"  # the loopback server's generic model
-
-
-class WholeBox(Segmenter):
-    """A mask backend that answers a box with exactly that box (so a box covering the image shows)."""
-
-    name = "wholebox"
-    capabilities = frozenset({"point", "box"})
-
-    def _set_image(self, image: np.ndarray) -> None:
-        pass
-
-    def _predict(self, prompt: Prompt) -> Prediction:
-        h, w = self.image_shape
-        m = np.zeros((h, w), bool)
-        if prompt.box is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
-            m[y0:y1, x0:x1] = True
-        return Prediction(mask=m, score=0.5)
 
 
 @pytest.fixture()
@@ -74,7 +56,7 @@ def test_a_pixel_box_at_the_image_corner_is_not_read_as_the_whole_image(dubai_ta
             with pytest.raises(FrameMismatchError, match=r"the model's box \[0, 0, \d+, \d+\]"):
                 client.ground(crop, corner.instruction)
         seg = TrainFreeSegmenter(vlm_url=srv.url, vlm_model=GENERIC, vlm_family="generic",
-                                 mask_backend=WholeBox(), routes="B", refinement="none")
+                                 mask_backend=BoxAnswer(), routes="B", refinement="none")
         seg.set_image(crop)
         pred = seg.predict(Prompt(text=corner.instruction))
     assert not pred.mask.any() and pred.info["grounding"] == "no box"  # not a mask of the whole image

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from box_backend import BoxAnswer
 
 from geoseg.errors import GeosegError
 from geoseg.prompts import Prompt
-from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.trainfree.client import GroundingClient, NoBoxError
 from geoseg.trainfree.segmenter import ENV_MAX_TOKENS, TrainFreeSegmenter
 
 QWEN3 = "qwen3-vl:8b"
-
-
-class BoxOnly(Segmenter):
-    """Answers a box with that box."""
-
-    name = "boxonly"
-    capabilities = frozenset({"point", "box"})
-
-    def _set_image(self, image: np.ndarray) -> None:
-        pass
-
-    def _predict(self, prompt: Prompt) -> Prediction:
-        h, w = self.image_shape
-        m = np.zeros((h, w), bool)
-        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
-        m[y0:y1, x0:x1] = True
-        return Prediction(mask=m, score=0.5)
 
 
 def _ground(server, target, **kw):
@@ -70,12 +53,12 @@ def test_a_thinking_model_cut_at_max_tokens_names_the_option_that_lets_it_answer
     assert np.allclose(g.box, t.box, atol=1.0 + max(t.image.shape[:2]) / 1000)
     # the route takes it as an argument (the --vlm-max-tokens flag) or from the environment
     seg = TrainFreeSegmenter(vlm_url=openai_server.url, vlm_model=QWEN3, vlm_max_tokens=4096,
-                             mask_backend=BoxOnly(), routes="B")
+                             mask_backend=BoxAnswer(), routes="B")
     seg.set_image(t.image)
     assert seg.predict(Prompt(text=t.instruction)).mask.any()
     assert openai_server.state.requests[-1]["max_tokens"] == 4096
     monkeypatch.setenv(ENV_MAX_TOKENS, "3000")
-    seg = TrainFreeSegmenter(vlm_url=openai_server.url, vlm_model=QWEN3, mask_backend=BoxOnly(), routes="B")
+    seg = TrainFreeSegmenter(vlm_url=openai_server.url, vlm_model=QWEN3, mask_backend=BoxAnswer(), routes="B")
     seg.set_image(t.image)
     assert seg.predict(Prompt(text=t.instruction)).mask.any()
     assert openai_server.state.requests[-1]["max_tokens"] == 3000
