@@ -61,6 +61,15 @@ def make_geotiff(tmp_path: Path):
     return make
 
 
+def uploaded_files(folder: Path) -> list[str]:
+    """Names of the uploads a server keeps under ``folder`` (its ``upload_dir``): in its own locked subfolder."""
+    from geoseg.serve.uploads import MARKER, PREFIX
+
+    if not folder.exists():
+        return []
+    return sorted(f.name for d in folder.glob(PREFIX + "*") for f in d.iterdir() if f.name != MARKER)
+
+
 class LiveServer:
     def __init__(self, app) -> None:
         import uvicorn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from geoseg.rle import rle_decode  # noqa: E402
 from geoseg.serve import create_app  # noqa: E402
 
-from .conftest import Brightness  # noqa: E402
+from .conftest import Brightness, uploaded_files  # noqa: E402
 
 
 def _upload(client, path, name=None, **data):
@@ -159,7 +160,7 @@ def test_bad_requests(client, make_geotiff, tmp_path):
     r = _upload(client, make_geotiff("c.tif", seed=5), bands="x")
     assert r.status_code == 400
     # the upload folder holds no leftovers of the refused uploads
-    kept = sorted(p.name for p in (tmp_path / "uploads").iterdir())
+    kept = uploaded_files(tmp_path / "uploads")
     assert len(kept) == 1 and kept[0].startswith(iid)
     assert client.get("/api/health").json()["status"] == "ok"
 
@@ -184,7 +185,8 @@ def test_size_limits(tmp_path, make_geotiff):
         assert small.status_code == 201
         r = c.post(f"/api/images/{small.json()['image_id']}/predict", json={"text": "x" * 5000})
         assert r.status_code == 413
-        assert list((tmp_path / "up").iterdir()) and all(p.suffix == ".tif" for p in (tmp_path / "up").iterdir())
+        kept = uploaded_files(tmp_path / "up")
+        assert kept and all(Path(n).suffix == ".tif" for n in kept)
 
 
 def test_reference_images_only_under_roots(client, make_geotiff, tmp_path):

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from .conftest import Brightness, LiveServer
 
 
 def _find_chromium() -> Path | None:
@@ -205,3 +208,48 @@ def test_an_instruction_that_finds_nothing_shows_the_backends_advice(browser, br
     assert page.is_hidden("#message")
     assert not errors, errors
     page.close()
+
+
+class _SlowPoints(Brightness):
+    """Brightness that takes points too, and answers them slowly: a prompt still on its way when the user moves on."""
+
+    name = "slow-points"
+    capabilities = frozenset({"text", "point", "box"})
+
+    def _predict(self, prompt):
+        time.sleep(1.5)
+        return super()._predict(prompt)
+
+
+def test_an_old_answer_never_lands_on_the_next_image(browser, make_geotiff, tmp_path):
+    from geoseg.serve import create_app
+
+    app = create_app(segmenter_factory=_SlowPoints, upload_dir=tmp_path / "u")
+    first, second = make_geotiff("a.tif", seed=0), make_geotiff("b.tif", seed=1)
+    with LiveServer(app) as srv:
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#file-input", str(first))
+        page.wait_for_selector("#map[data-image]", timeout=20_000)
+        a = page.evaluate("window.geosegMap.image().image_id")
+        assert page.evaluate("document.getElementById('file-input').value") == ""  # the same file can be chosen again
+        box = page.locator("#map").bounding_box()
+        sx, sy = page.evaluate("window.geosegMap.pixelToScreen(100, 80)")
+        page.mouse.click(box["x"] + sx, box["y"] + sy)  # its answer takes 1.5 s ...
+        page.set_input_files("#file-input", str(second))  # ... and meanwhile another image is opened
+        page.wait_for_function(f"() => window.geosegMap.image().image_id !== '{a}'", timeout=20_000)
+        page.wait_for_timeout(2500)  # the first image's answer has arrived by now
+        assert page.evaluate("window.geosegMap.result()") is None  # it is not drawn on the second image
+        assert page.get_attribute("#map", "data-overlay") == "0"
+        assert page.get_attribute("#dl-geojson", "aria-disabled") == "true"
+
+        # a link to an image the server no longer holds says so in the page's words and is dropped
+        page.goto(srv.url + "/?image=" + "f" * 16)
+        page.wait_for_selector("body[data-ready='1']")
+        assert "no longer open on the server: open the file again" in page.inner_text("#message")
+        assert "?image" not in page.url
+        assert not errors, errors
+        page.close()

@@ -13,9 +13,10 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from geoseg.errors import GeosegError  # noqa: E402
 from geoseg.serve import create_app  # noqa: E402
 
-from .conftest import LiveServer  # noqa: E402
+from .conftest import LiveServer, uploaded_files  # noqa: E402
 
 
 def _upload(client, path: Path, name: str | None = None, **data):
@@ -25,8 +26,7 @@ def _upload(client, path: Path, name: str | None = None, **data):
 
 
 def _leftovers(tmp_path: Path) -> list[str]:
-    up = tmp_path / "uploads"
-    return sorted(p.name for p in up.iterdir()) if up.exists() else []
+    return uploaded_files(tmp_path / "uploads")
 
 
 # -- 1. GDAL virtual rasters must not read files outside the roots ------------------------------------
@@ -388,3 +388,31 @@ def test_nodata_and_palette_images_reach_the_model_as_the_segment_command_reads_
         pid = _upload(c, pal).json()["image_id"]
         c.post(f"/api/images/{pid}/predict", json={"text": "dark", "include": ["rle"]})
         assert (seen[-1] == (200, 60, 20)).all()
+
+
+# -- 9. --device, like geoseg segment's, checked before listening ---------------------------------------------
+@pytest.mark.parametrize("device, words", [("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device 'cuda:x'")])
+def test_unknown_device_fails_before_listening(private_tmp, no_listen, capsys, device, words):
+    code, err = _cli(["serve", "--backend", "classical", "--device", device], capsys)
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert words in err and "use --device auto, cpu, cuda or cuda:N" in err
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_device_reaches_the_backend(tmp_path, monkeypatch, make_geotiff):
+    from geoseg import segmenters
+    from geoseg.segmenters.classical import GrabCutSegmenter
+
+    seen: list[object] = []
+
+    def factory(**kwargs):
+        seen.append(kwargs.get("device"))
+        return GrabCutSegmenter(**kwargs)
+
+    monkeypatch.setitem(segmenters._REGISTRY, "recording", factory)
+    with TestClient(create_app("recording", device="cpu", upload_dir=tmp_path / "u")) as c:
+        assert _upload(c, make_geotiff()).status_code == 201
+    assert seen == ["cpu"]
+    with pytest.raises(GeosegError, match="use --device auto, cpu, cuda or cuda:N"):
+        create_app("recording", device="tpu")
+    assert seen == ["cpu"]  # refused before the backend is built

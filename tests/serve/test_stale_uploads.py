@@ -113,3 +113,41 @@ def test_a_live_folder_in_this_process_is_never_reaped(systmp):
     (target / MARKER).write_text("1\n")
     linked.symlink_to(target, target_is_directory=True)
     assert reap_stale_folders() == [] and (target / MARKER).exists()  # a link is never followed
+
+
+def _killed_server_folder(parent: Path) -> Path:
+    """A process that makes its upload folder in ``parent``, writes an upload and dies of SIGKILL; its folder."""
+    code = ("import os, signal, sys\n"
+            "from geoseg.serve.uploads import UploadFolder\n"
+            "d = UploadFolder(sys.argv[1]).path()\n"
+            "(d / 'upload.tif').write_bytes(b'II*\\x00')\n"
+            "print(d, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(parent)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return Path(proc.stdout.strip())
+
+
+def test_given_upload_folder_keeps_no_upload_of_a_killed_server(tmp_path, make_geotiff):
+    given = tmp_path / "uploads"
+    dead = _killed_server_folder(given)
+    assert dead.parent == given and (dead / "upload.tif").is_file()  # a kill -9 leaves the upload behind ...
+    (given / "notes.txt").write_text("the operator's")  # the given folder may hold other things: never touched
+    foreign = given / f"{PREFIX}other-host"  # a dead server's folder, but on another machine sharing the folder
+    foreign.mkdir()
+    (foreign / MARKER).write_text("1\nsome-other-host\n")
+    live = UploadFolder(given)  # a running server in this process
+    (live.path() / "live.tif").write_bytes(b"x")
+    try:
+        with TestClient(create_app("classical", upload_dir=given)) as c:  # ... and the next start removes it
+            assert not dead.exists()
+            assert (given / "notes.txt").read_text() == "the operator's"
+            assert foreign.is_dir() and (live.path() / "live.tif").is_file()
+            with open(make_geotiff(), "rb") as fh:
+                assert c.post("/api/images", files={"file": ("a.tif", fh, "image/tiff")}).status_code == 201
+            (mine,) = _folders(given) - {foreign.name, live.path().name}
+            assert len(list((given / mine).iterdir())) == 2  # (the upload and the marker)
+        assert not (given / mine).exists() and given.is_dir()  # a normal stop removes its folder, not the given one
+    finally:
+        live.close()
+    assert sorted(p.name for p in given.iterdir()) == [foreign.name, "notes.txt"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.trainfree import vlm_kwargs, vlm_options
-from geoseg.errors import GeosegError, require
+from geoseg.errors import GeosegError, reason, require
 
 
 @click.command()
@@ -15,6 +15,7 @@ from geoseg.errors import GeosegError, require
 @click.option("--backend", default="unified", show_default=True,
               help="Segmenter backend: unified, classical, trainfree, sam, sam2.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Weights for the backend.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--max-upload-mb", default=200.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Uploads larger than this are refused with 413.")
 @click.option("--max-images", default=8, show_default=True, type=click.IntRange(min=1),
@@ -23,8 +24,8 @@ from geoseg.errors import GeosegError, require
               help="Folder whose files clients may open by path (repeatable); none: uploads only.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds each instruction
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: str | None, max_upload_mb: float,
-          max_images: int, image_roots: tuple[str, ...], **vlm) -> None:
+def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: str | None, device: str,
+          max_upload_mb: float, max_images: int, image_roots: tuple[str, ...], **vlm) -> None:
     """Serve the web page and the REST API (OpenAPI schema at /openapi.json).
 
     Open http://HOST:PORT/ in a browser, open an image, then click points, drag a box
@@ -39,15 +40,15 @@ def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: st
     uvicorn = require("uvicorn", "serve")
     from geoseg.serve import create_app
 
-    app = create_app(backend, checkpoint, max_upload_mb=max_upload_mb, max_images=max_images,
-                     image_roots=image_roots, backend_options=vlm_kwargs(vlm) if backend == "trainfree" else None)
+    app = create_app(backend, checkpoint, max_upload_mb=max_upload_mb, max_images=max_images, image_roots=image_roots,
+                     backend_options=vlm_kwargs(vlm) if backend == "trainfree" else None, device=device)
     try:
         proto = app.state.store.prototype  # load the weights now: a bad backend fails before listening
     except GeosegError:
         raise
     except Exception as exc:  # noqa: BLE001 - a backend that cannot be built is a user-facing problem
-        raise GeosegError(f"cannot load backend {backend!r} ({type(exc).__name__}: {exc})",
-                          "check --backend and --checkpoint") from exc
+        raise GeosegError(f"cannot load backend {backend!r}: {type(exc).__name__}: {reason(exc)}",
+                          "check --backend, --checkpoint and --device") from exc
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     if not quiet:
         click.echo(f"geoseg serve: backend {proto.name} ({', '.join(sorted(proto.capabilities))}) "

@@ -54,7 +54,7 @@ def parse_bands(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
     return out
 
 
-def _default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
+def default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
     """RGB by colour interpretation when declared, else the first three bands, else band 1 as grey."""
     ci = list(ds.colorinterp)
     if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
@@ -137,7 +137,7 @@ class RasterSource:
                 )
             self.bands = tuple(int(b) for b in bands)
         else:
-            self.bands = _default_bands(ds)
+            self.bands = default_bands(ds)
         flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
         self.has_mask = not all(f == [MaskFlags.all_valid] for f in flags) or np.dtype(self.dtype).kind in "fc"
         self.palette = palette_lut(ds, self.bands)

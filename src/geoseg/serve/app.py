@@ -48,7 +48,7 @@ from geoseg.serve.routes_images import image_routes
 from geoseg.serve.routes_masks import mask_routes
 from geoseg.serve.schemas import error_responses
 from geoseg.serve.sessions import SessionStore
-from geoseg.serve.uploads import UploadFolder, reap_stale_folders
+from geoseg.serve.uploads import UploadFolder
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -65,6 +65,7 @@ def create_app(
     image_roots: Sequence[str | os.PathLike] = (),
     upload_dir: str | os.PathLike | None = None,
     backend_options: Mapping[str, Any] | None = None,
+    device: str | None = "auto",
 ) -> FastAPI:
     """Build the app.
 
@@ -81,13 +82,16 @@ def create_app(
             the first upload and removed at shutdown). Uploads still open at shutdown are removed.
         backend_options: further keyword arguments of the backend (``trainfree``: ``vlm_url``,
             ``vlm_model``, ``vlm_family``, ...).
+        device: where the backend's model runs: ``auto`` (a GPU when there is one), ``cpu``,
+            ``cuda`` or ``cuda:N``; backends without a model ignore it.
 
     Raises:
-        GeosegError: a ``checkpoint`` that does not exist, or one given to a backend without weights.
+        GeosegError: a ``checkpoint`` that does not exist, or one given to a backend without weights;
+            a ``device`` that is unknown or not on this machine.
     """
     if segmenter_factory is None:
-        check_backend_args(backend, checkpoint)
-        kwargs = {**(backend_options or {}), **({"checkpoint": checkpoint} if checkpoint else {})}
+        check_backend_args(backend, checkpoint, device)
+        kwargs = {**(backend_options or {}), "device": device, **({"checkpoint": checkpoint} if checkpoint else {})}
 
         def segmenter_factory() -> Segmenter:
             return build_segmenter(backend, **kwargs)
@@ -118,8 +122,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        if upload_dir is None:  # folders of servers that were killed before they could remove theirs
-            reap_stale_folders()
+        uploads.reap()  # folders of servers that were killed before they could remove theirs
         yield
         _shutdown()
 

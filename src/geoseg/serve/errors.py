@@ -46,6 +46,19 @@ def error_response(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status)
 
 
+NO_FILE_MESSAGE = ("no image file in the upload: the multipart field 'file' is missing or has no file name, as when "
+                   "a form is sent with no file chosen (choose a GeoTIFF, JPG or PNG file and send it as the "
+                   "multipart/form-data field 'file' with its file name, e.g. curl -F file=@scene.tif URL/api/images)")
+
+
+def _no_file(err: dict) -> bool:
+    """An upload without a file: the ``file`` part absent, or sent as a plain field (a form with no file chosen
+    sends a part whose file name is empty, which is read as text)."""
+    if tuple(err.get("loc", ())) != ("body", "file"):
+        return False
+    return err.get("type") == "missing" or "Expected UploadFile" in str(err.get("msg", ""))
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     errors = exc.errors()
     if errors and errors[0].get("type") == "json_invalid":
@@ -57,6 +70,8 @@ def _validation_message(exc: RequestValidationError) -> str:
         why = (errors[0].get("ctx") or {}).get("error", "JSON decode error")
         return (f"malformed JSON at line {line}, column {col}: {why} (send one JSON object with "
                 'Content-Type: application/json, e.g. {"box": [10, 10, 120, 90]}; see the schema at /openapi.json)')
+    if any(_no_file(err) for err in errors):
+        return NO_FILE_MESSAGE
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import InputError, reason
-from geoseg.raster.io import palette_lut
+from geoseg.raster.io import default_bands, palette_lut
 
 # rasterio's Affine coefficients (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f
 AffineTuple = tuple[float, float, float, float, float, float]
@@ -224,7 +224,8 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
     Args:
         path: a GeoTIFF, JPEG or PNG file (anything else: :class:`UnsupportedFormatError`).
         name: the name shown to the user (the upload's file name).
-        bands: 1-based band indices for R, G, B (default: 1, 2, 3, or band 1 as grey).
+        bands: 1-based band indices for R, G, B (default: the bands declared red, green and blue,
+            else 1, 2, 3, or band 1 as grey).
         max_pixels: larger images are refused with a pointer to ``geoseg segment``.
         image_id: the id to use (default: a content hash of the file).
         sidecars: let GDAL read sidecar files next to it (``.aux.xml``, ``.ovr``, world files);
@@ -275,8 +276,8 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
                         f"give one or three 1-based indices between 1 and {src.count}",
                     )
                 idx = list(bands)
-            else:
-                idx = [1, 2, 3] if src.count >= 3 else [1]
+            else:  # as 'geoseg segment' reads it: declared red/green/blue bands, else the first three
+                idx = list(default_bands(src))
             try:
                 data = src.read(idx)
                 lut = palette_lut(src, idx)

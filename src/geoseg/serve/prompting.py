@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from geoseg.errors import PromptError
+from collections.abc import Callable, Sequence
+
+from geoseg.errors import PromptError, reason
 from geoseg.prompts import Prompt
 from geoseg.serve.images import ImageRecord
 from geoseg.serve.schemas import PredictRequest
 from geoseg.serve.sessions import Session
+
+XY = tuple[float, float]
+Box = tuple[float, float, float, float]
 
 
 def prompt_from_request(req: PredictRequest, sess: Session) -> Prompt:
@@ -18,7 +23,10 @@ def prompt_from_request(req: PredictRequest, sess: Session) -> Prompt:
         if rec.geo is None:
             raise PromptError("lon/lat coordinates given for an image without a georeference",
                               "send pixel coordinates (coords='pixel')")
-        points, box = _lonlat_to_pixel(rec, points, box)
+        lonlat_points, lonlat_box = points, box
+        points = _to_pixel(rec, points)
+        box = _box_to_pixel(rec, box)
+        _check_lonlat_inside(rec, lonlat_points, points, lonlat_box, box)
     labels = tuple(req.labels) if req.labels is not None else (1,) * len(points)
     prompt = Prompt(points=tuple(points), labels=labels, box=box, text=req.text, task=req.task)
     if prompt.is_empty:
@@ -31,25 +39,79 @@ def prompt_from_request(req: PredictRequest, sess: Session) -> Prompt:
     return prompt
 
 
-def _lonlat_to_pixel(rec: ImageRecord, points: list[tuple[float, float]],
-                     box: tuple[float, float, float, float] | None):
-    """Exact lon/lat -> source CRS -> pixel for points and a box (the box as the bounds of its corners)."""
+LONLAT_FIX = "send [lon, lat] in degrees of EPSG:4326, longitude first, or pixel coordinates with coords='pixel'"
+
+
+def _to_pixel(rec: ImageRecord, lonlat: Sequence[XY]) -> list[XY]:
+    """Exact lon/lat -> source CRS -> pixel; a :class:`PromptError` for numbers that are no lon/lat or cannot be projected."""
+    from rasterio._err import CPLE_BaseError  # PROJ's errors (rasterio exports no public name)
+    from rasterio.errors import RasterioError
     from rasterio.transform import Affine
     from rasterio.warp import transform as warp_transform
 
+    if not lonlat:
+        return []
+    for lon, lat in lonlat:
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise PromptError(f"({lon:g}, {lat:g}) is not a longitude, latitude: longitude runs from -180 to 180, "
+                              "latitude from -90 to 90", LONLAT_FIX)
     inv = ~Affine(*rec.geo.transform)
-
-    def conv(lonlat: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        if not lonlat:
-            return []
+    try:
         xs, ys = warp_transform("EPSG:4326", rec.geo.crs, [p[0] for p in lonlat], [p[1] for p in lonlat])
-        return [tuple(inv @ (x, y)) for x, y in zip(xs, ys)]
+    except (CPLE_BaseError, RasterioError, ValueError) as exc:  # PROJ refuses points its projection does not cover
+        raise PromptError(f"lon/lat {', '.join(f'({x:g}, {y:g})' for x, y in lonlat[:4])} cannot be placed in "
+                          f"the image's CRS {rec.geo.crs}: {reason(exc)}",
+                          "send lon/lat inside the image, or pixel coordinates with coords='pixel'") from None
+    return [tuple(inv @ (x, y)) for x, y in zip(xs, ys)]
 
-    px_points = conv(points)
-    px_box = None
-    if box is not None:
-        corners = conv([(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])])
-        cx = [c[0] for c in corners]
-        cy = [c[1] for c in corners]
-        px_box = (min(cx), min(cy), max(cx), max(cy))
-    return px_points, px_box
+
+def _fits_swapped(check: Callable[[], bool]) -> bool:
+    """Whether the client's numbers, read the other way round, land on the image (``False`` when they cannot)."""
+    try:
+        return check()
+    except PromptError:
+        return False
+
+
+def _box_to_pixel(rec: ImageRecord, box: Box | None) -> Box | None:
+    """A lon/lat box in pixels: the bounds of its four corners."""
+    if box is None:
+        return None
+    corners = _to_pixel(rec, [(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])])
+    cx = [c[0] for c in corners]
+    cy = [c[1] for c in corners]
+    return min(cx), min(cy), max(cx), max(cy)
+
+
+def _inside(rec: ImageRecord, xy: XY) -> bool:
+    return 0 <= xy[0] < rec.width and 0 <= xy[1] < rec.height
+
+
+def _overlaps(rec: ImageRecord, box: Box) -> bool:
+    return box[2] > 0 and box[3] > 0 and box[0] < rec.width and box[1] < rec.height
+
+
+def _check_lonlat_inside(rec: ImageRecord, lonlat_points: Sequence[XY], points: Sequence[XY],
+                         lonlat_box: Box | None, box: Box | None) -> None:
+    """Refuse lon/lat that misses the image in the client's own numbers, with the image's extent.
+
+    A message in the pixels they were converted to would name coordinates the client never sent;
+    and numbers that land inside the image once swapped were sent as (lat, lon): say so.
+    """
+    lons = [c[0] for c in rec.geo.corners_lonlat]
+    lats = [c[1] for c in rec.geo.corners_lonlat]
+    extent = (f"the image spans lon {min(lons):.5f} to {max(lons):.5f}, "
+              f"lat {min(lats):.5f} to {max(lats):.5f}")
+    swap_fix = "the numbers look like latitude first: send each point as [lon, lat], longitude first as in GeoJSON"
+    other_fix = "send lon/lat inside the image, or pixel coordinates with coords='pixel'"
+    for (lon, lat), xy in zip(lonlat_points, points):
+        if not _inside(rec, xy):
+            swapped = _fits_swapped(lambda lon=lon, lat=lat: _inside(rec, _to_pixel(rec, [(lat, lon)])[0]))
+            raise PromptError(f"point (lon {lon:g}, lat {lat:g}) lies outside the image: {extent}",
+                              swap_fix if swapped else other_fix)
+    if lonlat_box is not None and box is not None and not _overlaps(rec, box):
+        b = lonlat_box
+        swapped = _fits_swapped(lambda: _overlaps(rec, _box_to_pixel(rec, (b[1], b[0], b[3], b[2]))))
+        raise PromptError(f"box (lon {b[0]:g} to {b[2]:g}, lat {b[1]:g} to {b[3]:g}) does not overlap the image: "
+                          f"{extent}", swap_fix.replace("each point as [lon, lat]", "the box as "
+                                                        "[lon0, lat0, lon1, lat1]") if swapped else other_fix)

@@ -30,6 +30,15 @@ from geoseg.serve.images import ImageRecord
 log = logging.getLogger(__name__)
 
 
+#: how much of an unknown id an error message repeats (ids the server makes are 12-16 characters)
+ECHO_CHARS = 64
+
+
+def echo_id(value: str, limit: int = ECHO_CHARS) -> str:
+    """``value`` quoted for an error message, cut to ``limit`` characters (a client may send anything)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit] + "…")
+
+
 class UnknownImageError(GeosegError):
     """An image id the server does not hold (never uploaded, deleted or evicted)."""
 
@@ -110,9 +119,9 @@ class SessionStore:
             sess = self._sessions.get(image_id)
             if sess is None:
                 raise UnknownImageError(
-                    f"unknown image id {image_id!r}",
-                    f"upload the image with POST /api/images first (the server keeps the {self.max_images} "
-                    "most recently used images)",
+                    f"unknown image id {echo_id(image_id)}",
+                    f"upload the image with POST /api/images first; the server keeps the {self.max_images} "
+                    "most recently used images",
                 )
             self._sessions.move_to_end(image_id)
             return sess
@@ -121,7 +130,7 @@ class SessionStore:
         with self._lock:
             sess = self._sessions.pop(image_id, None)
         if sess is None:
-            raise UnknownImageError(f"unknown image id {image_id!r}", "list open images with GET /api/images")
+            raise UnknownImageError(f"unknown image id {echo_id(image_id)}", "list open images with GET /api/images")
         self._drop(sess.record)
 
     def _drop(self, record: ImageRecord) -> None:
@@ -174,7 +183,7 @@ class SessionStore:
             stored = sess.masks.get(mask_id)
         if stored is None:
             raise UnknownMaskError(
-                f"unknown mask id {mask_id!r} for image {sess.record.image_id!r}",
+                f"unknown mask id {echo_id(mask_id)} for image {sess.record.image_id!r}",
                 f"predict again; the server keeps the last {self.max_masks} masks per image",
             )
         return stored

@@ -11,6 +11,13 @@ ends, and a pid reused by another process holds no lock). At start a server remo
 ``geoseg-serve-*`` folders whose marker it can lock: their owner is gone. A folder without
 the marker is not one this program made (or is being made right now) and is left alone, as
 are folders of other users and symbolic links.
+
+A folder given by the operator (``create_app(upload_dir=...)``) is treated the same way: each
+server keeps its uploads in a ``geoseg-serve-*`` subfolder of it, with the same locked marker,
+and at start removes the subfolders there whose server is gone. The given folder itself, and
+anything else in it, is never touched. The marker also names the host, and a folder made on
+another host is never removed: a given folder may be a network share, where another machine's
+lock is not always visible.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import atexit
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -63,11 +71,23 @@ def _ours(path: Path) -> bool:
         return False
 
 
+def _marker_text() -> str:
+    """What a marker holds: the server's pid, then its host (read back by :func:`_owner`)."""
+    return f"{os.getpid()}\n{socket.gethostname()}\n"
+
+
+def _owner(text: str) -> tuple[str, str | None]:
+    """``(pid, host)`` from a marker's text; the host is ``None`` in markers that name none."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else "?"), (lines[1] if len(lines) > 1 else None)
+
+
 def reap_stale_folders(parent: str | os.PathLike | None = None) -> list[Path]:
     """Remove the ``geoseg-serve-*`` upload folders under ``parent`` (the temporary directory) whose server is gone.
 
     Returns the folders removed. A folder whose marker is locked belongs to a running server
-    and is kept; anything that cannot be checked is kept too.
+    and is kept, as is one whose marker names another host; anything that cannot be checked
+    is kept too.
     """
     root = Path(parent if parent is not None else tempfile.gettempdir())
     removed = []
@@ -82,7 +102,9 @@ def reap_stale_folders(parent: str | os.PathLike | None = None) -> list[Path]:
             with open(folder / MARKER, "rb") as fh:
                 if not _try_lock(fh):
                     continue  # its server is running
-                owner = fh.read(32).decode("ascii", "replace").strip() or "?"
+                owner, host = _owner(fh.read(512).decode("ascii", "replace"))
+                if host is not None and host != socket.gethostname():
+                    continue  # another machine's server (a shared folder): its lock may not be visible here
                 shutil.rmtree(folder)  # while locked: a second server starting now skips it
         except FileNotFoundError:  # removed meanwhile (by its server, or another one starting)
             continue
@@ -95,41 +117,51 @@ def reap_stale_folders(parent: str | os.PathLike | None = None) -> list[Path]:
 
 
 class UploadFolder:
-    """Where a server keeps its uploads: ``given`` (made if missing, never removed), else a locked temporary folder.
+    """Where a server keeps its uploads: a locked ``geoseg-serve-*`` folder of its own.
 
-    The folder is made on first use (:meth:`path`), so a server that fails to start leaves
-    nothing; :meth:`close` removes a temporary one (also at interpreter exit, in case the app
-    is never shut down through its lifespan).
+    It is made in ``given`` (made if missing, never removed) or else in the system's temporary
+    directory, on first use (:meth:`path`), so a server that fails to start leaves nothing;
+    :meth:`close` removes it (also at interpreter exit, in case the app is never shut down
+    through its lifespan).
     """
 
     def __init__(self, given: str | os.PathLike | None = None) -> None:
         self.given = Path(given) if given else None
-        self._dir: Path | None = self.given
+        self._dir: Path | None = None
         self._marker: IO[bytes] | None = None
         self._lock = threading.Lock()
 
     @property
+    def parent(self) -> Path:
+        """The folder this server's folder is made in (and stale ones are looked for)."""
+        return self.given if self.given is not None else Path(tempfile.gettempdir())
+
+    @property
     def current(self) -> Path | None:
-        """The folder in use, ``None`` before the first upload (and after :meth:`close`) of a temporary one."""
+        """The folder in use, ``None`` before the first upload (and after :meth:`close`)."""
         return self._dir
+
+    def reap(self) -> list[Path]:
+        """Remove the folders that servers which are gone left in :attr:`parent` (see :func:`reap_stale_folders`)."""
+        return reap_stale_folders(self.parent)
 
     def path(self) -> Path:
         """The folder, made now if needed."""
         with self._lock:
             if self._dir is None:
-                self._dir = self._make_temporary()
-            else:
-                self._dir.mkdir(parents=True, exist_ok=True)
+                self._dir = self._make()
             return self._dir
 
-    def _make_temporary(self) -> Path:
-        d = Path(tempfile.mkdtemp(prefix=PREFIX))
+    def _make(self) -> Path:
+        if self.given is not None:
+            self.given.mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.given))
         # locked under another name first, then renamed: the marker never exists unlocked, so a
         # server starting at this moment cannot take this folder for a dead one
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".lock-")
         fh = os.fdopen(fd, "w+b")
         _try_lock(fh)
-        fh.write(f"{os.getpid()}\n".encode())
+        fh.write(_marker_text().encode())
         fh.flush()
         os.replace(tmp, d / MARKER)
         self._marker = fh
@@ -142,9 +174,9 @@ class UploadFolder:
         return d is not None and Path(path).parent.resolve() == d.resolve()
 
     def close(self) -> None:
-        """Remove a temporary folder with everything in it (a given folder is kept)."""
+        """Remove this server's folder with everything in it (a given parent folder is kept)."""
         with self._lock:
-            if self.given is not None or self._dir is None:
+            if self._dir is None:
                 return
             if self._marker is not None:
                 self._marker.close()  # Windows cannot remove an open file

@@ -28,7 +28,8 @@
     features: [],
     result: null,
     drag: null,
-    seq: 0,
+    seq: 0, // prompt requests: an answer to an older one (or for another image) is dropped
+    upload: 0, // uploads: only the latest one opens its image
     W: 0,
     H: 0,
     dpr: 1,
@@ -287,11 +288,20 @@
 
   // -- images ---------------------------------------------------------------------------
   async function openFile(file) {
+    const upload = ++S.upload;
     setStatus(`uploading ${file.name} …`);
     const fd = new FormData();
     fd.append("file", file);
-    const r = await fetch("/api/images", { method: "POST", body: fd });
+    let r;
+    try {
+      r = await fetch("/api/images", { method: "POST", body: fd });
+    } catch (err) {
+      showMessage(`the server cannot be reached (${err})`);
+      setStatus("offline");
+      return;
+    }
     const data = await readJson(r);
+    if (upload !== S.upload) return; // another file was opened meanwhile: it wins
     if (!r.ok) {
       showMessage(data.detail || `upload failed (HTTP ${r.status})`);
       setStatus("upload failed");
@@ -335,6 +345,7 @@
 
   // -- prompting ------------------------------------------------------------------------
   function clearResult() {
+    S.seq++; // an answer still on its way belongs to prompts (or an image) no longer shown
     S.overlay = null;
     S.features = [];
     S.result = null;
@@ -534,6 +545,7 @@
 
   $("file-input").addEventListener("change", (ev) => {
     if (ev.target.files.length) openFile(ev.target.files[0]);
+    ev.target.value = ""; // choosing the same file again (after a failed upload) must open it again
   });
 
   $("text-form").addEventListener("submit", (ev) => {
@@ -546,7 +558,6 @@
     S.labels = [];
     S.box = null;
     $("instruction").value = "";
-    S.seq++;
     clearResult();
     draw();
     setStatus("cleared");
@@ -573,7 +584,11 @@
     if (id) {
       const r = await fetch(`/api/images/${encodeURIComponent(id)}`);
       if (r.ok) await loadImage(await r.json());
-      else showMessage((await readJson(r)).detail);
+      else if (r.status === 404) {
+        // a link to an image the server no longer holds (restarted, or more images opened since)
+        showMessage("the image of this link is no longer open on the server: open the file again", "info");
+        history.replaceState(null, "", location.pathname);
+      } else showMessage((await readJson(r)).detail);
     }
     document.body.dataset.ready = "1";
   }
