@@ -164,6 +164,21 @@ def test_cli_calibrate_writes_the_profile_that_is_then_applied(server, dubai_cro
     assert r.exit_code == 0 and json.loads(out.read_text())["n"] == 6
 
 
+def test_cli_limit_counts_usable_samples_only(server, dubai_crops, tmp_path):
+    """--limit N asks about N samples with a target: empty targets in front do not eat into it."""
+    pairs = dubai_crops[:7]
+    empties = [(t, np.zeros_like(m)) for t, m in pairs[:2]]  # no target in the first two
+    _write_split(tmp_path / "bench", empties + pairs[2:])
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(cli, ["-q", "trainfree", "calibrate", "--data", str(tmp_path / "bench"), "--vlm-url",
+                                 server.url, "--vlm-model", QWEN25, "--limit", "4", "-o", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    prof = json.loads(out.read_text())
+    assert prof["n"] == 4 and prof["meta"]["skipped"]["empty_target"] == 2 and prof["meta"]["samples"] == 6
+    assert sum("chat" in q["path"] for q in server.state.requests) == 4  # the model was asked about exactly N
+
+
 def test_cli_calibrate_unreachable_server_one_line_no_file(dubai_crops, tmp_path, capsys):
     import socket
 

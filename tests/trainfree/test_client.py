@@ -129,6 +129,34 @@ def test_nonsense_answer_is_a_no_box_error(openai_server, dubai_targets_005, rep
         GroundingClient(openai_server.url, model="qwen3-vl:8b").ground(t.image, t.instruction)
 
 
+def _one_clean_line(exc: GeosegError) -> str:
+    """The message as the CLI prints it: the problem, then the fix in one pair of brackets (none nested)."""
+    text = str(exc)
+    assert "\n" not in text and text == f"{exc.problem} ({exc.fix})"
+    assert not set("()") & set(exc.problem + exc.fix)  # the answers quoted in these tests hold no brackets
+    return text
+
+
+def test_no_box_messages_are_one_clean_line(openai_server, dubai_targets_005):
+    """The problem, then the fix in brackets, none nested (was "(check that ... (family ...; ...))")."""
+    t = dubai_targets_005[0]
+    openai_server.state.reply_override = "I am not sure what you mean."
+    with pytest.raises(NoBoxError) as exc:
+        GroundingClient(openai_server.url, model="qwen3-vl:8b").ground(t.image, t.instruction)
+    text = _one_clean_line(exc.value)
+    assert "holds no box" in text and "family qwen3-vl" in text and "--vlm-family" in exc.value.fix
+    openai_server.state.reply_override = None
+    openai_server.state.thinking_tokens = 1500  # a thinking model cut at the token limit
+    with pytest.raises(NoBoxError) as exc:
+        GroundingClient(openai_server.url, model="qwen3-vl:8b").ground(t.image, t.instruction)
+    assert "cut at the 512-token limit" in _one_clean_line(exc.value) and "--vlm-max-tokens" in exc.value.fix
+    openai_server.state.thinking_tokens = 0
+    openai_server.state.reply_override = '{"bbox_2d": [-0.5, -0.5, -0.1, -0.1]}'  # fractions, off the image
+    with pytest.raises(NoBoxError) as exc:
+        GroundingClient(openai_server.url, model="qwen3-vl:8b").ground(t.image, t.instruction)
+    assert "box [-0.5, -0.5, -0.1, -0.1] lies outside" in _one_clean_line(exc.value)
+
+
 def test_box_outside_the_image_is_a_no_box_error(openai_server, dubai_targets_005):
     openai_server.state.reply_override = '{"bbox_2d": [1200, 1300, 1500, 1600]}'
     t = dubai_targets_005[0]

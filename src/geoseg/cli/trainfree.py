@@ -50,7 +50,9 @@ def trainfree() -> None:
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
               help="Benchmark format (autodetected when left out).")
 @click.option("--split", default=None, help="Only this split of the benchmark (e.g. val).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N usable samples (a handful is enough).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Ask the model about the first N usable samples only: referring/reasoning ones with an "
+                   "instruction and a non-empty target (a handful is enough).")
 @vlm_options
 @click.option("-o", "--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="Profile file; by default the backend's own profile, applied automatically from then on.")
@@ -71,13 +73,12 @@ def calibrate_cmd(data, fmt, split, limit, vlm_url, vlm_model, vlm_key, vlm_fami
 
     samples, fmt = load_benchmark(data, fmt, split)
     samples = [s for s in samples if s.task in ("referring", "reasoning") and (s.instruction or s.prompt.text)]
-    if limit is not None:
-        samples = samples[:limit]
-    click.echo(f"{len(samples)} referring/reasoning samples ({fmt}) from {data}", err=True)
+    first = f"; asking about the first {limit} with a non-empty target" if limit is not None else ""
+    click.echo(f"{len(samples)} referring/reasoning samples ({fmt}) from {data}{first}", err=True)
     with GroundingClient(vlm_url, vlm_model, vlm_key, family=vlm_family, timeout=vlm_timeout,
                          max_pixels=vlm_max_pixels, **({"max_tokens": vlm_max_tokens} if vlm_max_tokens else {})) as client:
         key = client.backend_key
-        profile = calibrate(client, samples, key, loss=loss,
+        profile = calibrate(client, samples, key, loss=loss, limit=limit,
                             meta={"data": str(data), "format": fmt, "split": split, "family": client.family.name,
                                   "model": client.model})
     dest = Path(out_path) if out_path else profile_path(key)

@@ -164,7 +164,7 @@ def _grounder(client_or_grounder: Any) -> Callable[[np.ndarray, str], Box | None
 
 def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None = None,
               tasks: Sequence[str] = ("referring", "reasoning"), loss: str = "soft_l1",
-              meta: dict | None = None) -> CalibrationProfile:
+              meta: dict | None = None, limit: int | None = None) -> CalibrationProfile:
     """Run the grounder over labelled samples and fit its profile.
 
     Args:
@@ -176,6 +176,9 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
         key: the backend key; defaults to the client's ``backend_key``.
         tasks: only samples of these tasks are used (interactive instructions carry their
             own coordinates and say nothing about a grounder).
+        limit: ask the model about at most this many *usable* samples (of ``tasks``, with an
+            instruction and a non-empty target); samples skipped before the model is asked do
+            not count, so a split with empty targets still yields ``limit`` questions.
 
     Samples with an empty target, another task, or an answer without a box are skipped and
     counted in ``profile.meta``; an unreachable server stops the run with its error.
@@ -190,9 +193,14 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
     samples = list(samples)
     preds, trues, sizes = [], [], []
     skipped = {"empty_target": 0, "other_task": 0, "no_text": 0, "no_box": 0}
+    asked = 0  # usable samples the model was asked about (what ``limit`` counts)
+    seen = 0  # samples looked at, usable or not
     cache: tuple[Any, np.ndarray] | None = None
     wrong_frame: list[FrameMismatchError] = []  # answers in another coordinate frame: a wrong --vlm-family
     for s in progress(samples, desc="calibrating", total=len(samples), unit="sample"):
+        if limit is not None and asked >= limit:
+            break
+        seen += 1
         if tasks and getattr(s, "task", None) not in tasks:
             skipped["other_task"] += 1
             continue
@@ -208,6 +216,7 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
         if cache is None or cache[0] != img_key:
             cache = (img_key, np.asarray(s.load_image()))
         image = cache[1]
+        asked += 1
         try:
             pred = ground(image, text)
         except NoBoxError as exc:
@@ -223,15 +232,18 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
         trues.append(true)
         sizes.append((image.shape[1], image.shape[0]))
     if len(preds) < MIN_SAMPLES:
-        problem = (f"only {len(preds)} of {len(samples)} samples could be used for calibration "
+        problem = (f"only {len(preds)} of {seen} samples could be used for calibration "
                    f"(skipped: {', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'none'})")
         if wrong_frame:  # the family is wrong, not the samples: say so, with the family that reads the answers
             first = wrong_frame[0]
             raise GeosegError(f"{problem}; {len(wrong_frame)} answer(s) in another coordinate frame, e.g. "
                               f"{first.problem}", first.fix)
-        raise GeosegError(problem, f"give at least {MIN_SAMPLES} referring/reasoning samples whose targets the model finds")
+        fix = f"give at least {MIN_SAMPLES} referring/reasoning samples whose targets the model finds"
+        if limit is not None and asked >= limit:
+            fix = f"raise --limit above {limit}, or {fix}"
+        raise GeosegError(problem, fix)
     if wrong_frame:
         log.warning("%d answer(s) were in another coordinate frame than family %s reads and were left out, e.g. %s",
                     len(wrong_frame), (meta or {}).get("family", "?"), wrong_frame[0])
-    info = {"samples": len(samples), "skipped": skipped, **(meta or {})}
+    info = {"samples": seen, "skipped": skipped, **(meta or {})}
     return fit_profile(preds, trues, key, sizes=sizes, loss=loss, meta=info)

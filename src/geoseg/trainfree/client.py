@@ -356,9 +356,9 @@ class GroundingClient:
         parsed = parse_answer(raw)
         if parsed.empty and finish == "length":  # a thinking model spent the budget before it answered
             snippet = raw.strip().replace("\n", " ")[:80]
-            raise NoBoxError(f"the model's answer was cut at the {self.max_tokens}-token limit before it gave a box "
-                             f"({snippet!r})", f"raise --vlm-max-tokens (e.g. {max(4096, 4 * self.max_tokens)}; "
-                             "a thinking model reasons before it answers), or use an instruct model")
+            raise NoBoxError(f"the model's answer was cut at the {self.max_tokens}-token limit before it gave a box: "
+                             f"{snippet!r}", f"raise --vlm-max-tokens, e.g. to {max(4096, 4 * self.max_tokens)}, since "
+                             "a thinking model reasons before it answers, or use an instruct model")
         return self.convert(parsed, raw, family, frame)
 
     def convert(self, parsed: ParsedAnswer, raw: str, family: Family, frame: Frame) -> Grounding:
@@ -366,8 +366,8 @@ class GroundingClient:
         if parsed.empty:
             snippet = raw.strip().replace("\n", " ")[:120]
             raise NoBoxError(f"the model's answer holds no box: {snippet!r}",
-                             f"check that {self._model or 'the model'} can ground objects "
-                             f"(family {family.name}; pass --vlm-family if the guess is wrong)")
+                             f"check that {self._model or 'the model'} can ground objects; its answer was read as "
+                             f"family {family.name}, so pass --vlm-family if that guess is wrong")
         boxes: list[tuple[float, float, float, float]] = []
         convention = family.convention
         w, h = frame.orig_size
@@ -385,8 +385,9 @@ class GroundingClient:
             (x0, y0), (x1, y1) = to_original([coords[:2], coords[2:]], conv, frame)
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
                 if k == 0:
-                    raise NoBoxError(f"the model's box {parsed_box.coords} lies outside the {w}x{h} image "
-                                     f"(read as {conv})", "check the model family (--vlm-family)")
+                    written = ", ".join(f"{v:g}" for v in parsed_box.coords)
+                    raise NoBoxError(f"the model's box [{written}] lies outside the {w}x{h} image when read as {conv}",
+                                     "check the model family given with --vlm-family")
                 continue
             if k == 0:
                 convention = conv
