@@ -9,6 +9,7 @@ import pytest
 
 from geoseg.errors import InputError
 from geoseg.unified.config import load_config
+from geoseg.unified.config import resolve_config_dict as load_config_dict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -61,6 +62,70 @@ def test_train_values_are_checked_at_load_time_naming_key_value_and_range(tmp_pa
     msg = str(exc.value)
     assert "\n" not in msg and msg.startswith(f"train.{key} = ") and str(p) in msg
     assert allowed in msg
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("fpn_dim", "-4", "a whole number >= 1"),                  # torch: "negative dimension -4"
+    ("query_dim", "wide", "a whole number >= 1"),
+    ("heads", "0", "a whole number >= 1"),                     # torch: integer division by zero
+    ("heads", "3", "does not divide model.query_dim 128"),     # torch: "embed_dim must be divisible by num_heads"
+    ("heads", "8\n  fpn_dim: 60", "does not divide model.fpn_dim 60"),
+    ("decoder_layers", "-1", "a whole number >= 0"),
+    ("latent_memory", "-1", "a whole number >= 0"),            # silently trained without a memory
+    ("memory_lambda", "1.5", "a number in [0, 1]"),            # trained with the read-out weighted 1.5
+    ("memory_lambda", ".nan", "a number in [0, 1]"),
+    ("class_memory_slots", "0", "a whole number >= 1"),
+    ("text_dim", "0", "a whole number >= 1"),
+    ("max_tokens", "0", "a whole number >= 1"),
+    ("tile_size", "-512", "a whole number >= 1"),
+    ("input_size", "100", "is not a multiple of 32"),
+    ("input_size", "0", "a whole number >= 32"),
+    ("channels", "[32, 64, 128]", "four whole numbers >= 2"),
+    ("channels", "[32, -64, 128, 192]", "four whole numbers >= 2"),
+    ("depths", "[1, 2, 2, 1.5]", "four whole numbers >= 0"),
+    ("tate", "maybe", "true or false"),
+    ("class_memory", "1", "true or false"),
+    ("arch", "resnet50", "is not a known architecture"),
+    ("arch", "[unigeoseg_tiny]", "is not a known architecture"),
+    ("classes", "[]", "is not a list of class names"),
+    ("classes", "water", "is not a list of class names"),
+    ("classes", "[water, road, water]", "names water more than once"),
+    ("text_encoder", "''", "is not a text encoder name"),
+])
+def test_model_values_are_checked_at_load_time_naming_key_value_and_fix(tmp_path, key, value, allowed):
+    """Before, each of these loaded: building the network then failed deep inside torch (a negative
+    width, heads that do not divide it), or training went ahead with a meaningless model (λ 1.5)."""
+    p = tmp_path / "x.yaml"
+    p.write_text(f"model:\n  {key}: {value}\n")
+    with pytest.raises(InputError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"model.{key} = ") and str(p) in msg
+    assert allowed in msg
+    assert "(" in msg and msg.endswith(")")  # the fix, in brackets
+
+
+def test_model_numbers_are_read_as_the_kind_their_key_takes(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("model:\n  memory_lambda: 0\n  channels: [8, 16, 24, 32]\n  classes: [water, road]\n")
+    m = load_config(p).model
+    assert m.memory_lambda == 0.0 and type(m.memory_lambda) is float
+    assert m.channels == (8, 16, 24, 32) and m.classes == ("water", "road")
+
+
+SHIPPED = [c for c in sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "ablation_1200").glob("*.yaml"))
+           if load_config_dict(c)["model"]]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_model_section_passes_the_checks_and_builds(path):
+    """The checks refuse nothing a shipped experiment uses, and what they accept builds a network."""
+    from geoseg.unified.build import build_model
+    from geoseg.unified.config import check_model
+
+    cfg = load_config(path)
+    check_model(cfg.model)
+    assert sum(p.numel() for p in build_model(cfg.model).parameters()) > 0
 
 
 def test_numbers_are_read_as_the_kind_their_key_takes(tmp_path):

@@ -173,3 +173,33 @@ def test_cli_max_minutes_override_is_checked(tiny_shard, text_cache_path, tmp_pa
                       "--max-minutes", "-5"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "train.max_minutes = -5.0" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("heads", 3, r"model\.heads = 3 does not divide model\.query_dim 64"),   # torch: embed_dim must be divisible
+    ("fpn_dim", -8, r"model\.fpn_dim = -8 is out of range"),                 # torch: negative dimension
+    ("memory_lambda", 2.0, r"model\.memory_lambda = 2\.0 is out of range"),   # trained, with λ 2
+])
+def test_train_checks_the_model_section_of_a_config_built_in_code(tiny_shard, text_cache_path, tmp_path, key, value,
+                                                                  message):
+    from geoseg.unified.train import train
+
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=1)
+    setattr(cfg.model, key, value)
+    with pytest.raises(InputError, match=message):
+        train(cfg, device="cpu", text_cache=str(text_cache_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_text_dim_other_than_the_encoders_is_one_line_before_training(tiny_shard, text_cache_path, tmp_path):
+    """Before, the first step failed in a matrix product (mat1 and mat2 shapes cannot be multiplied),
+    after config.yaml and train.log had been written."""
+    import dataclasses
+
+    from geoseg.unified.train import train
+
+    cfg = tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=1)
+    cfg.model = dataclasses.replace(cfg.model, text_dim=256)
+    with pytest.raises(InputError, match=r"model\.text_dim = 256, but the instruction embeddings .* are 384 wide"):
+        train(cfg, device="cpu", text_cache=str(text_cache_path))
+    assert not (tmp_path / "run").exists()

@@ -76,6 +76,17 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         from geoseg.unified.train import check_writable
 
         check_writable(export_path, "--export")
+    for flag, on in (("--tune-decision", tune_decision), ("--fit-selector", fit_selector)):
+        if on:  # likewise a build without the val rows they are tuned on
+            from geoseg.errors import InputError
+            from geoseg.unified.data import load_val_rows
+
+            if not load_val_rows(cfg.train)[0]:
+                raise InputError(f"{flag} needs the run's val rows, but the shards at "
+                                 f"{cfg.train.val_shards or cfg.train.shards} hold none",
+                                 "build them with geoseg data build (it writes a val split), or set "
+                                 "train.val_shards to a build that has one")
+            break
     quiet = bool((ctx.obj or {}).get("quiet"))
     if not quiet and not export_only:
         h = logging.StreamHandler(sys.stderr)
@@ -90,6 +101,11 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
         from pathlib import Path
 
         best = Path(cfg.train.out_dir) / "best.pt"
+        if not best.is_file():
+            from geoseg.errors import InputError
+
+            raise InputError(f"--export: {best} does not exist: the run in {cfg.train.out_dir} has not finished an "
+                             "epoch yet", "train it first (--resume continues a stopped run), then export")
         decision = None
         if tune_decision:
             from geoseg.unified.train import tune_decision as run_tune

@@ -14,12 +14,12 @@ into its parent's run folder): they default to the file's stem and ``runs/<name>
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from geoseg.errors import InputError
+from geoseg.unified.config_checks import SELECT_ON, check_arch_name, check_model, check_train
 
 
 @dataclass
@@ -64,9 +64,6 @@ class ModelConfig:
                     class_memory_slots=self.class_memory_slots,
                     semantic_classes=len(self.classes) if self.semantic_aux else 0,
                     spatial_prior=self.spatial_prior, relation_anchor=self.relation_anchor)
-
-
-SELECT_ON = ("fixed", "tuned")
 
 
 @dataclass
@@ -222,117 +219,16 @@ def resolve_config_dict(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict
     return {"name": name, "model": model, "train": train}
 
 
-#: the train section's numbers and switches: kind, allowed range (``lo``/``hi``, None = open; ``lo_open``/``hi_open``
-#: exclude the end) and how to fix a bad value. Checked when a config is loaded and again by ``train()``.
-_NUM = tuple[type, float | None, float | None, bool, bool, str]
-TRAIN_NUMBERS: dict[str, _NUM] = {
-    "seed": (int, 0, 2**32 - 1, False, False, "use a whole number, e.g. 0"),
-    "batch_size": (int, 1, None, False, False, "use a whole number of rows per step, e.g. 16"),
-    "prompts_per_image": (int, 1, None, False, False, "use a whole number that divides the batch, e.g. 4, or 1"),
-    "epochs": (int, 1, None, False, False, "use a whole number of epochs, e.g. 6"),
-    "steps_per_epoch": (int, 1, None, False, False, "use a whole number of steps, e.g. 400"),
-    "warmup_steps": (int, 0, None, False, False, "use a whole number of steps, e.g. 100, or 0 for no warm-up"),
-    "val_samples": (int, 0, None, False, False, "use a whole number of rows, e.g. 240, or 0 for all"),
-    "threads": (int, 0, None, False, False, "use a whole number, or 0 for torch's default"),
-    "num_workers": (int, 0, None, False, False, "use a whole number of processes, or 0 to build batches in the loop"),
-    "log_every": (int, 1, None, False, False, "use a whole number of steps, e.g. 20"),
-    "lr": (float, 0.0, None, True, False, "use a positive learning rate, e.g. 0.001"),
-    "weight_decay": (float, 0.0, None, False, False, "use a decay >= 0, e.g. 0.0001"),
-    "interactive_start": (float, 0.0, 1.0, False, False, "use a task weight in [0, 1], e.g. 1.0"),
-    "interactive_end": (float, 0.0, 1.0, False, False, "use a task weight in [0, 1], e.g. 0.7"),
-    "ramp_frac": (float, 0.0, 1.0, False, False, "use a share of the run in [0, 1], e.g. 0.4"),
-    "reasoning_share": (float, 0.0, 1.0, False, False, "use a share in [0, 1], e.g. 0.4"),
-    "shadow_aug": (float, 0.0, 1.0, False, False, "use a share in [0, 1], e.g. 0.3"),
-    "no_target_weight": (float, 0.0, None, False, False, "use a loss weight >= 0, e.g. 0.5"),
-    "no_target_share": (float, 0.0, 1.0, False, True, "use a probability in [0, 1), e.g. 0.15"),
-    "dice_weight": (float, 0.0, None, False, False, "use a loss weight >= 0, e.g. 1.0"),
-    "bce_weight": (float, 0.0, None, False, False, "use a loss weight >= 0, e.g. 1.0"),
-    "class_memory_weight": (float, 0.0, None, False, False, "use a loss weight >= 0, e.g. 0.2"),
-    "semantic_weight": (float, 0.0, None, False, False, "use a loss weight >= 0, e.g. 0.5"),
-    "ema": (float, 0.0, 1.0, False, True,
-            "use a decay in [0, 1), e.g. 0.998, or 0 to train without a weight average"),
-    "max_minutes": (float, 0.0, None, False, False, "use minutes >= 0, e.g. 60, or 0 for no budget"),
-}
-TRAIN_SWITCHES = ("progressive", "augment", "mask_loss_on_empty", "amp")
-TRAIN_PATHS = ("shards", "val_shards", "tile_store", "out_dir", "init_from", "backbone_weights")
-
-
-def _allowed(kind: type, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
-    """The allowed range in words: "a whole number >= 1", "a number in [0, 1)", "a number > 0"."""
-    what = "a whole number" if kind is int else "a number"
-
-    def num(x: float) -> str:
-        return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-    if lo is not None and hi is not None:
-        return f"{what} in {'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{what} {'>' if lo_open else '>='} {num(lo)}"
-    return what
-
-
-def _number(key: str, value: Any, spec: _NUM, loc: str) -> int | float:
-    """``value`` checked against ``spec``; a float key takes an int or a numeric string (YAML reads 1e-3 as one)."""
-    kind, lo, hi, lo_open, hi_open, fix = spec
-    allowed = _allowed(kind, lo, hi, lo_open, hi_open)
-    v: Any = value
-    if kind is float and isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            pass
-    if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
-        raise InputError(f"train.{key} = {value!r}{loc} is not {allowed}", fix)
-    v = float(v) if kind is float else v
-    ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
-        and (hi is None or (v < hi if hi_open else v <= hi))
-    if not ok:
-        raise InputError(f"train.{key} = {value!r}{loc} is out of range: allowed is {allowed}", fix)
-    return v
-
-
-def check_train(train: TrainConfig, where: str = "") -> TrainConfig:
-    """Check every value of a train section (kinds and ranges) and return it, floats made floats.
-
-    Called at load time, so a bad value fails in a second naming the key, the value and the
-    allowed range, not as a torch or numpy traceback minutes into a run (or, as ``epochs: -1``
-    did, as a "successful" run of 0 steps). ``train()`` calls it again for configs built in code
-    or changed by command-line overrides. ``where`` names the file (``"configs/x.yaml"``).
-    """
-    loc = f" in {where}" if where else ""
-    for key, spec in TRAIN_NUMBERS.items():
-        setattr(train, key, _number(key, getattr(train, key), spec, loc))
-    for key in TRAIN_SWITCHES:
-        if not isinstance(getattr(train, key), bool):
-            raise InputError(f"train.{key} = {getattr(train, key)!r}{loc} is not true or false",
-                             f"write {key}: true or {key}: false")
-    for key in TRAIN_PATHS:
-        v = getattr(train, key)
-        if not isinstance(v, str) or (key in ("shards", "out_dir") and not v.strip()):
-            raise InputError(f"train.{key} = {v!r}{loc} is not a path",
-                             f"write {key}: as a path" + ("" if key in ("shards", "out_dir") else ", or leave it out"))
-    if not isinstance(train.image_path_map, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in train.image_path_map.items()):
-        raise InputError(f"train.image_path_map{loc} must map path prefixes to path prefixes",
-                         "write it as a mapping, e.g. image_path_map: {/old/data: /new/data}")
-    if train.select_on not in SELECT_ON:
-        raise InputError(f"train.select_on = {train.select_on!r}{loc} is not one of {', '.join(SELECT_ON)}",
-                         "use fixed (thresholds 0.5) or tuned (thresholds tuned on the val rows each epoch)")
-    if isinstance(train.freeze, list):
-        train.freeze = tuple(train.freeze)
-    if not isinstance(train.freeze, tuple) or not all(isinstance(m, str) for m in train.freeze):
-        raise InputError(f"train.freeze{loc} must be a list of module names",
-                         "write it as a list, e.g. freeze: [backbone]")
-    if train.batch_size % train.prompts_per_image:
-        raise InputError(f"train.prompts_per_image = {train.prompts_per_image!r}{loc} does not divide batch_size "
-                         f"{train.batch_size}", "use a whole number that divides the batch, e.g. 4 for batch_size 16, "
-                                                "or 1")
-    return train
-
-
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read an experiment YAML (``name``, ``extends``, ``model: {...}``, ``train: {...}``)."""
+    """Read an experiment YAML (``name``, ``extends``, ``model: {...}``, ``train: {...}``); every value is
+    checked (:mod:`geoseg.unified.config_checks`)."""
     p = Path(path)
     data = resolve_config_dict(p)
     train = check_train(_fill(TrainConfig, data["train"], f"{p}: train"), str(p))
-    return ExperimentConfig(name=data["name"], model=model_config_from_dict(data["model"]), train=train)
+    check_arch_name(data["model"].get("arch", ModelConfig.arch), str(p))
+    model = check_model(model_config_from_dict(data["model"]), str(p))
+    return ExperimentConfig(name=data["name"], model=model, train=train)
+
+
+__all__ = ["SELECT_ON", "ExperimentConfig", "ModelConfig", "TrainConfig", "check_model", "check_train", "load_config",
+           "model_config_from_dict", "resolve_config_dict"]

@@ -23,271 +23,48 @@ One call = one experiment (``configs/NAME.yaml``). The run
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import logging.handlers
 import math
-import os
 import random
-import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from geoseg._version import __version__
 from geoseg.device import resolve_device
-from geoseg.errors import GeosegError, InputError, reason
+from geoseg.errors import InputError, reason
 from geoseg.models import TASK_IDS
 from geoseg.unified.build import build_model
-from geoseg.unified.checkpoint import read_checkpoint, save_checkpoint
-from geoseg.unified.config import ExperimentConfig, ModelConfig, check_train
-from geoseg.unified.data import (
-    MODEL_INPUTS,
-    load_rows,
-    load_val_rows,
-    norm_stats,
-    orientation_free,
-    row_text,
-    tile_key,
-    training_tiles,
-)
-from geoseg.unified.decision import Decision, tune_with_presence
+from geoseg.unified.checkpoint import save_checkpoint
+from geoseg.unified.config import ExperimentConfig, ModelConfig, check_model, check_train
+from geoseg.unified.data import load_rows, load_val_rows, norm_stats, row_text, training_tiles
+from geoseg.unified.decision import tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
+from geoseg.unified.export import export_checkpoint, tune_decision, val_records
 from geoseg.unified.loader import BatchStream
+from geoseg.unified.losses import compute_losses, dice_loss, forward_batch, semantic_loss
+from geoseg.unified.run_folder import RUN_ARTEFACTS, check_out_dir, check_writable, write_history
+from geoseg.unified.run_log import RunLog
+from geoseg.unified.sampler import TaskSampler
+from geoseg.unified.schedule import TASKS, lr_factor, task_weights
+from geoseg.unified.start_weights import (
+    ZERO_START_MODULES,
+    as_float,
+    check_arch,
+    freeze_modules,
+    init_weights,
+    load_backbone_weights,
+    resume_checkpoint,
+)
 from geoseg.unified.text_cache import encode_texts
 
 log = logging.getLogger(__name__)
-
-TASKS = tuple(TASK_IDS)
-#: modules a fine-tune may add to a checkpoint's network: training-only heads, or outputs that start at zero
-ZERO_START_MODULES = ("decoder.semantic_head.", "decoder.spatial_prior.", "decoder.anchor.")
-#: files that make a folder a run: a fresh start there would overwrite them (``--resume`` continues them)
-RUN_ARTEFACTS = ("last.pt", "best.pt", "history.jsonl")
-
-
-def task_weights(cfg_train, frac: float) -> dict[str, float]:
-    """Sampling weight of each task at training progress ``frac`` in [0, 1]."""
-    if not cfg_train.progressive:
-        return {t: 1 / 3 for t in TASKS}
-    r = min(1.0, frac / max(cfg_train.ramp_frac, 1e-9))
-    w_int = cfg_train.interactive_start + (cfg_train.interactive_end - cfg_train.interactive_start) * r
-    rest = 1.0 - w_int
-    return {"interactive": w_int, "referring": rest * (1 - cfg_train.reasoning_share),
-            "reasoning": rest * cfg_train.reasoning_share}
-
-
-def lr_factor(step: int, frac: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5 % following training progress."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """1 − soft Dice over the rows in ``keep`` (zero when none)."""
-    if not keep.any():
-        return logits.sum() * 0
-    p = torch.sigmoid(logits[keep]).flatten(1)
-    t = target[keep].flatten(1)
-    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
-
-
-def semantic_loss(sem: torch.Tensor, target: torch.Tensor, category: torch.Tensor, nonempty: torch.Tensor
-                  ) -> torch.Tensor:
-    """Cross-entropy of the per-pixel class head on each sample's target pixels, labelled with its category.
-
-    Every row (interactive ones too) names the category of its target, so the pixels inside
-    the target mask are labelled pixels of that class: a partial semantic-segmentation
-    signal that teaches the backbone what water, buildings or roads look like.
-    """
-    t = F.interpolate(target, size=sem.shape[-2:], mode="area")[:, 0] > 0.5  # B×h×w
-    ok = nonempty & (category >= 0)
-    labels = torch.full(t.shape, -100, dtype=torch.long, device=sem.device)
-    labels[t & ok[:, None, None]] = category[:, None, None].expand_as(t)[t & ok[:, None, None]]
-    if not (labels >= 0).any():
-        return sem.sum() * 0
-    return F.cross_entropy(sem.float(), labels, ignore_index=-100)
-
-
-def forward_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The training forward pass of a :func:`collate` batch: each tile encoded once, its pyramid
-    shared by the rows ``image_of`` maps to it, every row decoded."""
-    pyramid = [f[batch["image_of"]] for f in model.encode_image(batch["image"])]
-    return model.decode(pyramid, *[batch[k] for k in MODEL_INPUTS])
-
-
-def compute_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg_train) -> dict[str, torch.Tensor]:
-    """All loss terms (and their weighted ``total``) for one batch."""
-    target = batch["target"]
-    nonempty = ~batch["empty"]
-    logits = F.interpolate(out["logits"].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-    if cfg_train.mask_loss_on_empty:
-        bce = F.binary_cross_entropy_with_logits(logits, target)
-    elif nonempty.any():  # no-target rows train the presence head only; their masks are left to it
-        bce = F.binary_cross_entropy_with_logits(logits[nonempty], target[nonempty])
-    else:
-        bce = logits.sum() * 0
-    losses = {
-        "bce": bce,
-        "dice": dice_loss(logits, target, nonempty),
-        "presence": F.binary_cross_entropy_with_logits(out["presence"].float(), nonempty.float()),
-    }
-    total = cfg_train.bce_weight * losses["bce"] + cfg_train.dice_weight * losses["dice"] \
-        + cfg_train.no_target_weight * losses["presence"]
-    if "semantic_logits" in out:
-        losses["semantic"] = semantic_loss(out["semantic_logits"], target, batch["category"], nonempty)
-        total = total + cfg_train.semantic_weight * losses["semantic"]
-    if "aux_logits" in out:
-        aux = F.interpolate(out["aux_logits"].float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-        losses["aux"] = F.binary_cross_entropy_with_logits(aux, target) + dice_loss(aux, target, nonempty)
-        att = out["class_attention"].float()  # B×K×h×w, sums to 1 over K
-        t8 = F.interpolate(target, size=att.shape[-2:], mode="area")[:, 0] > 0.5
-        cat = batch["category"]
-        ok = nonempty & (cat >= 0)
-        if ok.any():
-            sel = att[ok, cat[ok]]  # n×h×w
-            m = t8[ok]
-            losses["class_mem"] = -(sel.clamp_min(1e-6).log() * m).sum() / m.sum().clamp_min(1)
-        else:
-            losses["class_mem"] = att.sum() * 0
-        total = total + 0.5 * losses["aux"] + cfg_train.class_memory_weight * losses["class_mem"]
-    losses["total"] = total
-    return losses
-
-
-class TaskSampler:
-    """Draws batches whose task mix follows the schedule; rows uniformly within a task.
-
-    With ``no_target_share`` > 0 a text-task pick comes from that task's no-target rows with this
-    probability (they are 1-4 % of the engine's rows; too few and the presence head learns that
-    a qualified instruction, "the leftmost body of water", always has a target).
-    """
-
-    def __init__(self, rows: list[dict], seed: int, no_target_share: float = 0.0) -> None:
-        self.by_task = {t: [r for r in rows if r["task"] == t] for t in TASKS}
-        self.empty = {t: [r for r in v if r["empty_target"]] for t, v in self.by_task.items() if t != "interactive"}
-        self.no_target_share = no_target_share
-        self.rng = random.Random(seed)
-        self._by_tile: dict[tuple, dict[str, list[dict]]] | None = None  # (tile, flip-free only) → task → rows
-
-    def _draw(self, rows: list[dict], empty: list[dict] | None) -> dict:
-        """One of ``rows``, or with probability ``no_target_share`` one of their no-target ``empty`` rows."""
-        if self.no_target_share > 0 and empty and self.rng.random() < self.no_target_share:
-            return self.rng.choice(empty)
-        return self.rng.choice(rows)
-
-    def _pick(self, task: str) -> dict:
-        return self._draw(self.by_task[task], self.empty.get(task))
-
-    def _tasks(self, weights: dict[str, float], by_task: dict[str, list[dict]]) -> tuple[list[str], list[float]]:
-        tasks = [t for t in TASKS if by_task.get(t) and weights.get(t, 0) > 0]
-        if not tasks:
-            tasks = [t for t in TASKS if by_task.get(t)]
-        return tasks, [weights.get(t, 0) or 1e-9 for t in tasks]
-
-    def _tile_pool(self, row: dict) -> dict[str, list[dict]]:
-        """The rows of ``row``'s tile by task; only those without position words when ``row`` has none."""
-        if self._by_tile is None:
-            self._by_tile = defaultdict(dict)
-            for task, rows in self.by_task.items():
-                for r in rows:
-                    for free in {False, orientation_free(r)}:
-                        self._by_tile[(tile_key(r), free)].setdefault(task, []).append(r)
-        return self._by_tile[(tile_key(row), orientation_free(row))]
-
-    def batch(self, n: int, weights: dict[str, float], prompts_per_image: int = 1) -> list[dict]:
-        """``n`` rows; with ``prompts_per_image`` = k > 1, ``n // k`` runs of k rows from one tile each.
-
-        A run starts from a row drawn as usual; the other k − 1 come from the same tile, their task
-        drawn by the same weights (and a no-target pick at the same share). When the first row's
-        instruction allows flips, so must the rest (the group shares one augmented image).
-        """
-        tasks, w = self._tasks(weights, self.by_task)
-        k = prompts_per_image
-        if k <= 1:
-            return [self._pick(t) for t in self.rng.choices(tasks, weights=w, k=n)]
-        out: list[dict] = []
-        for t in self.rng.choices(tasks, weights=w, k=n // k):
-            first = self._pick(t)
-            pool = self._tile_pool(first)
-            group_tasks, gw = self._tasks(weights, pool)
-            out.append(first)
-            for t2 in self.rng.choices(group_tasks, weights=gw, k=k - 1):
-                empty = [r for r in pool[t2] if r["empty_target"]] if t2 != "interactive" else None
-                out.append(self._draw(pool[t2], empty))
-        return out
-
-    def state(self) -> Any:
-        return self.rng.getstate()
-
-    def set_state(self, s: Any) -> None:
-        self.rng.setstate(_tuplify(s))
-
-
-def _tuplify(x: Any) -> Any:
-    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
-
-
-def check_writable(path: str | Path, what: str) -> None:
-    """One line, before any work, when the file ``path`` (``what``: "--export", "train.out_dir") could not be written.
-
-    :func:`geoseg.raster.writer.check_writable_folder` (an ancestor that is a file, a folder without
-    write permission), then a real test: a nameless temporary file in the nearest existing folder,
-    which catches what permission bits do not show (root in /proc, a read-only mount) and leaves nothing.
-    """
-    from geoseg.raster.writer import check_writable_folder
-
-    check_writable_folder(str(path))
-    folder = Path(os.path.abspath(path)).parent
-    while not folder.exists():
-        folder = folder.parent
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise GeosegError(f"cannot write {what} {path}: {folder} takes no new files ({reason(exc)})",
-                          "give a path in a folder you can write to") from exc
-
-
-def check_out_dir(out_dir: Path, resume: bool) -> None:
-    """Refuse, in one line and before any work, a run folder this run cannot or must not write.
-
-    It must be a folder this process can create or write in; a fresh start must not land in a
-    folder that already holds a run (its checkpoints would be overwritten and ``history.jsonl``
-    would mix two runs), and ``--resume`` needs the run's ``last.pt``. A folder with no run
-    artefacts (say ``train.log`` of a start stopped before its first epoch) may be started in.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"train.out_dir {out_dir} is a file, not a folder", "set train.out_dir (or --out) to a folder")
-    check_writable(out_dir / "last.pt", "train.out_dir")
-    last = out_dir / "last.pt"
-    if resume and not last.is_file():
-        raise InputError(f"--resume given but {last} does not exist", "drop --resume to start afresh")
-    found = [n for n in RUN_ARTEFACTS if (out_dir / n).exists()]
-    if not resume and found:
-        raise InputError(f"{out_dir} already holds a run ({' / '.join(found)})",
-                         "use --resume to continue it, or another train.out_dir (--out)")
-
-
-def _log_file(out_dir: Path, resume: bool) -> logging.Handler:
-    h = logging.FileHandler(out_dir / "train.log", mode="a" if resume else "w")
-    h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    h.setLevel(logging.INFO)
-    return h
-
-
-def _write_history(out_dir: Path, history: list[dict]) -> None:
-    """``history.jsonl`` rewritten (atomically) to hold exactly ``history``."""
-    tmp = out_dir / "history.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in history))
-    os.replace(tmp, out_dir / "history.jsonl")
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", text_cache: str | None = None,
@@ -301,176 +78,49 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
     """
     tc, mc = cfg.train, cfg.model
     check_train(tc)  # again: a config built in code or changed by command-line overrides gets the same checks
+    check_model(mc)
     out_dir = Path(tc.out_dir)
     check_out_dir(out_dir, resume)
     made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # folders a failed start must not leave
-    unified = logging.getLogger("geoseg.unified")
-    # start-up messages wait here, and reach train.log only if the start succeeds
-    held = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)
-    held.setLevel(logging.INFO)
-    unified.addHandler(held)
-    unified.setLevel(logging.INFO)
-    handlers: list[logging.Handler] = [held]
     started = False
+    with RunLog() as run_log:  # start-up messages wait, and are shown and logged only if the start succeeds
 
-    def begin(history: list[dict] | None) -> None:
-        """All start-up checks passed: write the run folder's config.yaml and train.log (``history``
-        rewrites history.jsonl to match the checkpoint resumed from)."""
-        nonlocal started
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # the settings this run used, its config's extends chain resolved (the checkpoints hold the same)
-        (out_dir / "config.yaml").write_text(f"# resolved settings of experiment {cfg.name}, geoseg {__version__}\n"
-                                             + cfg.to_yaml())
-        if history is not None:
-            _write_history(out_dir, history)
-        fh = _log_file(out_dir, resume)
-        held.setTarget(fh)
-        held.flush()
-        unified.removeHandler(held)
-        unified.addHandler(fh)
-        handlers.append(fh)
-        started = True
+        def begin(history: list[dict] | None) -> None:
+            """All start-up checks passed: write the run folder's config.yaml and train.log (``history``
+            rewrites history.jsonl to match the checkpoint resumed from)."""
+            nonlocal started
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # the settings this run used, its config's extends chain resolved (the checkpoints hold the same)
+            (out_dir / "config.yaml").write_text(f"# resolved settings of experiment {cfg.name}, geoseg {__version__}\n"
+                                                 + cfg.to_yaml())
+            if history is not None:
+                write_history(out_dir, history)
+            run_log.begin(out_dir / "train.log", append=resume)
+            started = True
 
-    try:
-        return _train(cfg, tc, mc, out_dir, resume, device, text_cache, encoder_path, begin)
-    except BaseException:
-        if not started and made:  # a failed start in a new folder leaves nothing behind
-            if text_cache is None:
-                (out_dir / "text_cache.pt").unlink(missing_ok=True)
-            for d in made:
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
-        raise
-    finally:
-        for h in handlers:
-            unified.removeHandler(h)
-            h.close()
+        try:
+            return _train(cfg, tc, mc, out_dir, resume, device, text_cache, encoder_path, begin)
+        except BaseException:
+            if not started and made:  # a failed start in a new folder leaves nothing behind
+                if text_cache is None:
+                    (out_dir / "text_cache.pt").unlink(missing_ok=True)
+                for d in made:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+            raise
 
 
-def freeze_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
-    """Stop gradients into the modules ``names`` (``model.named_modules()`` names); return those
-    modules, which training keeps in eval mode so their BatchNorm statistics stay fixed too.
-
-    A name that is no module is an error: a typo would otherwise train everything.
-    """
-    named = dict(model.named_modules())
-    unknown = [n for n in names if n not in named]
-    if unknown:
-        tops = sorted(n for n in named if n and "." not in n)
-        raise InputError(f"train.freeze names no module of the model: {unknown}",
-                         f"use module names such as {', '.join(tops)}")
-    frozen = [named[n] for n in names]
-    for m in frozen:
-        m.requires_grad_(False)
-    return frozen
-
-
-def load_backbone_weights(model: torch.nn.Module, path: str) -> int:
-    """Load user-supplied image-encoder weights into ``model.backbone``; return the number of tensors.
-
-    Why: the backbone is trained from scratch here (no weights can be downloaded), but a user
-    with pretrained weights for the same architecture should start from them, e.g. with
-    ``freeze: [backbone]``. The file holds the backbone's state dict bare, under a ``state_dict``
-    or ``model`` key, or inside a whole-model state dict (``backbone.*`` keys). Every tensor must
-    fit: a half-loaded encoder is an error, not a warning.
-    """
-    from geoseg.segmenters.sam import load_weights_file  # the project's safe (tensors-only) weights reader
-
-    p = Path(path)
-    state = load_weights_file(p, "train.backbone_weights", "save it with torch.save(backbone.state_dict(), path)")
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise InputError(f"train.backbone_weights {p} holds no state dict", "save backbone.state_dict() to it")
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    misfit = _misfit(model.backbone.state_dict(), state)
-    if misfit:
-        raise InputError(f"train.backbone_weights {p} does not fit the configured backbone ({misfit})",
-                         "use weights saved from a backbone with the same model.arch, channels and depths")
-    model.backbone.load_state_dict(_as_float(state))
-    log.info("loaded backbone weights from %s (%d tensors)", p, len(state))
-    return len(state)
-
-
-def _misfit(own: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], may_miss: tuple[str, ...] = ()) -> str:
-    """What keeps ``theirs`` from loading into a module with state ``own`` ("" when it fits);
-    keys starting with ``may_miss`` may be absent from ``theirs``."""
-    missing = sorted(k for k in set(own) - set(theirs) if not k.startswith(may_miss))
-    unexpected = sorted(set(theirs) - set(own))
-    wrong = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
-    if not (missing or unexpected or wrong):
-        return ""
-    return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
-
-
-def _as_float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict with floating tensors in float32 (checkpoints may store float16)."""
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
-def init_weights(model: torch.nn.Module, path: str, mc) -> dict:
-    """Load a checkpoint's weights into ``model`` to fine-tune it; return the checkpoint's normalisation.
-
-    Only heads used in training alone (the semantic auxiliary head, which exported bundles
-    drop) and additions whose output starts at zero (spatial prior, relation anchor) may be missing from
-    the file; any other difference in architecture is an error, so a fine-tune never
-    silently starts from a half-loaded network.
-    """
-    from geoseg.unified.config import model_config_from_dict
-
-    payload = read_checkpoint(path)
-    theirs = model_config_from_dict(payload["model_config"])
-    check_arch(theirs, mc, f"train.init_from {path}")
-    state = _as_float(payload["state_dict"])
-    misfit = _misfit(model.state_dict(), state, ZERO_START_MODULES)
-    if misfit:
-        raise InputError(f"train.init_from {path} does not fit the configured model ({misfit})",
-                         "use the model section the checkpoint was trained with")
-    model.load_state_dict(state, strict=False)
-    log.info("initialised from %s (%d tensors; optimiser and schedule start afresh)", path, len(state))
-    return payload["norm"]
-
-
-def check_arch(theirs: ModelConfig, mc: ModelConfig, what: str,
-               fix: str = "set model.arch to the checkpoint's architecture or start from scratch") -> None:
-    """One line when the checkpoint ``what`` (model config ``theirs``) holds another architecture than ``mc``."""
-    if theirs.arch != mc.arch:
-        raise InputError(f"{what} holds a {theirs.arch!r} model, the config builds {mc.arch!r}", fix)
-
-
-def resume_checkpoint(path: Path, model: torch.nn.Module, mc: ModelConfig) -> dict[str, Any]:
-    """Read the run's ``last.pt`` for ``--resume`` and check that it continues the configured model.
-
-    The model section must be the one the run was started with: a changed architecture or
-    width would otherwise fail deep in ``load_state_dict`` (a screenful of size mismatches), and
-    any other changed model setting would silently make a checkpoint that mixes two experiments.
-    """
-    from geoseg.unified.config import model_config_from_dict
-
-    payload = read_checkpoint(path)
-    if not isinstance(payload.get("train_state"), dict):
-        raise InputError(f"--resume: {path} holds no training state (an exported bundle?)",
-                         "resume from the last.pt a run wrote, or start afresh in another train.out_dir")
-    fix = (f"resume with the model section the run was started with (see {path.parent / 'config.yaml'}), "
-           "or train the changed model into another train.out_dir")
-    theirs = model_config_from_dict(payload["model_config"])
-    check_arch(theirs, mc, f"--resume: {path}", fix)
-    differ = [f.name for f in dataclasses.fields(mc) if getattr(theirs, f.name) != getattr(mc, f.name)]
-    if differ:
-        k, more = differ[0], f" (and {len(differ) - 1} more model setting(s): {', '.join(differ[1:])})" \
-            if len(differ) > 1 else ""
-        raise InputError(f"--resume: {path} was trained with model.{k} = {getattr(theirs, k)!r}, the config gives "
-                         f"{getattr(mc, k)!r}{more}", fix)
-    st = payload["train_state"]
-    state = _as_float(st.get("raw_state_dict") or payload["state_dict"])
-    misfit = _misfit(model.state_dict(), state)
-    if misfit:
-        raise InputError(f"--resume: {path} does not fit the configured model ({misfit})", fix)
-    return payload
+def check_text_dim(texts: dict[str, torch.Tensor], mc: ModelConfig, cache_path: Path) -> None:
+    """One line when the instruction embeddings are not ``model.text_dim`` wide (another text encoder, or a
+    cache written by one): the first training step would fail in a matrix product otherwise."""
+    dims = sorted({int(e.shape[-1]) for e in texts.values()})
+    if dims and dims != [mc.text_dim]:
+        raise InputError(f"model.text_dim = {mc.text_dim}, but the instruction embeddings (text encoder, cache "
+                         f"{cache_path}) are {' / '.join(map(str, dims))} wide",
+                         f"set model.text_dim to the encoder's width ({dims[-1]}), or use the text encoder and "
+                         "cache this model was set up for")
 
 
 def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: str | None,
@@ -497,7 +147,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         payload = resume_checkpoint(last_path, model, mc)
         st = payload["train_state"]
         # with an EMA, state_dict holds the average (what was validated) and raw_state_dict the trained weights
-        model.load_state_dict(_as_float(st.get("raw_state_dict") or payload["state_dict"]))
+        model.load_state_dict(as_float(st.get("raw_state_dict") or payload["state_dict"]))
         try:
             opt.load_state_dict(st["optimizer"])
         except (ValueError, KeyError) as exc:
@@ -521,6 +171,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     tiles = training_tiles(train_rows + val_rows, mc.input_size, tc.tile_store)
     cache_path = Path(text_cache) if text_cache else out_dir / "text_cache.pt"
     texts = encode_texts([row_text(r) for r in train_rows + val_rows], cache_path, encoder_path, mc.max_tokens)
+    check_text_dim(texts, mc, cache_path)
     log.info("prepared %d tiles and %d instruction embeddings in %.0f s", len(tiles.tiles), len(texts),
              time.perf_counter() - t0)
 
@@ -539,19 +190,22 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     schedule = {"frac": 0.0}
     total_steps = tc.epochs * tc.steps_per_epoch
     budget_s = tc.max_minutes * 60
-    step, epoch, elapsed_before, best = 0, 0, 0.0, -1.0
+    # -inf: the first validated epoch is always best, even scored by minus its train loss (no val rows)
+    step, epoch, elapsed_before, best = 0, 0, 0.0, -math.inf
     history: list[dict] = []
     if resume:
         step, epoch, elapsed_before, best = st["step"], st["epoch"], st["elapsed_s"], st["best"]
         sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"])
+        if "aug_rng" in st:  # runs saved before it was kept restart their augmentation draws from the seed
+            aug_rng.bit_generator.state = st["aug_rng"]
         history = st.get("history", [])
     # the weight average is validated and saved in place of the raw weights (torch's EMA, buffers included,
     # so BatchNorm statistics follow the averaged weights)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
            if tc.ema > 0 else None)
     if ema is not None and resume and "raw_state_dict" in st:
-        ema.module.load_state_dict(_as_float(payload["state_dict"]))
+        ema.module.load_state_dict(as_float(payload["state_dict"]))
         ema.n_averaged.fill_(step)
     eval_model = ema.module if ema is not None else model
 
@@ -574,7 +228,12 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
 
     meta_base = {"experiment": cfg.name, "config": cfg.to_dict(), "shards": str(tc.shards),
                  "train_rows": len(train_rows), "empty_rule": EMPTY_RULE}
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"out_dir": str(out_dir), "best": best, "steps": step, "epochs": epoch,
+                               "last_metrics": history[-1]["val"] if history else {},
+                               "minutes": round(elapsed_before / 60, 1)}
+    if resume and not (epoch < tc.epochs and frac_now() < 1.0):
+        log.info("the run already finished (epoch %d of %d, step %d): nothing to train; raise train.epochs or "
+                 "train.max_minutes to continue it", epoch, tc.epochs, step)
     while epoch < tc.epochs and frac_now() < 1.0:
         model.train()
         for m in frozen:  # BatchNorm statistics stay those of the loaded weights
@@ -648,6 +307,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                 "val_metrics": metrics, "device": str(dev), **({"val_tuned": tuned} if tuned else {})}
         state = {"optimizer": opt.state_dict(), "step": step, "epoch": epoch, "elapsed_s": elapsed,
                  "best": max(best, score), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                 "aug_rng": aug_rng.bit_generator.state,
                  "history": history}
         if ema is not None:
             state["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -664,75 +324,9 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     return summary
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | None = None,
-                      selector: dict[str, Any] | None = None) -> Path:
-    """Copy a run's checkpoint without optimiser state and in float16 (the shipped bundle).
-
-    Args:
-        decision: per-task thresholds (from :func:`tune_decision`) stored in the bundle's
-            ``meta["decision"]``; None keeps whatever the source carries.
-        selector: a fitted instance selector (:func:`geoseg.unified.select_fit.fit_for_checkpoint`);
-            None keeps the source's, if any.
-    """
-    from geoseg.unified.checkpoint import load_model
-
-    model, cfg, payload = load_model(src)
-    meta = dict(payload.get("meta", {}))
-    if decision is not None:
-        meta["decision"] = decision.to_dict()
-    if selector is None:
-        selector = payload.get("selector")
-    return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True, selector=selector)
-
-
-def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
-                text_cache: str | None = None, desc: str = "validate") -> tuple[list[dict], str]:
-    """Predict every validation row of the run's shards with ``checkpoint``; each record carries
-    its IoU curve over the decision grid (see :func:`geoseg.unified.evaluate.predict_rows`).
-
-    Why all rows and curves: one pass serves threshold tuning and row-by-row comparisons of
-    models, each at its own thresholds (:func:`geoseg.unified.decision.record_ious`).
-
-    Returns:
-        the records and a description of the rows (``"N val rows of SHARDS"``).
-    """
-    from geoseg.unified.checkpoint import load_model
-
-    tc = cfg.train
-    dev = resolve_device(device)
-    if tc.threads and dev.type == "cpu":
-        torch.set_num_threads(tc.threads)
-    model, mc, payload = load_model(checkpoint, dev)
-    rows, val_shards = load_val_rows(tc)
-    if not rows:
-        raise InputError(f"the shards at {val_shards} hold no val rows to validate on",
-                         "build them with geoseg data build (it writes a val split)")
-    tiles = training_tiles(rows, mc.input_size, tc.tile_store)
-    texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
-    mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
-    std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
-    records = predict_rows(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size,
-                           with_curves=True, desc=desc)
-    return records, f"{len(rows)} val rows of {val_shards}"
-
-
-def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
-                  text_cache: str | None = None) -> tuple[Decision, dict[str, dict[str, float]]]:
-    """Tune the per-task mask thresholds and the presence threshold of ``checkpoint`` on every
-    validation row of the run's shards.
-
-    The benchmark is never looked at: the rows are the shards' ``val`` split (for the default
-    model, Dubai ``tile_6``). See :mod:`geoseg.unified.decision` for why.
-
-    Returns:
-        the decision and a per-task report (gIoU at 0.5 and at the chosen thresholds, no-target accuracy).
-    """
-    records, where = val_records(cfg, checkpoint, device, text_cache, desc="tune decision")
-    decision, report = tune_with_presence(records, tuned_on=where)
-    for task, r in report.items():
-        log.debug("decision %s: mask threshold %.2f, presence %.2f (val gIoU %.1f at 0.5 -> %.1f, %d rows)", task,
-                 r["threshold"], r["presence_threshold"], r["gIoU@0.5"], r["gIoU@threshold"], r["n"])
-    return decision, report
-
-
-__all__ = ["compute_losses", "export_checkpoint", "task_weights", "train", "tune_decision", "val_records"]
+# what the rest of geoseg, the tests and the benchmarks import from here: the pieces of a run now live
+# in their own modules (schedule, losses, sampler, run_folder, start_weights, export)
+__all__ = ["RUN_ARTEFACTS", "TASKS", "ZERO_START_MODULES", "TaskSampler", "check_arch", "check_out_dir",
+           "check_text_dim", "check_writable", "compute_losses", "dice_loss", "export_checkpoint", "forward_batch",
+           "freeze_modules", "init_weights", "load_backbone_weights", "lr_factor", "resume_checkpoint",
+           "semantic_loss", "task_weights", "train", "tune_decision", "val_records"]
