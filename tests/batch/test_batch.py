@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.batch import MARKER_DIR, BatchSummary, SceneOutcome, expand_scenes, is_batch_input, run_batch
+from geoseg.batch import (
+    MARKER_DIR,
+    SUMMARY_FILE,
+    BatchSummary,
+    SceneOutcome,
+    expand_scenes,
+    is_batch_input,
+    run_batch,
+)
 from geoseg.errors import GeosegError, InputError
 from geoseg.prompts import Prompt
 
@@ -75,7 +83,7 @@ def test_one_output_per_scene_merged_layer_and_resume(tmp_path, scenes):
     assert meta["crs"] == "EPSG:4326"
     lon, lat = shapely.from_wkb(wkb[0]).centroid.coords[0]
     assert 54.0 < lon < 55.5 and 25.0 < lat < 25.5  # UTM 40N near Dubai
-    summary = json.loads((out / MARKER_DIR / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["done"] == 3 and len(summary["scenes"]) == 3
     assert "3 scene(s): 3 done" in s.report()
 
@@ -93,11 +101,16 @@ def test_one_output_per_scene_merged_layer_and_resume(tmp_path, scenes):
     s4 = run_batch(scenes, out, _roof_prompt(), backend="classical", prompt_crs="EPSG:32640", vector="gpkg",
                    tile_size=512, overlap=64)
     assert [o.status for o in s4.scenes] == ["skipped", "skipped", "done"]
-    s5 = run_batch(scenes, out, [Prompt(box=box_in_map((440, 370, 650, 530)))], backend="classical",
-                   prompt_crs="EPSG:32640", vector="gpkg", tile_size=512, overlap=64)
-    assert s5.count("done") == 3
+    # other prompts: refused (the folder would mix two option sets) unless overwrite is asked for
+    other = [Prompt(box=box_in_map((440, 370, 650, 530)))]
+    with pytest.raises(InputError, match=r"3 scene\(s\) segmented with other options \(differs in: prompts\)"):
+        run_batch(scenes, out, other, backend="classical", prompt_crs="EPSG:32640", vector="gpkg", tile_size=512,
+                  overlap=64)
+    s5 = run_batch(scenes, out, other, backend="classical", prompt_crs="EPSG:32640", vector="gpkg", tile_size=512,
+                   overlap=64, overwrite=True)
+    assert s5.count("done") == 3 and "removed the outputs of 3 scene(s)" in s5.earlier
     s6 = run_batch(scenes, out, _roof_prompt(), backend="classical", prompt_crs="EPSG:32640", vector="gpkg",
-                   tile_size=512, overlap=64, resume=False)
+                   tile_size=512, overlap=64, resume=False, overwrite=True)
     assert s6.count("done") == 3
 
 

@@ -32,6 +32,9 @@ def batch_options(f: Callable) -> Callable:
                      help="Batch: one .gpkg/.geojson/.fgb/.shp with every scene's polygons (EPSG:4326, field 'scene')."),
         click.option("--no-resume", is_flag=True,
                      help="Batch: redo scenes a previous run already completed."),
+        click.option("--overwrite", is_flag=True,
+                     help="Batch: replace the outputs an earlier run wrote into -o with other options "
+                          "(prompts, backend, threshold, ...); without it such a run is refused."),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -53,7 +56,8 @@ def _vector_format(value: str | None) -> str | None:
 def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative_points, boxes, prompt_crs,
                       prompt_file: str | None, output: str, vector, score_raster, bands, tile_size, overlap, backend, checkpoint, device,
                       as_json: bool, workers: int, scheduler: str | None, on_error: str,
-                      merged_vector: str | None, no_resume: bool, backend_options: dict | None = None) -> None:
+                      merged_vector: str | None, no_resume: bool, overwrite: bool = False,
+                      backend_options: dict | None = None) -> None:
     """Run the batch and print its summary; exit code 1 when some scenes failed."""
     from geoseg.batch import run_batch
     from geoseg.pipeline import build_prompts
@@ -75,7 +79,7 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
         image, output, prompts, backend=backend, checkpoint=checkpoint, device=device,
         bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
         vector=_vector_format(vector), score_raster=bool(score_raster), merged_vector=merged_vector,
-        workers=workers, scheduler=scheduler, on_error=on_error, resume=not no_resume,
+        workers=workers, scheduler=scheduler, on_error=on_error, resume=not no_resume, overwrite=overwrite,
         backend_options=backend_options, prompt_file=prompt_file,
     )
     if as_json:
