@@ -77,3 +77,37 @@ def test_large_scene_prompts_share_the_tile_that_holds_them() -> None:
     assert tasks[3].out_shape[0] <= 1024 and reads[3][2] > 1024  # no tile holds it: its own decimated window
     alone = plan_windows(2000, 2000, prompts, tile_size=1024, overlap=128)
     assert len({t.key for t in alone}) == 4
+
+
+def test_registry_knows_which_backends_share_windows() -> None:
+    """A batch client plans windows before any worker builds a backend: the registry must agree with the classes."""
+    from geoseg.segmenters import _REGISTRY, _resolve, shares_windows
+    from geoseg.segmenters.classical import GrabCutSegmenter
+
+    assert shares_windows("sam") and shares_windows("sam2")
+    assert not shares_windows(None) and not shares_windows("classical") and not shares_windows("model.pt")
+    assert not GrabCutSegmenter.shares_windows
+    for name in ("sam", "sam2"):
+        assert _resolve(_REGISTRY[name]).shares_windows
+
+
+def test_batch_shares_windows_for_such_backends(tmp_path: Path) -> None:
+    from geoseg.batch import run_batch
+    from geoseg.segmenters import _REGISTRY, _SHARES_WINDOWS, register_segmenter
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_geotiff(scenes / "a.tif", scene_array())
+    made: list[CountingBoxes] = []
+
+    def factory(**_: object) -> CountingBoxes:
+        made.append(CountingBoxes(True))
+        return made[-1]
+
+    register_segmenter("counting-shared", factory, shares_windows=True)
+    try:
+        run_batch(scenes, tmp_path / "out", PROMPTS[:3], backend="counting-shared", workers=0)
+    finally:
+        _REGISTRY.pop("counting-shared")
+        _SHARES_WINDOWS.discard("counting-shared")
+    assert sum(len(s.embedded) for s in made) == 1 and made[0].embedded == [(280, 320)]

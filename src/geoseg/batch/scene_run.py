@@ -32,6 +32,7 @@ class _SceneRun:
             prepare_prompts,
         )
         from geoseg.raster.io import open_source
+        from geoseg.segmenters import shares_windows
 
         self.scene = scene
         self.t0 = time.perf_counter()
@@ -45,7 +46,8 @@ class _SceneRun:
             if opts.prompt_layer is not None:
                 self.prompts += layer_prompts(opts.prompt_layer, self.source, self.prompts)
             self.groups = group_tasks(plan_windows(self.source.width, self.source.height, self.prompts,
-                                                   opts.tile_size, opts.overlap))
+                                                   opts.tile_size, opts.overlap,
+                                                   shared=shares_windows(opts.backend)))
         finally:
             self.source.close()  # reopened lazily by reads; workers get a pickled copy
         self.provenance = {**provenance, "prompts": [p.to_dict() for p in self.prompts],

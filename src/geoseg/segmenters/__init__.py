@@ -16,7 +16,8 @@ from typing import Any
 from geoseg.errors import GeosegError
 from geoseg.segmenters.base import Prediction, Segmenter
 
-__all__ = ["Prediction", "Segmenter", "available_segmenters", "build_segmenter", "register_segmenter"]
+__all__ = ["Prediction", "Segmenter", "available_segmenters", "build_segmenter", "register_segmenter",
+           "shares_windows"]
 
 # name -> "module:attribute" (a Segmenter subclass or a factory returning one)
 _REGISTRY: dict[str, str | Callable[..., Segmenter]] = {
@@ -29,10 +30,24 @@ _REGISTRY: dict[str, str | Callable[..., Segmenter]] = {
 
 DEFAULT_BACKEND = "unified"
 
+#: backends whose ``shares_windows`` is set, known without importing them (a batch client plans the
+#: windows of every scene before any worker builds a backend)
+_SHARES_WINDOWS: set[str] = {"sam", "sam2"}
 
-def register_segmenter(name: str, factory: str | Callable[..., Segmenter]) -> None:
-    """Add or replace a backend: ``factory`` is a callable or a ``"module:attr"`` path."""
+
+def register_segmenter(name: str, factory: str | Callable[..., Segmenter], shares_windows: bool = False) -> None:
+    """Add or replace a backend: ``factory`` is a callable or a ``"module:attr"`` path.
+
+    ``shares_windows``: the backend's :attr:`Segmenter.shares_windows` (point/box prompts may share
+    one window), for planners that run before it is built.
+    """
     _REGISTRY[name] = factory
+    (_SHARES_WINDOWS.add if shares_windows else _SHARES_WINDOWS.discard)(name)
+
+
+def shares_windows(name: str | None) -> bool:
+    """Whether backend ``name`` (``None``: the default; a checkpoint path: unified) shares windows."""
+    return (name or DEFAULT_BACKEND) in _SHARES_WINDOWS
 
 
 def available_segmenters() -> list[str]:
