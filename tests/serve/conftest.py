@@ -61,6 +61,30 @@ def make_geotiff(tmp_path: Path):
     return make
 
 
+S2_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")  # ukis_tiles' band order: blue, green, red, NIR, SWIR1, SWIR2
+
+
+@pytest.fixture()
+def s2_stack(ukis_dir: Path, tmp_path: Path):
+    """Write real Sentinel-2 reflectance (ukis_tiles, 6 bands stored B2,B3,B4,B8,B11,B12) as a float32 GeoTIFF
+    with no declared colour interpretation; ``descriptions=True`` names the bands as SNAP or gdal_merge do."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    def make(name: str = "s2_stack.tif", descriptions: bool = False, size: int = 256) -> Path:
+        img = np.load(ukis_dir / "sentinel2.npz")["img"][:size, :size].transpose(2, 0, 1).astype(np.float32)
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", width=img.shape[2], height=img.shape[1], count=6,
+                           dtype="float32", crs="EPSG:32632", transform=from_origin(500000.0, 6000000.0, 10, 10),
+                           photometric="minisblack") as dst:
+            dst.write(img)
+            if descriptions:
+                dst.descriptions = S2_BANDS
+        return path
+
+    return make
+
+
 def uploaded_files(folder: Path) -> list[str]:
     """Names of the uploads a server keeps under ``folder`` (its ``upload_dir``): in its own locked subfolder."""
     from geoseg.serve.uploads import MARKER, PREFIX

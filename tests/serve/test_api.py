@@ -93,7 +93,7 @@ def test_embedding_computed_once_per_image(client, dubai_building):
     image, (bx, by), building = dubai_building
     first = _upload(client, image)
     assert first.status_code == 201 and first.json()["embedding_cached"] is False
-    again = _upload(client, image, name="copy.jpg")
+    again = _upload(client, image)  # the same file under the same name (another name: test_names_and_bands.py)
     assert again.json()["image_id"] == first.json()["image_id"] and again.json()["embedding_cached"] is True
     iid = first.json()["image_id"]
     results = []

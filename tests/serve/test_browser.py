@@ -75,6 +75,7 @@ def test_point_and_instruction_on_a_dubai_building(browser, live_server, dubai_b
     info = page.evaluate("window.geosegMap.image()")
     assert (info["width"], info["height"]) == (building.shape[1], building.shape[0])
     assert info["georeferenced"] is False  # a JPG: shown as a plain image in pixel coordinates
+    assert page.is_hidden("#band-picker")  # its colours are declared: nothing to pick
 
     # click the building: page pixel position of image pixel (bx, by)
     sx, sy = page.evaluate("([x, y]) => window.geosegMap.pixelToScreen(x + 0.5, y + 0.5)", [bx, by])
@@ -192,6 +193,7 @@ def test_an_instruction_that_finds_nothing_shows_the_backends_advice(browser, br
     page = browser.new_page(viewport={"width": 900, "height": 700})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # e.g. a missing favicon
     page.goto(brightness_server.url + "/")
     page.wait_for_selector("body[data-ready='1']")
     page.set_input_files("#file-input", str(make_geotiff()))
@@ -251,5 +253,71 @@ def test_an_old_answer_never_lands_on_the_next_image(browser, make_geotiff, tmp_
         page.wait_for_selector("body[data-ready='1']")
         assert "no longer open on the server: open the file again" in page.inner_text("#message")
         assert "?image" not in page.url
+        assert not errors, errors
+        page.close()
+
+
+def test_bands_of_a_sentinel2_stack_and_an_image_the_server_dropped(browser, s2_stack, make_geotiff, tmp_path):
+    """A 6-band stack stored B2,B3,B4,B8,B11,B12 is first shown as bands 1,2,3; the band picker shows it in
+    true colour (3,2,1) keeping the box, which is answered again. When the server drops the image (more
+    opened elsewhere than it keeps), a click says so in plain words and 'Open it again' restores it all."""
+    import httpx
+
+    from geoseg.serve import create_app
+
+    stack = s2_stack()
+    with LiveServer(create_app("classical", upload_dir=tmp_path / "u", max_images=2)) as srv:
+        page = browser.new_page(viewport={"width": 1100, "height": 750})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#file-input", str(stack))
+        page.wait_for_selector("#map[data-image]", timeout=20_000)
+        first = page.evaluate("window.geosegMap.image()")
+        assert page.is_visible("#band-picker") and "6 band(s) float32 (bands 1,2,3 as RGB)" in page.inner_text(
+            "#image-name")
+        assert [page.input_value(f"#band-{c}") for c in "rgb"] == ["1", "2", "3"]
+        assert page.eval_on_selector("#band-r", "s => s.options.length") == 6
+
+        page.check("input[name='mode'][value='box']")
+        box = page.locator("#map").bounding_box()
+        (x0, y0), (x1, y1) = (page.evaluate(f"window.geosegMap.pixelToScreen({x}, {y})") for x, y in ((40, 40), (200, 180)))
+        page.mouse.move(box["x"] + x0, box["y"] + y0)
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=4)
+        page.mouse.up()
+        page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+        prompt = page.evaluate("window.geosegMap.result().prompt")
+
+        for c, band in zip("rgb", ("3", "2", "1")):
+            page.select_option(f"#band-{c}", band)
+        page.click("#band-apply")
+        page.wait_for_function(f"() => window.geosegMap.result() && window.geosegMap.result().image_id !== "
+                               f"'{first['image_id']}'", timeout=20_000)
+        true_colour = page.evaluate("window.geosegMap.image()")
+        assert true_colour["rgb_bands"] == [3, 2, 1] and "(bands 3,2,1 as RGB)" in page.inner_text("#image-name")
+        assert page.evaluate("window.geosegMap.result().prompt") == prompt  # the same box, answered on the new bands
+
+        with httpx.Client(base_url=srv.url, timeout=60) as c:  # another user opens two images: ours is dropped
+            for name in ("a.tif", "b.tif"):
+                with open(make_geotiff(name, seed=len(name) + ord(name[0])), "rb") as fh:
+                    assert c.post("/api/images", files={"file": (name, fh)}).status_code == 201
+        page.check("input[name='mode'][value='pos']")
+        sx, sy = page.evaluate("window.geosegMap.pixelToScreen(120, 110)")
+        page.mouse.click(box["x"] + sx, box["y"] + sy)
+        page.wait_for_selector("#message-action", timeout=20_000)
+        text = page.inner_text("#message")
+        assert text.startswith("The server dropped s2_stack.tif because too many images were open: it keeps the 2 "
+                               "most recently used images"), text
+        assert "POST /api" not in text and page.inner_text("#message-action") == "Open it again"
+        page.click("#message-action")
+        page.wait_for_function("() => window.geosegMap.result() && window.geosegMap.result().prompt.includes('point')",
+                               timeout=20_000)
+        assert page.evaluate("window.geosegMap.image()")["rgb_bands"] == [3, 2, 1]
+        assert page.evaluate("window.geosegMap.result().image_id") == page.evaluate("window.geosegMap.image().image_id")
+        assert page.is_hidden("#message")
+        page.screenshot(path=str(tmp_path / "serve_bands.png"))
+        _keep_artifact(tmp_path / "serve_bands.png")
         assert not errors, errors
         page.close()

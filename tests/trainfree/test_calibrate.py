@@ -132,6 +132,40 @@ def test_skipped_samples_are_counted(server, dubai_crops):
     assert prof.meta["skipped"] == {"empty_target": 1, "other_task": 1, "no_text": 0, "no_box": 1}
 
 
+@pytest.fixture()
+def bars(monkeypatch) -> list[tuple[int, int]]:
+    """Progress bars shown; each calibration bar's (count, total) as it closes."""
+    import tqdm.std
+
+    import geoseg.progress
+
+    monkeypatch.setattr(geoseg.progress, "_enabled", True)
+    closed: list[tuple[int, int]] = []
+    close = tqdm.std.tqdm.close
+
+    def recording_close(self) -> None:
+        if str(getattr(self, "desc", "")).startswith("calibrating") and not getattr(self, "_seen_closed", False):
+            self._seen_closed = True
+            closed.append((self.n, self.total))
+        close(self)
+
+    monkeypatch.setattr(tqdm.std.tqdm, "close", recording_close)
+    return closed
+
+
+@pytest.mark.parametrize("limit, asked", [(4, 4), (None, 7), (20, 7)])
+def test_the_progress_bar_ends_full_with_or_without_a_limit(server, dubai_crops, bars, limit, asked):
+    """Its total is the questions the model will be asked: --limit caps it, empty targets found on the way
+    take one off each, samples of other tasks never count."""
+    pairs = dubai_crops[:9]
+    samples = ([_sample(0, pairs[0][0], np.zeros_like(pairs[0][1])), _sample(1, *pairs[1], task="interactive"),
+                _sample(2, pairs[2][0], np.zeros_like(pairs[2][1]))] + [_sample(i, *pairs[i]) for i in range(3, 9)]
+               + [_sample(9, *dubai_crops[9])])
+    prof = calibrate(GroundingClient(server.url, model=QWEN25), samples, limit=limit)
+    assert prof.n == asked == sum("chat" in q["path"] for q in server.state.requests)
+    assert bars == [(asked, asked)]
+
+
 def _write_split(root: Path, pairs) -> None:
     """A GeoSeg-Bench (UniGeoSeg) split of real Dubai crops: PNG image, 0/255 mask, QA json."""
     entries = []

@@ -125,7 +125,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GeosegError)
     async def _geoseg_error(_: Request, exc: GeosegError) -> JSONResponse:
-        return error_response(status_for(exc), str(exc), problem=exc.problem, fix=exc.fix)
+        code = {"code": exc.code} if isinstance(exc, UnknownImageError) else {}
+        return error_response(status_for(exc), str(exc), problem=exc.problem, fix=exc.fix, **code)
 
     @app.exception_handler(BodyTooLargeError)
     async def _too_large(_: Request, exc: BodyTooLargeError) -> JSONResponse:

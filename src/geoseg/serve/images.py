@@ -68,6 +68,10 @@ class ImageRecord:
     band_count: int
     dtype: str
     valid: np.ndarray | None = field(default=None, repr=False)  # H x W bool where the source has data
+    rgb_bands: tuple[int, ...] = (1, 2, 3)  # 1-based bands shown as red, green, blue (one: grey)
+    band_names: tuple[str, ...] = ()  # per band: its description, else its declared colour, else ""
+    rgb_declared: bool = False  # the file declares which bands are red, green and blue
+    digest: str = ""  # content hash of the file (its pixels and bands, whatever the name)
 
     def model_rgb(self) -> np.ndarray:
         """The pixels a segmenter sees: nodata (black in ``rgb``, for display) given the nearest valid colour.
@@ -99,7 +103,15 @@ class ImageRecord:
             "dtype": self.dtype,
             "georeferenced": self.geo is not None,
             "geo": self.geo.to_dict() if self.geo else None,
+            "rgb_bands": list(self.rgb_bands),
+            "band_names": list(self.band_names),
+            "rgb_declared": self.rgb_declared,
         }
+
+    @property
+    def content_key(self) -> tuple[str, tuple[int, ...]]:
+        """Same file read with the same bands: the same pixels, so the same embedding (any name)."""
+        return self.digest, self.rgb_bands
 
 
 class ImageTooLargeError(InputError):
@@ -139,14 +151,40 @@ def unsupported_format_error(name: str) -> UnsupportedFormatError:
     )
 
 
-def image_id_for(path: str | Path, bands: tuple[int, ...] | None) -> str:
-    """A content hash of the file (and band choice): the same image uploaded twice gets the same id."""
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of the file's bytes (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def make_image_id(digest: str, bands: tuple[int, ...] | None, name: str | None = None) -> str:
+    """The id of a file (by its :func:`file_digest`) opened under ``name`` with ``bands``.
+
+    The same file under the same name and bands gets the same id (and its embedding again);
+    under another name it is another image, so each name is shown, and names its downloads.
+    """
+    h = hashlib.sha256(digest.encode())
     h.update(repr(bands).encode())
+    if name is not None:
+        h.update(b"\x00" + name.encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:16]
+
+
+def image_id_for(path: str | Path, bands: tuple[int, ...] | None, name: str | None = None) -> str:
+    """A content hash of the file, the band choice and the name the user gave it (see :func:`make_image_id`)."""
+    return make_image_id(file_digest(path), bands, name)
+
+
+def _band_names(src) -> tuple[str, ...]:
+    """Each band's description (``B8``), else its declared colour (``red``), else ``""``: what a GIS shows."""
+    names = []
+    for desc, ci in zip(src.descriptions, src.colorinterp):
+        colour = "" if ci.name in ("undefined", "gray") else ci.name
+        names.append((desc or "").strip() or colour)
+    return tuple(names)
 
 
 def _stretch(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -218,7 +256,8 @@ def _geo_info(src) -> GeoInfo | None:
 
 
 def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...] | None = None,
-               max_pixels: int = 64_000_000, image_id: str | None = None, *, sidecars: bool = True) -> ImageRecord:
+               max_pixels: int = 64_000_000, image_id: str | None = None, *, sidecars: bool = True,
+               digest: str | None = None) -> ImageRecord:
     """Read ``path`` into an :class:`ImageRecord` (display RGB + georeference).
 
     Args:
@@ -227,7 +266,8 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
         bands: 1-based band indices for R, G, B (default: the bands declared red, green and blue,
             else 1, 2, 3, or band 1 as grey).
         max_pixels: larger images are refused with a pointer to ``geoseg segment``.
-        image_id: the id to use (default: a content hash of the file).
+        image_id: the id to use (default: :func:`make_image_id` of the file, bands and name).
+        digest: the file's :func:`file_digest` when the caller has it (else computed).
         sidecars: let GDAL read sidecar files next to it (``.aux.xml``, ``.ovr``, world files);
             ``False`` for uploads, which have none.
 
@@ -292,19 +332,26 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
             geo = _geo_info(src)
             dtype = src.dtypes[0]
             count = src.count
+            names = _band_names(src)
+            declared = {"red", "green", "blue"} <= {ci.name for ci in src.colorinterp}
     rgb8 = _stretch(data, valid)
     if rgb8.shape[0] == 1:
         rgb8 = np.repeat(rgb8, 3, axis=0)
     rgb = np.ascontiguousarray(np.transpose(rgb8, (1, 2, 0)))
     if valid is not None:
         rgb[~valid] = 0
+    digest = digest or file_digest(path)
     return ImageRecord(
-        image_id=image_id or image_id_for(path, bands),
-        name=name or Path(path).name,
+        image_id=image_id or make_image_id(digest, bands, shown),
+        name=shown,
         rgb=rgb,
         geo=geo,
         source_path=path,
         band_count=count,
         dtype=dtype,
         valid=valid,
+        rgb_bands=tuple(idx),
+        band_names=names,
+        rgb_declared=declared,
+        digest=digest,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,13 +17,27 @@ from geoseg.serve.errors import ForbiddenPathError
 from geoseg.serve.images import (
     ALLOWED_DRIVERS,
     ImageRecord,
-    image_id_for,
+    file_digest,
+    make_image_id,
     open_image,
     sniff_driver,
     unsupported_format_error,
 )
-from geoseg.serve.schemas import BINARY, ImageInfo, ReferenceRequest, error_responses
+from geoseg.serve.schemas import BINARY, BandsRequest, ImageInfo, ReferenceRequest, error_responses
 from geoseg.serve.sessions import Session, UnknownImageError
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` with the bytes of ``source``: a hard link where the filesystem allows, else a copy."""
+    tmp = target.with_name(target.name + ".part")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def image_routes(ctx: ServerContext) -> APIRouter:
@@ -34,7 +49,8 @@ def image_routes(ctx: ServerContext) -> APIRouter:
     def _info(sess: Session, cached: bool = True) -> ImageInfo:
         return ImageInfo(**sess.record.to_dict(), embedding_cached=cached, embed_ms=round(sess.embed_ms, 2))
 
-    def _open(path: Path, name: str, bands: tuple[int, ...] | None, image_id: str, sidecars: bool) -> ImageInfo:
+    def _open(path: Path, name: str, bands: tuple[int, ...] | None, image_id: str, sidecars: bool,
+              digest: str) -> ImageInfo:
         try:
             existing = store.get(image_id)
         except UnknownImageError:
@@ -42,7 +58,7 @@ def image_routes(ctx: ServerContext) -> APIRouter:
         if existing is not None:
             return _info(existing, cached=store.ensure_embedding(existing))
         record: ImageRecord = open_image(path, name=name, bands=bands, max_pixels=max_pixels, image_id=image_id,
-                                         sidecars=sidecars)
+                                         sidecars=sidecars, digest=digest)
         sess = store.add(record, embed=False)
         cached = store.ensure_embedding(sess)
         return _info(sess, cached)
@@ -78,16 +94,17 @@ def image_routes(ctx: ServerContext) -> APIRouter:
             driver = sniff_driver(tmp)
             if driver is None:  # refused before GDAL sees it (a .vrt could read other files on the server)
                 raise unsupported_format_error(name)
-            image_id = image_id_for(tmp, band_t)
+            digest = file_digest(tmp)
+            image_id = make_image_id(digest, band_t, name)  # the same file under another name: another image
             final = updir / f"{image_id}{ALLOWED_DRIVERS[driver]}"
             try:
                 store.get(image_id)
-                return _open(final, name, band_t, image_id, False)  # already open: reuse it and its embedding
+                return _open(final, name, band_t, image_id, False, digest)  # already open: reuse it, its embedding
             except UnknownImageError:
                 pass
             os.replace(tmp, final)
             tmp = str(final)  # removed below if it cannot be opened
-            info = _open(final, name, band_t, image_id, False)
+            info = _open(final, name, band_t, image_id, False, digest)
             tmp = None
             return info
         finally:
@@ -117,7 +134,41 @@ def image_routes(ctx: ServerContext) -> APIRouter:
         if not is_file:
             raise InputError(f"no such file: {req.path}", "check the path")
         band_t = _parse_bands(req.bands)
-        return _open(path, path.name, band_t, image_id_for(path, band_t), True)
+        digest = file_digest(path)
+        return _open(path, path.name, band_t, make_image_id(digest, band_t, path.name), True, digest)
+
+    @router.post("/api/images/{image_id}/bands", status_code=201, response_model=ImageInfo,
+                 responses=error_responses(400, 404, 422, 500))
+    def show_bands(image_id: str, req: BandsRequest) -> ImageInfo:
+        """Open an image again with other bands as red, green, blue (or one as grey): a new image id.
+
+        The file is read again (no upload); the open image stays open. Prompts in pixels apply to both.
+        """
+        sess = store.get(image_id)
+        rec = sess.record
+        band_t = tuple(req.bands)
+        if band_t == rec.rgb_bands:
+            return _info(sess, cached=store.ensure_embedding(sess))
+        new_id = make_image_id(rec.digest, band_t, rec.name)
+        source = Path(rec.source_path)
+        if not uploads.holds(source):  # a file under an --image-root: read it where it is
+            return _open(source, rec.name, band_t, new_id, True, rec.digest)
+        final = source.with_name(new_id + source.suffix)  # an upload: a file of its own, removed with its image
+        try:
+            store.get(new_id)
+            return _open(final, rec.name, band_t, new_id, False, rec.digest)
+        except UnknownImageError:
+            pass
+        try:
+            _link_or_copy(source, final)
+        except OSError:
+            store.get(image_id)  # dropped meanwhile: this says so
+            raise InputError(f"the file of image {image_id!r} cannot be read again", "open the image again") from None
+        try:
+            return _open(final, rec.name, band_t, new_id, False, rec.digest)
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
 
     @router.get("/api/images", responses=error_responses(500))
     def list_images() -> list[ImageInfo]:

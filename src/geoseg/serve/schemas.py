@@ -32,15 +32,27 @@ class ReferenceRequest(BaseModel):
     bands: list[int] | None = Field(None, max_length=3)
 
 
+class BandsRequest(BaseModel):
+    """Show an open image with other bands: 1-based indices for red, green, blue (or one band as grey)."""
+
+    model_config = ConfigDict(extra="forbid")
+    bands: list[int] = Field(..., min_length=1, max_length=3, description="e.g. [3, 2, 1], or [4] for grey")
+
+
 class ImageInfo(BaseModel):
     image_id: str
     name: str
     width: int
     height: int
-    bands: int
+    bands: int = Field(..., description="how many bands the file has")
     dtype: str
     georeferenced: bool
     geo: dict | None
+    rgb_bands: list[int] = Field(..., description="the 1-based bands shown (and segmented) as red, green, blue; "
+                                 "one band is shown as grey")
+    band_names: list[str] = Field(..., description="per band: its description (e.g. B8), else its declared "
+                                  "colour (red, green, blue, ...), else empty")
+    rgb_declared: bool = Field(..., description="the file declares which bands are red, green and blue")
     embedding_cached: bool = False
     embed_ms: float = 0.0
 
@@ -68,6 +80,8 @@ class ErrorResponse(BaseModel):
     detail: str = Field(..., description="the problem (the fix)")
     problem: str | None = Field(None, description="the problem alone (errors the client can fix)")
     fix: str | None = Field(None, description="the fix alone (errors the client can fix)")
+    code: str | None = Field(None, description="why an image id is unknown: `image_dropped` (more images were "
+                             "opened after it than the server keeps), `image_closed` (deleted), `unknown_image`")
 
 
 _ERROR_TEXT = {

@@ -39,8 +39,26 @@ def echo_id(value: str, limit: int = ECHO_CHARS) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit] + "…")
 
 
+#: how many ids of dropped or closed images the server remembers, to say why an id is unknown
+GONE_IDS = 1024
+
+
 class UnknownImageError(GeosegError):
     """An image id the server does not hold (never uploaded, deleted or evicted)."""
+
+    code = "unknown_image"
+
+
+class DroppedImageError(UnknownImageError):
+    """An image the server dropped because more images were opened after it than it keeps."""
+
+    code = "image_dropped"
+
+
+class ClosedImageError(UnknownImageError):
+    """An image a client closed (``DELETE``)."""
+
+    code = "image_closed"
 
 
 class UnknownMaskError(GeosegError):
@@ -79,6 +97,7 @@ class SessionStore:
         self._prototype: Segmenter | None = None
         self._proto_lock = threading.Lock()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._gone: OrderedDict[str, str] = OrderedDict()  # id -> "dropped" / "closed", newest last
         self._lock = threading.Lock()
         self.max_images = max_images
         self.max_masks = max_masks
@@ -99,6 +118,7 @@ class SessionStore:
         """Hold ``record`` (or return the session that already holds the same image id)."""
         with self._lock:
             sess = self._sessions.get(record.image_id)
+            self._gone.pop(record.image_id, None)  # opened again
             if sess is None:
                 sess = Session(record=record)
                 self._sessions[record.image_id] = sess
@@ -107,6 +127,7 @@ class SessionStore:
             while len(self._sessions) > self.max_images:
                 old_id, old = self._sessions.popitem(last=False)
                 dropped.append(old.record)
+                self._forget(old_id, "dropped")
                 log.info("dropped image %s (more than %d open)", old_id, self.max_images)
         for rec in dropped:
             self._drop(rec)
@@ -114,23 +135,39 @@ class SessionStore:
             self.ensure_embedding(sess)
         return sess
 
+    def _forget(self, image_id: str, why: str) -> None:
+        """Remember why ``image_id`` is gone (under ``self._lock``), for the error a later request gets."""
+        self._gone[image_id] = why
+        self._gone.move_to_end(image_id)
+        while len(self._gone) > GONE_IDS:
+            self._gone.popitem(last=False)
+
+    def _unknown(self, image_id: str, fix: str) -> UnknownImageError:
+        why = self._gone.get(image_id)
+        if why == "dropped":
+            return DroppedImageError(
+                f"image {echo_id(image_id)} was dropped: the server keeps the {self.max_images} most recently used "
+                "images and more were opened after it", "open it again: upload the file with POST /api/images, or "
+                "start the server with a higher --max-images")
+        if why == "closed":
+            return ClosedImageError(f"image {echo_id(image_id)} was closed", "open it again with POST /api/images")
+        return UnknownImageError(f"unknown image id {echo_id(image_id)}", fix)
+
     def get(self, image_id: str) -> Session:
         with self._lock:
             sess = self._sessions.get(image_id)
             if sess is None:
-                raise UnknownImageError(
-                    f"unknown image id {echo_id(image_id)}",
-                    f"upload the image with POST /api/images first; the server keeps the {self.max_images} "
-                    "most recently used images",
-                )
+                raise self._unknown(image_id, f"upload the image with POST /api/images first; the server keeps "
+                                              f"the {self.max_images} most recently used images")
             self._sessions.move_to_end(image_id)
             return sess
 
     def remove(self, image_id: str) -> None:
         with self._lock:
             sess = self._sessions.pop(image_id, None)
-        if sess is None:
-            raise UnknownImageError(f"unknown image id {echo_id(image_id)}", "list open images with GET /api/images")
+            if sess is None:
+                raise self._unknown(image_id, "list open images with GET /api/images")
+            self._forget(image_id, "closed")
         self._drop(sess.record)
 
     def _drop(self, record: ImageRecord) -> None:
@@ -150,6 +187,13 @@ class SessionStore:
         with sess.lock:
             if sess.segmenter is not None:
                 return True
+            twin = self._twin(sess)
+            if twin is not None:  # the same pixels under another name: share its embedding
+                sess.segmenter = copy.copy(twin.segmenter)
+                sess.embed_ms = twin.embed_ms
+                log.info("image %s reuses the embedding of %s (same file and bands)", sess.record.image_id,
+                         twin.record.image_id)
+                return True
             seg = copy.copy(self.prototype)
             t0 = time.perf_counter()
             seg.set_image(sess.record.model_rgb())
@@ -158,6 +202,16 @@ class SessionStore:
             sess.segmenter = seg
             log.info("embedded image %s in %.0f ms", sess.record.image_id, sess.embed_ms)
             return False
+
+    def _twin(self, sess: Session) -> Session | None:
+        """An open image with the same file and bands as ``sess`` whose embedding is computed."""
+        key = sess.record.content_key
+        if not key[0]:
+            return None
+        with self._lock:
+            others = list(self._sessions.values())
+        return next((o for o in others if o is not sess and o.segmenter is not None
+                     and o.record.content_key == key), None)
 
     def predict(self, sess: Session, prompt: Prompt) -> tuple[StoredMask, bool, float]:
         """Answer ``prompt`` on the session's image; return the stored mask, cache hit, predict ms."""

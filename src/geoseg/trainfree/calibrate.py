@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg.bench.baselines import gt_box as box_of_mask  # pixel-edge bounding box, None when empty
 from geoseg.errors import GeosegError
-from geoseg.progress import progress
+from geoseg.progress import progress_enabled
 from geoseg.trainfree.refine import Box, CalibrationProfile
+
+if TYPE_CHECKING:
+    from geoseg.trainfree.client import FrameMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,11 @@ def fit_profile(pred_boxes: Sequence[Box], true_boxes: Sequence[Box], key: str,
                               residuals=residuals, space=space, loss=loss, meta=dict(meta or {}))
 
 
+def _questions_left(left: int, asked: int, limit: int | None) -> int:
+    """How many more questions the model will be asked: the usable samples left, at most what ``limit`` leaves."""
+    return left if limit is None else max(0, min(left, limit - asked))
+
+
 def _instruction(sample: Any) -> str | None:
     text = getattr(sample, "instruction", "") or getattr(getattr(sample, "prompt", None), "text", None)
     return str(text).strip() if text and str(text).strip() else None
@@ -160,6 +168,24 @@ def _grounder(client_or_grounder: Any) -> Callable[[np.ndarray, str], Box | None
         return None if box is None else tuple(float(v) for v in box)  # type: ignore[return-value]
 
     return run
+
+
+def _ask(ground: Callable[[np.ndarray, str], Box | None], image: np.ndarray, text: str, sample: Any,
+         skipped: dict[str, int], wrong_frame: list[FrameMismatchError]) -> Box | None:
+    """The grounder's box for one sample, or ``None`` (counted in ``skipped``; wrong-frame answers kept)."""
+    from geoseg.trainfree.client import FrameMismatchError, NoBoxError
+
+    try:
+        pred = ground(image, text)
+    except NoBoxError as exc:
+        log.info("no box for %s: %s", getattr(sample, "sample_id", "?"), exc)
+        skipped["no_box"] += 1
+        if isinstance(exc, FrameMismatchError):
+            wrong_frame.append(exc)
+        return None
+    if pred is None:
+        skipped["no_box"] += 1
+    return pred
 
 
 def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None = None,
@@ -182,8 +208,12 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
 
     Samples with an empty target, another task, or an answer without a box are skipped and
     counted in ``profile.meta``; an unreachable server stops the run with its error.
+
+    The progress bar counts the questions the model is asked (the slow part): its total is the
+    samples of ``tasks`` with an instruction, at most ``limit``, less the empty targets found on
+    the way, so it ends full whether or not the limit stops the run.
     """
-    from geoseg.trainfree.client import FrameMismatchError, NoBoxError
+    from tqdm.auto import tqdm
 
     if key is None:
         key = getattr(client_or_grounder, "backend_key", None)
@@ -197,40 +227,39 @@ def calibrate(client_or_grounder: Any, samples: Iterable[Any], key: str | None =
     seen = 0  # samples looked at, usable or not
     cache: tuple[Any, np.ndarray] | None = None
     wrong_frame: list[FrameMismatchError] = []  # answers in another coordinate frame: a wrong --vlm-family
-    for s in progress(samples, desc="calibrating", total=len(samples), unit="sample"):
-        if limit is not None and asked >= limit:
-            break
-        seen += 1
-        if tasks and getattr(s, "task", None) not in tasks:
-            skipped["other_task"] += 1
-            continue
-        text = _instruction(s)
-        if text is None:
-            skipped["no_text"] += 1
-            continue
-        true = box_of_mask(np.asarray(s.load_mask()))
-        if true is None:
-            skipped["empty_target"] += 1
-            continue
-        img_key = getattr(s, "image_key", None) or id(s)
-        if cache is None or cache[0] != img_key:
-            cache = (img_key, np.asarray(s.load_image()))
-        image = cache[1]
-        asked += 1
-        try:
-            pred = ground(image, text)
-        except NoBoxError as exc:
-            log.info("no box for %s: %s", getattr(s, "sample_id", "?"), exc)
-            skipped["no_box"] += 1
-            if isinstance(exc, FrameMismatchError):
-                wrong_frame.append(exc)
-            continue
-        if pred is None:
-            skipped["no_box"] += 1
-            continue
-        preds.append(pred)
-        trues.append(true)
-        sizes.append((image.shape[1], image.shape[0]))
+    # samples that may be asked about, known without reading any pixels (empty targets are found on the way)
+    left = sum(1 for s in samples if not (tasks and getattr(s, "task", None) not in tasks) and _instruction(s))
+    bar = tqdm(total=_questions_left(left, 0, limit), desc="calibrating", unit="question",
+               disable=not progress_enabled(), leave=False)
+    with bar:
+        for s in samples:
+            if limit is not None and asked >= limit:
+                break
+            seen += 1
+            if tasks and getattr(s, "task", None) not in tasks:
+                skipped["other_task"] += 1
+                continue
+            text = _instruction(s)
+            if text is None:
+                skipped["no_text"] += 1
+                continue
+            left -= 1
+            true = box_of_mask(np.asarray(s.load_mask()))
+            if true is None:
+                skipped["empty_target"] += 1
+                bar.total = asked + _questions_left(left, asked, limit)  # one question fewer than expected
+                bar.refresh()
+                continue
+            img_key = getattr(s, "image_key", None) or id(s)
+            if cache is None or cache[0] != img_key:
+                cache = (img_key, np.asarray(s.load_image()))
+            asked += 1
+            answer = _ask(ground, cache[1], text, s, skipped, wrong_frame)
+            bar.update(1)
+            if answer is not None:
+                preds.append(answer)
+                trues.append(true)
+                sizes.append((cache[1].shape[1], cache[1].shape[0]))
     if len(preds) < MIN_SAMPLES:
         problem = (f"only {len(preds)} of {seen} samples could be used for calibration "
                    f"(skipped: {', '.join(f'{k} {v}' for k, v in skipped.items() if v) or 'none'})")

@@ -29,7 +29,10 @@
     result: null,
     drag: null,
     seq: 0, // prompt requests: an answer to an older one (or for another image) is dropped
-    upload: 0, // uploads: only the latest one opens its image
+    upload: 0, // uploads and band changes: only the latest one opens its image
+    file: null, // the File this page opened the current image from (to open it again), null for a link
+    bands: null, // the bands chosen on the page for it ([r, g, b]), null: the file's default
+    maxImages: null, // how many images the server keeps open (GET /api/health)
     W: 0,
     H: 0,
     dpr: 1,
@@ -268,13 +271,25 @@
 
   // -- messages -------------------------------------------------------------------------
   let msgTimer = null;
-  function showMessage(text, kind = "error") {
+  // action: {label, run} adds a button; such a message stays until it is used or replaced
+  function showMessage(text, kind = "error", action = null) {
     const m = $("message");
     m.textContent = text;
+    if (action) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.id = "message-action";
+      b.textContent = action.label;
+      b.addEventListener("click", () => {
+        m.hidden = true;
+        action.run();
+      });
+      m.append(b);
+    }
     m.className = kind === "error" ? "" : "info";
     m.hidden = false;
     clearTimeout(msgTimer);
-    msgTimer = setTimeout(() => { m.hidden = true; }, 8000);
+    if (!action) msgTimer = setTimeout(() => { m.hidden = true; }, 8000);
   }
   const setStatus = (text) => { $("status").textContent = text; };
 
@@ -287,11 +302,38 @@
   }
 
   // -- images ---------------------------------------------------------------------------
-  async function openFile(file) {
+  // a 404 whose code says the image id is not (or no longer) held by the server
+  const isGone = (r, data) => r.status === 404 && ["image_dropped", "image_closed", "unknown_image"].includes(data.code);
+
+  // the server no longer holds the image shown: say why in plain words and offer to open it again
+  function imageGone(info, data) {
+    const name = info ? info.name : "the image";
+    let text;
+    if (data.code === "image_dropped") {
+      const kept = S.maxImages ? `the ${S.maxImages} most recently used images` : "only the most recently used images";
+      text = `The server dropped ${name} because too many images were open: it keeps ${kept}, and more were opened since.`;
+    } else if (data.code === "image_closed") {
+      text = `${name} was closed on the server.`;
+    } else {
+      text = `The server no longer holds ${name} (it was restarted, or the image was closed).`;
+    }
+    clearResult(); // its masks and downloads are gone with it; the prompts stay and are sent again
+    draw();
+    setStatus("image no longer open on the server");
+    const file = S.file;
+    const bands = S.bands;
+    showMessage(text, "error", file
+      ? { label: "Open it again", run: () => openFile(file, bands, true) }
+      : { label: "Choose the file…", run: () => $("file-input").click() });
+  }
+
+  // keep: the same image again (other bands, or opened again): keep the prompts and the view, answer them again
+  async function openFile(file, bands = null, keep = false) {
     const upload = ++S.upload;
     setStatus(`uploading ${file.name} …`);
     const fd = new FormData();
     fd.append("file", file);
+    if (bands) fd.append("bands", bands.join(","));
     let r;
     try {
       r = await fetch("/api/images", { method: "POST", body: fd });
@@ -307,14 +349,68 @@
       setStatus("upload failed");
       return;
     }
-    await loadImage(data);
+    S.file = file;
+    S.bands = bands;
+    await loadImage(data, keep);
   }
 
-  async function loadImage(info) {
+  async function showBands(bands) {
+    const info = S.img;
+    const upload = ++S.upload;
+    setStatus(`showing bands ${bands.join(", ")} …`);
+    let r;
+    try {
+      r = await fetch(`/api/images/${info.image_id}/bands`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ bands }),
+      });
+    } catch (err) {
+      showMessage(`the server cannot be reached (${err})`);
+      setStatus("offline");
+      return;
+    }
+    const data = await readJson(r);
+    if (upload !== S.upload) return;
+    if (!r.ok) {
+      if (isGone(r, data)) {
+        S.bands = bands; // opened again, it is shown with the bands just chosen
+        imageGone(info, data);
+      } else {
+        showMessage(data.detail || `HTTP ${r.status}`);
+        setStatus("bands not changed");
+        updateBandPicker(info);
+      }
+      return;
+    }
+    S.bands = data.rgb_bands;
+    await loadImage(data, true);
+  }
+
+  function updateBandPicker(info) {
+    // as in a GIS's multiband renderer: pick the bands shown as red, green and blue, for images whose
+    // colours are not declared (a Sentinel-2 stack B2,B3,B4,B8,...) or that have more than three bands
+    const n = info.bands;
+    const form = $("band-picker");
+    form.hidden = !(n > 3 || (n > 1 && !info.rgb_declared));
+    if (form.hidden) return;
+    const rgb = info.rgb_bands.length === 1 ? Array(3).fill(info.rgb_bands[0]) : info.rgb_bands;
+    ["band-r", "band-g", "band-b"].forEach((id, k) => {
+      const sel = $(id);
+      sel.replaceChildren(...Array.from({ length: n }, (_, i) => {
+        const name = (info.band_names || [])[i];
+        return new Option(name ? `${i + 1}: ${name}` : `${i + 1}`, String(i + 1));
+      }));
+      sel.value = String(rgb[k]);
+    });
+  }
+
+  async function loadImage(info, keep = false) {
     S.img = info;
-    S.points = [];
-    S.labels = [];
-    S.box = null;
+    if (!keep) {
+      S.points = [];
+      S.labels = [];
+      S.box = null;
+      S.preview = null; // not the previous image's pixels in this one's frame
+    }
     clearResult();
     if (info.georeferenced) {
       S.A = info.geo.pixel_to_lonlat;
@@ -331,16 +427,31 @@
     S.Ainv = invert(S.A);
     const p = new Image();
     p.src = `/api/images/${info.image_id}/preview.jpg`;
-    await p.decode();
+    try {
+      await p.decode();
+    } catch {
+      if (S.img !== info) return;
+      const r = await fetch(`/api/images/${info.image_id}`);
+      const data = await readJson(r);
+      if (S.img !== info) return;
+      if (isGone(r, data)) imageGone(info, data);
+      else showMessage(`the preview of ${info.name} cannot be shown (${data.detail || `HTTP ${r.status}`})`);
+      return;
+    }
+    if (S.img !== info) return; // another image was opened meanwhile
     S.preview = p;
-    fitView();
+    if (!keep) fitView();
     draw();
     const where = info.georeferenced ? `${info.geo.crs}, on the map` : "not georeferenced: pixel coordinates";
-    $("image-name").textContent = `${info.name} — ${info.width}×${info.height}, ${info.bands} band(s) ${info.dtype}, ${where}`;
+    const shown = info.rgb_bands.length === 1 ? `band ${info.rgb_bands[0]} as grey` : `bands ${info.rgb_bands.join(",")} as RGB`;
+    $("image-name").textContent =
+      `${info.name} — ${info.width}×${info.height}, ${info.bands} band(s) ${info.dtype} (${shown}), ${where}`;
+    updateBandPicker(info);
     canvas.dataset.image = info.image_id;
     canvas.dataset.georeferenced = info.georeferenced ? "1" : "0";
     setStatus(`image ready · embedding ${info.embedding_cached ? "cached" : `computed in ${Math.round(info.embed_ms)} ms`}`);
     history.replaceState(null, "", `?image=${info.image_id}`);
+    if (keep && (S.points.length || S.box || $("instruction").value.trim())) predict();
   }
 
   // -- prompting ------------------------------------------------------------------------
@@ -387,6 +498,10 @@
     }
     const data = await readJson(r);
     if (seq !== S.seq) return; // a newer prompt was sent meanwhile
+    if (isGone(r, data)) {
+      imageGone(S.img, data);
+      return;
+    }
     if (!r.ok) {
       showMessage(data.detail || `HTTP ${r.status}`);
       setStatus(`error ${r.status}`);
@@ -548,6 +663,15 @@
     ev.target.value = ""; // choosing the same file again (after a failed upload) must open it again
   });
 
+  $("band-picker").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (!S.img) return;
+    const bands = ["band-r", "band-g", "band-b"].map((id) => Number($(id).value));
+    const now = S.img.rgb_bands.length === 1 ? Array(3).fill(S.img.rgb_bands[0]) : S.img.rgb_bands;
+    if (bands.every((b, k) => b === now[k])) return; // shown already
+    showBands(bands);
+  });
+
   $("text-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     predict();
@@ -580,13 +704,20 @@
     } catch {
       $("backend").textContent = "backend: unknown";
     }
+    try {
+      const h = await readJson(await fetch("/api/health"));
+      S.maxImages = (h.limits || {}).max_images || null;
+    } catch {
+      S.maxImages = null;
+    }
     const id = new URLSearchParams(location.search).get("image");
     if (id) {
       const r = await fetch(`/api/images/${encodeURIComponent(id)}`);
       if (r.ok) await loadImage(await r.json());
       else if (r.status === 404) {
         // a link to an image the server no longer holds (restarted, or more images opened since)
-        showMessage("the image of this link is no longer open on the server: open the file again", "info");
+        showMessage("the image of this link is no longer open on the server: open the file again", "info",
+          { label: "Choose the file…", run: () => $("file-input").click() });
         history.replaceState(null, "", location.pathname);
       } else showMessage((await readJson(r)).detail);
     }
