@@ -65,3 +65,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
                       input_size=128)
     model = build_model(cfg).eval()
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, cfg, meta={"experiment": "batch-test"})
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run ``geoseg ARGV`` in this process; its exit code (0 when it returned)."""
+    from geoseg.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

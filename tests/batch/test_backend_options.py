@@ -10,10 +10,9 @@ import pytest
 import rasterio
 
 from geoseg.batch import MARKER_DIR, BatchOptions, run_batch
-from geoseg.cli import main
 from geoseg.prompts import Prompt
 
-from .conftest import write_scene
+from .conftest import run_cli, write_scene
 
 
 def _mask_pixels(path) -> int:
@@ -24,13 +23,6 @@ def _mask_pixels(path) -> int:
 def _provenance(path) -> dict:
     with rasterio.open(path) as ds:
         return json.loads(ds.tags()["provenance_json"])
-
-
-def _cli(args: list[str]) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    return int(exc.value.code or 0)
 
 
 def test_resume_key_keeps_options_but_not_the_api_key():
@@ -67,12 +59,12 @@ def test_cli_mask_threshold(tmp_path, tiny_checkpoint, capsys):
     counts = []
     for t in ("0.05", "0.95"):
         out = tmp_path / f"m_{t}.tif"
-        assert _cli(["-q", "segment", str(scene), "--text", "the bright roof", "--checkpoint", str(ckpt),
+        assert run_cli(["-q", "segment", str(scene), "--text", "the bright roof", "--checkpoint", str(ckpt),
                      "--mask-threshold", t, "-o", str(out)]) == 0
         counts.append(_mask_pixels(out))
         assert _provenance(out)["mask_thresholds"]["referring"] == float(t)
     assert counts[0] > counts[1]
-    code = _cli(["-q", "segment", str(scene), "--text", "x", "--mask-threshold", "1.5", "-o", str(tmp_path / "bad.tif")])
+    code = run_cli(["-q", "segment", str(scene), "--text", "x", "--mask-threshold", "1.5", "-o", str(tmp_path / "bad.tif")])
     assert code == 2 and "--mask-threshold" in capsys.readouterr().err
     assert not (tmp_path / "bad.tif").exists()
 
@@ -94,7 +86,7 @@ def test_cli_turns_off_a_step_of_the_default_model(tmp_path, flag, prompt, key):
     others = ["--no-object-region"] if flag == "--no-refine" else []
     for flags in ([], [flag]):
         out = tmp_path / f"m{len(flags)}.tif"
-        assert _cli(["-q", "segment", str(scene), *prompt, *others, *flags, "-o", str(out)]) == 0
+        assert run_cli(["-q", "segment", str(scene), *prompt, *others, *flags, "-o", str(out)]) == 0
         used[bool(flags)] = _provenance(out)[key]
         with rasterio.open(out) as ds:
             mask = ds.read(1) == 1

@@ -6,17 +6,7 @@ import json
 
 import pytest
 
-from geoseg.cli import main
-
-from .conftest import box_in_map, write_scene
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from .conftest import box_in_map, run_cli, write_scene
 
 
 def _box_args() -> list[str]:
@@ -31,7 +21,7 @@ def test_list_file_on_a_two_worker_local_cluster(tmp_path, capsys):
     lst = tmp_path / "scenes.txt"
     lst.write_text("a0.tif\na1.tif\n")
     out, merged = tmp_path / "out", tmp_path / "merged.gpkg"
-    rc = _run(["-q", "segment", str(lst), *_box_args(), "-o", str(out), "--vector", "gpkg", "--merged-vector",
+    rc = run_cli(["-q", "segment", str(lst), *_box_args(), "-o", str(out), "--vector", "gpkg", "--merged-vector",
                str(merged), "--workers", "2", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert rc == 0
@@ -45,19 +35,19 @@ def test_glob_resume_and_on_error(tmp_path, capsys):
         write_scene(tmp_path / f"b{i}.tif", seed=i)
     out = tmp_path / "out"
     args = ["segment", str(tmp_path / "b*.tif"), *_box_args(), "-o", str(out), "--workers", "0"]
-    assert _run(args) == 0
+    assert run_cli(args) == 0
     text = capsys.readouterr().out
     assert "2 scene(s): 2 done, 0 skipped" in text
-    assert _run(args) == 0
+    assert run_cli(args) == 0
     assert "0 done, 2 skipped" in capsys.readouterr().out
-    assert _run([*args, "--no-resume"]) == 0
+    assert run_cli([*args, "--no-resume"]) == 0
     assert "2 done, 0 skipped" in capsys.readouterr().out
 
     write_scene(tmp_path / "b2.tif", seed=2, shift=9000.0)  # the box misses this scene
-    assert _run(args) == 1  # the batch finishes, and says some scenes failed
+    assert run_cli(args) == 1  # the batch finishes, and says some scenes failed
     captured = capsys.readouterr()
     assert "1 failed" in captured.out and "b2.tif" in captured.out and "does not overlap" in captured.out
-    assert _run([*args, "--on-error", "fail"]) == 2
+    assert run_cli([*args, "--on-error", "fail"]) == 2
     assert "error: scene b2.tif failed" in capsys.readouterr().err
     assert not (out / "b2.tif").exists()
 
@@ -65,9 +55,9 @@ def test_glob_resume_and_on_error(tmp_path, capsys):
 def test_batch_needs_an_output_folder_and_a_vector_format(tmp_path, capsys):
     write_scene(tmp_path / "c0.tif")
     (tmp_path / "taken").write_text("x")
-    assert _run(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "taken"), "--workers", "0"]) == 2
+    assert run_cli(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "taken"), "--workers", "0"]) == 2
     assert "is a file" in capsys.readouterr().err
-    assert _run(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "o"), "--vector", "x.kml",
+    assert run_cli(["segment", str(tmp_path), *_box_args(), "-o", str(tmp_path / "o"), "--vector", "x.kml",
                  "--workers", "0"]) == 2
     assert "--vector gpkg, geojson, fgb or shp" in capsys.readouterr().err
 
@@ -85,7 +75,7 @@ def test_prompt_file_alone_drives_a_batch(tmp_path, capsys):
     pyogrio.raw.write(layer, shapely.to_wkb(np.array([shapely.box(*box_in_map((140, 90, 410, 310)))], dtype=object)),
                       [], [], geometry_type="Polygon", crs="EPSG:32640")
     out = tmp_path / "out"
-    rc = _run(["-q", "segment", str(tmp_path / "*.tif"), "--prompt-file", str(layer), "--backend", "classical",
+    rc = run_cli(["-q", "segment", str(tmp_path / "*.tif"), "--prompt-file", str(layer), "--backend", "classical",
                "-o", str(out), "--workers", "0", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert rc == 1  # one scene failed

@@ -11,22 +11,13 @@ import pyogrio.raw
 import pytest
 
 from geoseg.batch import MARKER_DIR, run_batch
-from geoseg.cli import main
 from geoseg.errors import InputError
 from geoseg.prompts import Prompt
 
-from .conftest import write_scene
+from .conftest import run_cli, write_scene
 
 ROOF = "140,90,410,310"
 OTHER_ROOF = "440,370,650,530"
-
-
-def _cli(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture()
@@ -45,19 +36,19 @@ def _state(folder: Path) -> dict[str, int]:
 def test_changed_options_are_refused_then_replaced_with_overwrite(tmp_path, two, capsys):
     out, merged = tmp_path / "out", tmp_path / "all.gpkg"
     base = ["segment", str(two), "--backend", "classical", "-o", str(out), "--workers", "0"]
-    assert _cli([*base, "--box", ROOF, "--vector", "fgb", "--score-raster", "on"]) == 0
+    assert run_cli([*base, "--box", ROOF, "--vector", "fgb", "--score-raster", "on"]) == 0
     before = _state(out)
     capsys.readouterr()
 
     # another prompt and another vector format: one line naming what differs and the flag; nothing touched
     changed = [*base, "--box", OTHER_ROOF, "--vector", "gpkg", "--merged-vector", str(merged)]
-    assert _cli(changed) == 2
+    assert run_cli(changed) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds the outputs of 2 scene(s) segmented with other options" in err[0]
     assert "differs in: prompts, score-raster, vector" in err[0] and "--overwrite" in err[0]
     assert _state(out) == before and not merged.exists()
 
-    assert _cli([*changed, "--overwrite"]) == 0
+    assert run_cli([*changed, "--overwrite"]) == 0
     report = capsys.readouterr().out
     assert "--overwrite: removed the outputs of 2 scene(s) segmented with other options" in report
     # only the new option set is left: no score raster, no FlatGeobuf of the first run
@@ -67,7 +58,7 @@ def test_changed_options_are_refused_then_replaced_with_overwrite(tmp_path, two,
     assert prompts and all("440" in p for p in prompts), prompts  # the merged layer holds the second prompt only
 
     # the same options again: resumed, nothing refused
-    assert _cli([*changed]) == 0
+    assert run_cli([*changed]) == 0
     assert "0 done, 2 skipped" in capsys.readouterr().out
 
 

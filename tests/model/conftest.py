@@ -55,3 +55,15 @@ def trained_run(tiny_shard, text_cache_path, tmp_path_factory) -> dict:
     cfg = tiny_config(tiny_shard, out)
     summary = train(cfg, device="cpu", text_cache=str(text_cache_path))
     return {"cfg": cfg, "summary": summary, "out": out}
+
+
+def run_quiet_cli(args: list[str], capsys) -> tuple[int, str]:
+    """Run ``geoseg -q ARGS``; its exit code (0 when it returned) and stderr."""
+    from geoseg.cli import main
+
+    try:
+        main(["-q", *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err

@@ -16,19 +16,7 @@ import pytest
 
 from geoseg.errors import GeosegError, InputError
 
-from .conftest import tiny_config
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str]:
-    """Run ``geoseg -q ARGS``; its exit code (0 when it returned) and stderr."""
-    from geoseg.cli import main
-
-    try:
-        main(["-q", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+from .conftest import run_quiet_cli, tiny_config
 
 
 def _yaml(cfg, path: Path) -> Path:
@@ -46,7 +34,7 @@ def test_bad_export_path_fails_before_training_in_one_line(tiny_shard, text_cach
     export = {"under_a_file": tmp_path / "afile" / "m.pt", "proc": Path("/proc/m.pt")}[where]
     out = tmp_path / "run"
     cfg = _yaml(tiny_config(tiny_shard, out, epochs=1, steps_per_epoch=1), tmp_path / "c.yaml")
-    code, err = _cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path), "--device", "cpu",
+    code, err = run_quiet_cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path), "--device", "cpu",
                       "--export", str(export)], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: cannot write") and str(export) in err
@@ -96,10 +84,10 @@ def test_export_only_and_pack_still_read_a_finished_run(trained_run, text_cache_
     out = trained_run["out"]
     before = _snapshot(out)
     cfg = _yaml(trained_run["cfg"], tmp_path / "c.yaml")
-    code, err = _cli(["train", "--config", str(cfg), "--export-only", "--export", str(tmp_path / "m.pt")], capsys)
+    code, err = run_quiet_cli(["train", "--config", str(cfg), "--export-only", "--export", str(tmp_path / "m.pt")], capsys)
     assert code == 0, err
     assert read_checkpoint(tmp_path / "m.pt")["meta"] == read_checkpoint(out / "best.pt")["meta"]
-    code, err = _cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path),
+    code, err = run_quiet_cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path),
                       "--pack", str(tmp_path / "pack")], capsys)
     assert code == 0, err
     assert (tmp_path / "pack" / "data" / "config.yaml").is_file()
@@ -169,7 +157,7 @@ def test_train_checks_values_of_a_config_built_in_code(tiny_shard, text_cache_pa
 
 def test_cli_max_minutes_override_is_checked(tiny_shard, text_cache_path, tmp_path, capsys):
     cfg = _yaml(tiny_config(tiny_shard, tmp_path / "run", epochs=1, steps_per_epoch=1), tmp_path / "c.yaml")
-    code, err = _cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path), "--device", "cpu",
+    code, err = run_quiet_cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path), "--device", "cpu",
                       "--max-minutes", "-5"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "train.max_minutes = -5.0" in err
     assert not (tmp_path / "run").exists()

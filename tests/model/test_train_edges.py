@@ -9,19 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import _load_data_module, tiny_config
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str]:
-    """Run ``geoseg -q ARGS``; its exit code (0 when it returned) and stderr."""
-    from geoseg.cli import main
-
-    try:
-        main(["-q", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+from .conftest import _load_data_module, run_quiet_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +40,7 @@ def test_tune_decision_without_val_rows_is_refused_before_training(no_val_shard,
     cfg = tmp_path / "c.yaml"
     cfg.write_text(tiny_config(no_val_shard, out, epochs=1, steps_per_epoch=1).to_yaml())
     for flag in ("--tune-decision", "--fit-selector"):
-        code, err = _cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path), "--device", "cpu",
+        code, err = run_quiet_cli(["train", "--config", str(cfg), "--text-cache", str(text_cache_path), "--device", "cpu",
                           "--export", str(tmp_path / "m.pt"), flag], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"error: {flag} needs the run's val rows") and str(no_val_shard) in err
@@ -66,7 +54,7 @@ def test_export_only_of_a_run_without_best_checkpoint_says_why(tiny_shard, tmp_p
     (out / "train.log").write_text("12:00:00 experiment tiny: geoseg, device cpu\n")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(tiny_config(tiny_shard, out).to_yaml())
-    code, err = _cli(["train", "--config", str(cfg), "--export-only", "--export", str(tmp_path / "m.pt")], capsys)
+    code, err = run_quiet_cli(["train", "--config", str(cfg), "--export-only", "--export", str(tmp_path / "m.pt")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{out / 'best.pt'} does not exist" in err and "not finished an epoch" in err and "--resume" in err
     assert not (tmp_path / "m.pt").exists()

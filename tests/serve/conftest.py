@@ -166,3 +166,14 @@ def client(tmp_path):
     app = create_app("classical", upload_dir=tmp_path / "uploads", max_upload_mb=2, image_roots=[tmp_path])
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture()
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """A fresh system temporary directory for this test (where servers make their upload folders)."""
+    import tempfile
+
+    d = tmp_path / "systmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d

@@ -211,16 +211,6 @@ def test_empty_band_list_is_the_default(client, make_geotiff):
 
 
 # -- 5. temporary upload folders ---------------------------------------------------------------------------
-@pytest.fixture()
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    import tempfile
-
-    d = tmp_path / "systmp"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
-    return d
-
-
 def test_temporary_upload_folder_is_removed_at_shutdown(private_tmp, make_geotiff):
     app = create_app("classical")
     assert list(private_tmp.iterdir()) == []  # nothing made before the first upload

@@ -53,39 +53,29 @@ def _folders(tmpdir: Path) -> set[str]:
     return {p.name for p in tmpdir.iterdir() if p.name.startswith(PREFIX)}
 
 
-@pytest.fixture()
-def systmp(tmp_path, monkeypatch) -> Path:
-    import tempfile
-
-    d = tmp_path / "systmp"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
-    return d
-
-
-def test_folder_of_a_killed_server_is_removed_at_the_next_start(systmp, make_geotiff):
-    killed, killed_url = _start_server(systmp)
+def test_folder_of_a_killed_server_is_removed_at_the_next_start(private_tmp, make_geotiff):
+    killed, killed_url = _start_server(private_tmp)
     alive = None
     try:
         _upload(killed_url, make_geotiff("a.tif"))
-        (dead_folder,) = _folders(systmp)
-        assert (systmp / dead_folder / MARKER).is_file()
-        alive, alive_url = _start_server(systmp)
+        (dead_folder,) = _folders(private_tmp)
+        assert (private_tmp / dead_folder / MARKER).is_file()
+        alive, alive_url = _start_server(private_tmp)
         _upload(alive_url, make_geotiff("b.tif", seed=1))
-        (live_folder,) = _folders(systmp) - {dead_folder}
+        (live_folder,) = _folders(private_tmp) - {dead_folder}
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
-        assert _folders(systmp) == {dead_folder, live_folder}  # a kill -9 leaves the upload behind ...
-        assert len(list((systmp / dead_folder).iterdir())) == 2  # (the upload and the marker)
-        foreign = systmp / f"{PREFIX}not-ours"  # same name pattern, no marker: not a folder geoseg made
+        assert _folders(private_tmp) == {dead_folder, live_folder}  # a kill -9 leaves the upload behind ...
+        assert len(list((private_tmp / dead_folder).iterdir())) == 2  # (the upload and the marker)
+        foreign = private_tmp / f"{PREFIX}not-ours"  # same name pattern, no marker: not a folder geoseg made
         foreign.mkdir()
         (foreign / "keep.txt").write_text("someone else's")
 
         with TestClient(create_app("classical")):  # ... and the next server's start removes it
-            assert _folders(systmp) == {live_folder, foreign.name}
+            assert _folders(private_tmp) == {live_folder, foreign.name}
         assert (foreign / "keep.txt").read_text() == "someone else's"
         _upload(alive_url, make_geotiff("c.tif", seed=2))  # the running server still has its folder
-        assert len(list((systmp / live_folder).iterdir())) == 3
+        assert len(list((private_tmp / live_folder).iterdir())) == 3
     finally:
         for proc in (killed, alive):
             if proc is not None and proc.poll() is None:
@@ -94,10 +84,10 @@ def test_folder_of_a_killed_server_is_removed_at_the_next_start(systmp, make_geo
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    assert _folders(systmp) == {foreign.name}  # a normal stop removes its own folder
+    assert _folders(private_tmp) == {foreign.name}  # a normal stop removes its own folder
 
 
-def test_a_live_folder_in_this_process_is_never_reaped(systmp):
+def test_a_live_folder_in_this_process_is_never_reaped(private_tmp):
     """The lock is per open file, not per process: a second server in the same process keeps its hands off."""
     up = UploadFolder()
     folder = up.path()
@@ -107,8 +97,8 @@ def test_a_live_folder_in_this_process_is_never_reaped(systmp):
     finally:
         up.close()
     assert not folder.exists()
-    linked = systmp / f"{PREFIX}link"
-    target = systmp / "elsewhere"
+    linked = private_tmp / f"{PREFIX}link"
+    target = private_tmp / "elsewhere"
     target.mkdir()
     (target / MARKER).write_text("1\n")
     linked.symlink_to(target, target_is_directory=True)
