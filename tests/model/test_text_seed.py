@@ -70,3 +70,11 @@ def test_a_bad_encoder_path_still_fails_at_start(tmp_path):
 
     with pytest.raises(GeosegError, match="cannot load the text encoder"):
         TextEncoder(str(tmp_path / "nowhere"))
+
+
+def test_warm_up_loads_the_encoder_before_any_instruction():
+    """A server warms its backend at start, so its first text request does not pay the encoder load."""
+    seg = UnifiedSegmenter(device="cpu")
+    assert not seg.text.loaded
+    seg.warm_up()
+    assert seg.text.loaded

@@ -122,6 +122,11 @@ class Segmenter(ABC):
         """
         return None
 
+    def warm_up(self) -> None:
+        """Load now what the backend would otherwise load on first use (a server calls this at start,
+        so the first request is not the slow one and a broken part fails before it listens)."""
+        return None
+
     # -- provenance --------------------------------------------------------------------
     def provenance(self) -> dict:
         """What produced a mask: written into raster tags, vector metadata and reports."""

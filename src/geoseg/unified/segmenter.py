@@ -144,6 +144,10 @@ class UnifiedSegmenter(Segmenter):
         self._classes: ClassMap | None = None
         self._image: np.ndarray | None = None
 
+    def warm_up(self) -> None:
+        """Load the text encoder, which point/box prompts never need (see :mod:`.text_seed`)."""
+        _ = self.text.model
+
     # -- image ---------------------------------------------------------------------------
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size for an image: the trained working scale, rounded to multiples of 32."""
