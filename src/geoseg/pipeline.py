@@ -4,12 +4,12 @@
 reusable stages so that a batch runner (e.g. Dask over many scenes or windows) can
 call them separately:
 
-1. **Planning** — :func:`plan_windows` turns a scene size and its prompts into
+1. **Planning** — :func:`plan_windows` (:mod:`geoseg.windows`) turns a scene size and its prompts into
    :class:`WindowTask` objects. Point/box prompts touch one context window around
    them (read decimated when the prompt is larger than a tile); text prompts touch
    every tile of an overlapping grid whose cores partition the scene.
    :func:`group_tasks` groups tasks that share a read window so the image is set once.
-2. **Processing** — :func:`process_window` is a pure function of (source, tasks of one
+2. **Processing** — :func:`process_window` (:mod:`geoseg.windows`) is a pure function of (source, tasks of one
    window, segmenter): it reads the window as display RGB with the scene-level
    stretch, runs the segmenter once per prompt, and returns
    :class:`~geoseg.raster.writer.WindowResult` objects (mask, score, optional
@@ -41,24 +41,40 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-from rasterio.windows import Window
-
-from geoseg.errors import GeosegError, PromptError, reason
+from geoseg.backends import (
+    DEFAULT_BACKEND,
+    FALLBACK_BACKEND,
+    NO_CHECKPOINT_BACKENDS,
+    build_backend,
+    check_backend_args,
+)
+from geoseg.errors import PromptError
 from geoseg.progress import progress
 from geoseg.prompt_layer import PromptLayer, read_prompt_layer
 from geoseg.prompts import Prompt, as_boxes, as_points
 from geoseg.raster.io import RasterSource, open_source
-from geoseg.raster.tiling import Tile, check_tiling, context_window, plan_tiles
-from geoseg.raster.writer import SceneWriter, WindowResult, check_output_paths
-from geoseg.segmenters import DEFAULT_BACKEND as _DEFAULT_BACKEND
-from geoseg.segmenters import Segmenter, build_segmenter
+from geoseg.raster.tiling import check_tiling
+from geoseg.raster.writer import SceneWriter, check_output_paths
+from geoseg.segmenters import Segmenter
 from geoseg.vector import check_vector_crs, vector_driver
+from geoseg.windows import (
+    WindowTask,
+    group_tasks,
+    input_provenance,
+    plan_windows,
+    predict_tasks,
+    process_window,
+    tile_for,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKEND = _DEFAULT_BACKEND
-FALLBACK_BACKEND = "classical"
+# the stages' names stay importable from here (batch, the predictor, serve and user code use them)
+__all__ = ["DEFAULT_BACKEND", "FALLBACK_BACKEND", "NO_CHECKPOINT_BACKENDS", "PromptLike", "SegmentResult",
+           "WindowTask", "build_backend", "build_prompts", "check_backend_args", "empty_answer_hints",
+           "group_tasks", "input_provenance", "layer_prompts", "normalize_prompts", "plan_windows",
+           "predict_tasks", "prepare_prompts", "process_window", "segment", "tile_for"]
+
 
 PromptLike = Prompt | dict
 
@@ -184,265 +200,6 @@ def layer_prompts(layer: PromptLayer, source: RasterSource, others: Sequence[Pro
         raise PromptError(f"none of the {len(layer)} feature(s) of {layer.path} fall on {name}",
                           "check that the layer covers the scene and has the right CRS")
     return prepare_prompts(source, out, None)
-
-
-# --------------------------------------------------------------------------------------
-# 1. planning
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class WindowTask:
-    """One prompt in one window.
-
-    Attributes:
-        prompt_index: index of the prompt in the scene's prompt list (its label in outputs).
-        prompt: the prompt in scene pixel coordinates.
-        read: the scene window to read.
-        core: the part of ``read`` whose result is kept (equal to ``read`` for point/box prompts).
-        out_shape: ``(h, w)`` the window is read at (smaller than ``read`` = decimated read).
-    """
-
-    prompt_index: int
-    prompt: Prompt
-    read: Window
-    core: Window
-    out_shape: tuple[int, int]
-
-    @property
-    def key(self) -> tuple:
-        """Tasks with the same key read the same pixels (set the image once)."""
-        r = self.read
-        return (int(r.col_off), int(r.row_off), int(r.width), int(r.height), self.out_shape)
-
-
-def _geometry_bounds(p: Prompt) -> tuple[float, float, float, float]:
-    xs = [x for x, _ in p.points]
-    ys = [y for _, y in p.points]
-    if p.box is not None:
-        xs += [p.box[0], p.box[2]]
-        ys += [p.box[1], p.box[3]]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def plan_windows(width: int, height: int, prompts: Sequence[Prompt], tile_size: int = 1024,
-                 overlap: int = 128, shared: bool = False) -> list[WindowTask]:
-    """Plan the windows to process for a ``width`` x ``height`` scene.
-
-    Point/box prompts get one context window around them (the geometry plus half its
-    size as margin, at least 256 px for boxes and 512 px for points); when that window
-    is larger than ``tile_size`` it is read decimated to fit ``tile_size``. With ``shared``
-    (backends whose ``shares_windows`` is set, e.g. SAM) they instead share the whole scene
-    when it fits ``tile_size``, else the grid tile that holds them with the most context
-    (:func:`tile_for`), so prompts pay one image embedding per window; a prompt no tile
-    holds keeps its own context window. Text-only prompts get every tile of the
-    overlapping grid (:func:`geoseg.raster.tiling.plan_tiles`). Tasks are ordered so that
-    tasks reading the same window are adjacent.
-    """
-    check_tiling(tile_size, overlap)
-    tasks: list[WindowTask] = []
-    text_prompts: list[int] = []
-    whole = Window(0, 0, width, height)
-    tiles = plan_tiles(width, height, tile_size, overlap) if shared and max(width, height) > tile_size else []
-    for i, p in enumerate(prompts):
-        if not p.points and p.box is None:
-            text_prompts.append(i)
-            continue
-        bounds = _geometry_bounds(p)
-        if shared:
-            tile = tile_for(tiles, bounds, width, height, overlap) if tiles else Tile(whole, whole)
-            if tile is not None:
-                tasks.append(WindowTask(i, p, tile.read, tile.read, (int(tile.read.height), int(tile.read.width))))
-                continue
-        win = context_window(bounds, width, height, margin=0.5, min_size=256 if p.box is not None else 512)
-        h, w = int(win.height), int(win.width)
-        scale = min(1.0, tile_size / max(h, w))
-        out_shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-        tasks.append(WindowTask(i, p, win, win, out_shape))
-    if text_prompts:
-        for tile in plan_tiles(width, height, tile_size, overlap):
-            shape = (int(tile.read.height), int(tile.read.width))
-            for i in text_prompts:
-                tasks.append(WindowTask(i, prompts[i], tile.read, tile.core, shape))
-    return tasks
-
-
-def tile_for(tiles: Sequence[Tile], bounds: tuple[float, float, float, float], width: int, height: int,
-             overlap: int) -> Tile | None:
-    """The grid tile holding ``bounds`` with the most context around it, if it has enough.
-
-    Context is the distance from the geometry to the nearest tile edge that is not a scene
-    edge; enough is ``min(32, overlap / 2, a quarter of the geometry's size + 8)`` pixels.
-    """
-    x0, y0, x1, y1 = bounds
-    best, best_margin = None, -np.inf
-    for tile in tiles:
-        r = tile.read
-        left = x0 - r.col_off if r.col_off > 0 else np.inf
-        top = y0 - r.row_off if r.row_off > 0 else np.inf
-        right = r.col_off + r.width - x1 if r.col_off + r.width < width else np.inf
-        bottom = r.row_off + r.height - y1 if r.row_off + r.height < height else np.inf
-        inside = r.col_off <= x0 and x1 <= r.col_off + r.width and r.row_off <= y0 and y1 <= r.row_off + r.height
-        margin = min(left, top, right, bottom)
-        if inside and margin > best_margin:
-            best, best_margin = tile, margin
-    need = min(32.0, overlap / 2, 0.25 * max(x1 - x0, y1 - y0) + 8)
-    return best if best is not None and best_margin >= need else None
-
-
-def group_tasks(tasks: Sequence[WindowTask]) -> list[list[WindowTask]]:
-    """Consecutive groups of tasks that share a read window (order preserved)."""
-    groups: dict[tuple, list[WindowTask]] = {}
-    for t in tasks:
-        groups.setdefault(t.key, []).append(t)
-    return list(groups.values())
-
-
-# --------------------------------------------------------------------------------------
-# 2. processing one window
-# --------------------------------------------------------------------------------------
-def process_window(source: RasterSource, tasks: Sequence[WindowTask], segmenter: Segmenter,
-                   image: tuple[np.ndarray, np.ndarray] | None = None) -> list[WindowResult]:
-    """Run ``segmenter`` on one window for each task; pure (reads, never writes).
-
-    Args:
-        source: the scene (reads use its bands and scene-level stretch).
-        tasks: tasks sharing one read window (see :func:`group_tasks`).
-        segmenter: any :class:`~geoseg.segmenters.Segmenter`; ``set_image`` is called once.
-        image: optional pre-read ``(rgb, valid)`` for the window.
-
-    Returns:
-        One :class:`WindowResult` per task, cropped to its core; pixels that are nodata in
-        the source are never part of a mask.
-    """
-    if not tasks:
-        return []
-    first = tasks[0]
-    if any(t.key != first.key for t in tasks):
-        raise ValueError("process_window() takes tasks that share one read window")
-    rgb, valid = image if image is not None else source.read_rgb(first.read, first.out_shape)
-    segmenter.set_image(rgb)
-    return predict_tasks(tasks, segmenter, valid)
-
-
-def input_provenance(src: RasterSource) -> dict:
-    """How the source's pixels were turned into what the model saw: the answer depends on it.
-
-    The same uint16 scene answers "the water" with nothing under its default bands and with the
-    water under ``--bands 3,2,1``; an output that does not say which was used cannot be reproduced.
-    """
-    return {"bands": list(src.bands), "stretch": src.stretch, "palette": src.palette is not None,
-            "dtype": src.dtype}
-
-
-def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.ndarray) -> list[WindowResult]:
-    """Answer tasks sharing one read window on a segmenter whose image is already that window.
-
-    This is the prompt-dependent half of :func:`process_window`; the stateful predictor
-    calls it directly to reuse a cached ``set_image``. ``valid`` is the window's validity
-    mask at the read resolution.
-    """
-    if not tasks:
-        return []
-    first = tasks[0]
-    oh, ow = first.out_shape
-    sy, sx = oh / first.read.height, ow / first.read.width
-    results = []
-    for t in tasks:
-        local = t.prompt.shifted(t.read.col_off, t.read.row_off)
-        if (sx, sy) != (1.0, 1.0):
-            local = local.scaled(sx, sy)
-        if local.box is not None:
-            from dataclasses import replace
-
-            b = local.box
-            local = replace(local, box=(max(0.0, b[0]), max(0.0, b[1]), min(float(ow), b[2]), min(float(oh), b[3])))
-        pred = segmenter.predict(local)
-        mask = pred.mask & valid
-        prob = pred.prob.astype(np.float32, copy=False) if pred.prob is not None else None
-        if t.core != t.read:
-            r0 = round((t.core.row_off - t.read.row_off) * sy)
-            c0 = round((t.core.col_off - t.read.col_off) * sx)
-            r1 = r0 + max(1, round(t.core.height * sy))
-            c1 = c0 + max(1, round(t.core.width * sx))
-            mask = mask[r0:r1, c0:c1]
-            prob = prob[r0:r1, c0:c1] if prob is not None else None
-        results.append(WindowResult(t.prompt_index, t.core, mask, float(pred.score), prob))
-    return results
-
-
-# --------------------------------------------------------------------------------------
-# backends
-# --------------------------------------------------------------------------------------
-#: backends that load no weights: a --checkpoint given to them is a mistake, not something to ignore
-NO_CHECKPOINT_BACKENDS = frozenset({"classical"})
-
-
-def check_backend_args(backend: str, checkpoint: str | os.PathLike | None, device: str | None = "auto") -> None:
-    """Refuse, before anything is loaded, a device that is not there and a checkpoint the backend cannot use.
-
-    Without this an unusable ``--device`` made the default model fail to load and the run fell
-    back to the classical backend, and a ``--checkpoint`` given to ``classical`` was ignored.
-    """
-    from geoseg.device import check_device
-
-    check_device(device)
-    if not checkpoint:
-        return
-    if backend in NO_CHECKPOINT_BACKENDS:
-        raise GeosegError(f"the {backend} backend loads no weights, but --checkpoint {checkpoint} was given",
-                          "leave out --checkpoint, or use a backend that loads weights: unified, trainfree, sam, sam2")
-    if not os.path.isfile(checkpoint):
-        what = "is a folder, not a file" if os.path.isdir(checkpoint) else "does not exist"
-        raise GeosegError(f"checkpoint {checkpoint} {what}", "check the --checkpoint path")
-
-
-def build_backend(backend: str | None = None, prompts: Sequence[Prompt] = (), checkpoint: str | None = None,
-                  device: str = "auto", options: Mapping[str, Any] | None = None) -> tuple[Segmenter, list[str]]:
-    """Build the segmenter for these prompts, falling back from ``unified`` to ``classical``.
-
-    ``options`` are the backend's own keyword arguments (``mask_threshold`` for ``unified``,
-    ``vlm_url``/``vlm_model``/``vlm_key``/... for ``trainfree``); a backend ignores those it
-    does not take.
-
-    When the default ``unified`` backend cannot be built (module missing, no checkpoint)
-    point/box prompts fall back to ``classical`` with a logged notice, and text prompts
-    fail with a one-line error naming the fix.
-
-    Returns:
-        ``(segmenter, notes)`` where ``notes`` lists what was changed (for ``--json``).
-    """
-    name = backend or DEFAULT_BACKEND
-    check_backend_args(name, checkpoint, device)
-    kinds = set().union(*(p.kinds for p in prompts)) if prompts else set()
-    kw: dict[str, Any] = {**(options or {}), "device": device}
-    if checkpoint:
-        kw["checkpoint"] = checkpoint
-    notes: list[str] = []
-    try:
-        seg = build_segmenter(name, **kw)
-    except Exception as exc:  # noqa: BLE001 - any failure of the optional default model
-        if name != DEFAULT_BACKEND or checkpoint:
-            if isinstance(exc, GeosegError):
-                raise
-            if isinstance(exc, ImportError):
-                raise GeosegError(
-                    f"backend {name!r} cannot be loaded ({exc})", "install the extra it needs or pick another --backend"
-                ) from None
-            raise
-        why = reason(exc)
-        if "text" in kinds:
-            raise GeosegError(
-                f"--text needs the unified model, which is not available here ({why})",
-                "pass --checkpoint PATH to a model trained with 'geoseg train', or use --point/--box",
-            ) from None
-        note = f"the unified backend is not available ({why}); using the classical backend for point/box prompts"
-        log.warning(note)
-        notes.append(note)
-        seg = build_segmenter(FALLBACK_BACKEND, **kw)
-    for p in prompts:
-        seg.check_prompt(p)
-        if "text" in p.kinds and "text" not in seg.capabilities:
-            log.warning("backend %s ignores the text of prompt %r", seg.name, p.describe())
-    return seg, notes
 
 
 # --------------------------------------------------------------------------------------

@@ -44,26 +44,24 @@ from affine import Affine
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg.backends import build_backend
 from geoseg.errors import GeosegError, InputError, PromptError
-from geoseg.pipeline import (
-    PromptLike,
-    WindowTask,
-    _geometry_bounds,
-    build_backend,
-    group_tasks,
-    input_provenance,
-    normalize_prompts,
-    plan_windows,
-    predict_tasks,
-    prepare_prompts,
-    tile_for,
-)
+from geoseg.pipeline import PromptLike, normalize_prompts, prepare_prompts
 from geoseg.progress import progress
 from geoseg.prompts import Prompt, as_box, as_points
 from geoseg.raster.io import RasterSource, open_source, parse_bands
 from geoseg.raster.tiling import Tile, check_tiling, plan_tiles
 from geoseg.raster.writer import WindowResult, WriteSummary, resample_part
 from geoseg.segmenters import Segmenter
+from geoseg.windows import (
+    WindowTask,
+    geometry_bounds,
+    group_tasks,
+    input_provenance,
+    plan_windows,
+    predict_tasks,
+    tile_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +317,7 @@ class SegmentPredictor:
                 tasks += [WindowTask(i, p, t.read, t.core, (int(t.read.height), int(t.read.width)))
                           for t in self._tiles]
                 continue
-            tile = tile_for(self._tiles, _geometry_bounds(p), src.width, src.height, self.overlap)
+            tile = tile_for(self._tiles, geometry_bounds(p), src.width, src.height, self.overlap)
             if tile is not None:
                 shape = (int(tile.read.height), int(tile.read.width))
                 tasks.append(WindowTask(i, p, tile.read, tile.read, shape))
