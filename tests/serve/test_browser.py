@@ -321,3 +321,69 @@ def test_bands_of_a_sentinel2_stack_and_an_image_the_server_dropped(browser, s2_
         _keep_artifact(tmp_path / "serve_bands.png")
         assert not errors, errors
         page.close()
+
+
+def test_band_change_closes_the_old_view_and_a_dropped_mask_is_explained(browser, s2_stack, tmp_path):
+    """The page's band change closes its previous view on the server; its downloads are named as the server
+    names them; a mask the server dropped (another client made 16 newer ones) is explained in plain words,
+    and 'Segment again and download' makes it anew and saves it."""
+    import re
+
+    import cv2
+    import httpx
+
+    from geoseg.serve import create_app
+
+    stack = s2_stack()
+    with LiveServer(create_app("classical", upload_dir=tmp_path / "u", max_images=3)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as other:
+        page = browser.new_page(viewport={"width": 1100, "height": 750}, accept_downloads=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#file-input", str(stack))
+        page.wait_for_selector("#map[data-image]", timeout=20_000)
+        first = page.evaluate("window.geosegMap.image().image_id")
+        page.check("input[name='mode'][value='box']")
+        box = page.locator("#map").bounding_box()
+        (x0, y0), (x1, y1) = (page.evaluate(f"window.geosegMap.pixelToScreen({x}, {y})") for x, y in ((40, 40), (200, 180)))
+        page.mouse.move(box["x"] + x0, box["y"] + y0)
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=4)
+        page.mouse.up()
+        page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+
+        for c, band in zip("rgb", ("3", "2", "1")):
+            page.select_option(f"#band-{c}", band)
+        page.click("#band-apply")
+        page.wait_for_function(f"() => window.geosegMap.result() && window.geosegMap.result().image_id !== '{first}'",
+                               timeout=20_000)
+        shown = page.evaluate("window.geosegMap.image().image_id")
+        assert [i["image_id"] for i in other.get("/api/images").json()] == [shown]  # the old view is closed
+        result = page.evaluate("window.geosegMap.result()")
+        assert page.get_attribute("#dl-png", "download") == result["filenames"]["png"] == \
+            f"s2_stack_{result['mask_id']}.png"
+
+        for i in range(16):  # another client prompts the same image: the page's mask is dropped
+            assert other.post(f"/api/images/{shown}/predict", json={"points": [[60 + i, 60]]}).status_code == 200
+        page.click("#dl-png")
+        page.wait_for_selector("#message-action", timeout=20_000)
+        text = page.inner_text("#message")
+        assert text.startswith("This mask is no longer on the server: it keeps the last 16 masks of each image, and "
+                               "more were made on s2_stack.tif since"), text
+        assert "410" not in text and "/api" not in text
+        with page.expect_download() as dl_info:
+            page.click("#message-action")
+        download = dl_info.value
+        again = page.evaluate("window.geosegMap.result()")
+        assert again["mask_id"] != result["mask_id"] and again["prompt"] == result["prompt"]
+        disposition = other.get(again["downloads"]["png"]).headers["content-disposition"]
+        assert download.suggested_filename == again["filenames"]["png"] == \
+            re.fullmatch(r'attachment; filename="(.+)"', disposition).group(1)
+        target = tmp_path / download.suggested_filename
+        download.save_as(target)
+        assert int((cv2.imread(str(target), cv2.IMREAD_UNCHANGED) > 0).sum()) == again["area_px"]
+        assert page.is_hidden("#message")
+        assert not errors, errors
+        page.close()

@@ -22,10 +22,14 @@ from geoseg.errors import GeosegError, reason, require
               help="Open images kept in memory with their embeddings.")
 @click.option("--image-root", "image_roots", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Folder whose files clients may open by path (repeatable); none: uploads only.")
+@click.option("--upload-dir", type=click.Path(), default=None,
+              help="Folder for uploads while their image is open (each server uses a locked subfolder of its own, "
+                   "removed at shutdown; ones of killed servers are removed at start). Default: a temporary folder.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds each instruction
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: str | None, device: str,
-          max_upload_mb: float, max_images: int, image_roots: tuple[str, ...], **vlm) -> None:
+          max_upload_mb: float, max_images: int, image_roots: tuple[str, ...], upload_dir: str | None,
+          **vlm) -> None:
     """Serve the web page and the REST API (OpenAPI schema at /openapi.json).
 
     Open http://HOST:PORT/ in a browser, open an image, then click points, drag a box
@@ -34,6 +38,7 @@ def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: st
     \b
     Examples:
       geoseg serve --backend classical --port 8080
+      geoseg serve --backend classical --upload-dir /srv/geoseg-uploads
       geoseg serve --backend trainfree --vlm-url http://127.0.0.1:8001/v1 --vlm-model Qwen/Qwen2.5-VL-7B-Instruct
     """
     require("fastapi", "serve")
@@ -41,7 +46,8 @@ def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: st
     from geoseg.serve import create_app
 
     app = create_app(backend, checkpoint, max_upload_mb=max_upload_mb, max_images=max_images, image_roots=image_roots,
-                     backend_options=vlm_kwargs(vlm) if backend == "trainfree" else None, device=device)
+                     upload_dir=upload_dir, backend_options=vlm_kwargs(vlm) if backend == "trainfree" else None,
+                     device=device)  # checks --upload-dir (and --checkpoint, --device) before listening
     try:
         proto = app.state.store.prototype  # load the weights now: a bad backend fails before listening
     except GeosegError:

@@ -48,7 +48,7 @@ from geoseg.serve.routes_images import image_routes
 from geoseg.serve.routes_masks import mask_routes
 from geoseg.serve.schemas import error_responses
 from geoseg.serve.sessions import SessionStore
-from geoseg.serve.uploads import UploadFolder
+from geoseg.serve.uploads import UploadFolder, check_upload_dir
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -87,8 +87,11 @@ def create_app(
 
     Raises:
         GeosegError: a ``checkpoint`` that does not exist, or one given to a backend without weights;
-            a ``device`` that is unknown or not on this machine.
+            a ``device`` that is unknown or not on this machine; an ``upload_dir`` that is not a
+            folder this process can write in.
     """
+    if upload_dir is not None:
+        upload_dir = check_upload_dir(upload_dir)
     if segmenter_factory is None:
         check_backend_args(backend, checkpoint, device)
         kwargs = {**(backend_options or {}), "device": device, **({"checkpoint": checkpoint} if checkpoint else {})}
@@ -157,7 +160,7 @@ def create_app(
             "status": "ok", "version": __version__, "backend": backend,
             "open_images": len(store.list()),
             "limits": {"max_upload_mb": max_upload_mb, "max_json_kb": max_json_kb, "max_pixels": max_pixels,
-                       "max_images": max_images, "reference_enabled": bool(roots)},
+                       "max_images": max_images, "max_masks": store.max_masks, "reference_enabled": bool(roots)},
         }
 
     @app.get("/api/backend", responses=error_responses(500))

@@ -19,12 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from geoseg.errors import GeosegError, MissingExtraError, PromptError, reason
 from geoseg.serve.images import ImageTooLargeError
 from geoseg.serve.limits import BodyTooLargeError
-from geoseg.serve.sessions import UnknownImageError, UnknownMaskError
+from geoseg.serve.sessions import DroppedMaskError, UnknownImageError, UnknownMaskError
 
 log = logging.getLogger(__name__)
 
 
 def status_for(exc: GeosegError) -> int:
+    if isinstance(exc, DroppedMaskError):
+        return 410  # it existed and is gone for good: predicting again makes a new one
     if isinstance(exc, (UnknownImageError, UnknownMaskError)):
         return 404
     if isinstance(exc, ImageTooLargeError):
@@ -125,7 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GeosegError)
     async def _geoseg_error(_: Request, exc: GeosegError) -> JSONResponse:
-        code = {"code": exc.code} if isinstance(exc, UnknownImageError) else {}
+        code = {"code": exc.code} if isinstance(exc, (UnknownImageError, UnknownMaskError)) else {}
         return error_response(status_for(exc), str(exc), problem=exc.problem, fix=exc.fix, **code)
 
     @app.exception_handler(BodyTooLargeError)

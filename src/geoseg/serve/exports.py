@@ -22,10 +22,28 @@ def attachment(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+FORMATS = ("png", "geojson", "tif")
+
+
 def downloads(image_id: str, mask_id: str) -> dict[str, str]:
     """The download URLs of a mask, per format."""
     base = f"/api/images/{image_id}/masks/{mask_id}"
-    return {"png": base + ".png", "geojson": base + ".geojson", "tif": base + ".tif"}
+    return {fmt: f"{base}.{fmt}" for fmt in FORMATS}
+
+
+def download_name(image_name: str, mask_id: str, fmt: str) -> str:
+    """The one name a mask file is saved under: ``<image name stem>_<mask id>.<fmt>``.
+
+    Used for ``Content-Disposition`` and given to the page (``filenames`` of a prediction), so a
+    file saved from the page or with ``curl -OJ`` gets the same name; the mask id keeps the masks
+    of one image apart. The stem is cut to 100 characters.
+    """
+    return f"{Path(image_name).stem[:100]}_{mask_id}.{fmt}"
+
+
+def filenames(image_name: str, mask_id: str) -> dict[str, str]:
+    """:func:`download_name` per format."""
+    return {fmt: download_name(image_name, mask_id, fmt) for fmt in FORMATS}
 
 
 def mask_geojson(sess: Session, stored: StoredMask) -> dict:
@@ -35,18 +53,18 @@ def mask_geojson(sess: Session, stored: StoredMask) -> dict:
 
 
 def mask_file(sess: Session, stored: StoredMask, fmt: str) -> Response:
-    """The mask as a ``png``, ``geojson`` or ``tif`` attachment named after the image and the mask id."""
-    stem = f"{Path(sess.record.name).stem[:100]}_{stored.mask_id}"
+    """The mask as a ``png``, ``geojson`` or ``tif`` attachment named by :func:`download_name`."""
+    name = download_name(sess.record.name, stored.mask_id, fmt)
     if fmt == "png":
         return Response(outputs.mask_png(stored.mask), media_type="image/png",
-                        headers={"Content-Disposition": attachment(f"{stem}.png")})
+                        headers={"Content-Disposition": attachment(name)})
     if fmt == "geojson":
         body = json.dumps(mask_geojson(sess, stored)).encode()
         return Response(body, media_type="application/geo+json",
-                        headers={"Content-Disposition": attachment(f"{stem}.geojson")})
+                        headers={"Content-Disposition": attachment(name)})
     if fmt == "tif":
         tags = {"prompt": stored.prompt.describe(), "geoseg_provenance": stored.provenance,
                 "model": stored.provenance.get("model", ""), "geoseg_version": __version__}
         return Response(outputs.mask_geotiff(stored.mask, sess.record, tags), media_type="image/tiff",
-                        headers={"Content-Disposition": attachment(f"{stem}.tif")})
+                        headers={"Content-Disposition": attachment(name)})
     raise InputError(f"unknown format {fmt!r}", "use png, geojson or tif")

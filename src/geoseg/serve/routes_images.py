@@ -50,16 +50,19 @@ def image_routes(ctx: ServerContext) -> APIRouter:
         return ImageInfo(**sess.record.to_dict(), embedding_cached=cached, embed_ms=round(sess.embed_ms, 2))
 
     def _open(path: Path, name: str, bands: tuple[int, ...] | None, image_id: str, sidecars: bool,
-              digest: str) -> ImageInfo:
+              digest: str, replaces: str | None = None) -> ImageInfo:
+        """Open ``path`` as ``image_id`` (or count the open one as opened again); ``replaces``: see ``store.add``."""
         try:
-            existing = store.get(image_id)
+            existing = store.reopen(image_id)  # opened once more: a band change elsewhere does not close it
         except UnknownImageError:
             existing = None
         if existing is not None:
+            if replaces is not None:
+                store.release(replaces, replaced_by=image_id)
             return _info(existing, cached=store.ensure_embedding(existing))
         record: ImageRecord = open_image(path, name=name, bands=bands, max_pixels=max_pixels, image_id=image_id,
                                          sidecars=sidecars, digest=digest)
-        sess = store.add(record, embed=False)
+        sess = store.add(record, embed=False, replaces=replaces)
         cached = store.ensure_embedding(sess)
         return _info(sess, cached)
 
@@ -142,21 +145,31 @@ def image_routes(ctx: ServerContext) -> APIRouter:
     def show_bands(image_id: str, req: BandsRequest) -> ImageInfo:
         """Open an image again with other bands as red, green, blue (or one as grey): a new image id.
 
-        The file is read again (no upload); the open image stays open. Prompts in pixels apply to both.
+        The file is read again (no upload). Prompts in pixels apply to both. With ``close_previous``
+        the image named is closed once the new bands are open (so it does not hold one of the
+        ``--max-images`` places), unless it was opened more than once: another tab or client uses it.
         """
         sess = store.get(image_id)
         rec = sess.record
         band_t = tuple(req.bands)
         if band_t == rec.rgb_bands:
             return _info(sess, cached=store.ensure_embedding(sess))
+        return _open_bands(sess, band_t, replaces=image_id if req.close_previous else None)
+
+    def _open_bands(sess: Session, band_t: tuple[int, ...], replaces: str | None) -> ImageInfo:
+        """The file of ``sess`` opened with ``band_t``: read in place, or an upload linked to a file of its own.
+
+        ``replaces`` is closed (see ``store.release``) only once the new bands are open: a failure keeps it.
+        """
+        rec, image_id = sess.record, sess.record.image_id
         new_id = make_image_id(rec.digest, band_t, rec.name)
         source = Path(rec.source_path)
         if not uploads.holds(source):  # a file under an --image-root: read it where it is
-            return _open(source, rec.name, band_t, new_id, True, rec.digest)
+            return _open(source, rec.name, band_t, new_id, True, rec.digest, replaces)
         final = source.with_name(new_id + source.suffix)  # an upload: a file of its own, removed with its image
         try:
             store.get(new_id)
-            return _open(final, rec.name, band_t, new_id, False, rec.digest)
+            return _open(final, rec.name, band_t, new_id, False, rec.digest, replaces)
         except UnknownImageError:
             pass
         try:
@@ -165,7 +178,7 @@ def image_routes(ctx: ServerContext) -> APIRouter:
             store.get(image_id)  # dropped meanwhile: this says so
             raise InputError(f"the file of image {image_id!r} cannot be read again", "open the image again") from None
         try:
-            return _open(final, rec.name, band_t, new_id, False, rec.digest)
+            return _open(final, rec.name, band_t, new_id, False, rec.digest, replaces)
         except BaseException:
             final.unlink(missing_ok=True)
             raise

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from geoseg.serve import outputs
 from geoseg.serve.context import ServerContext
-from geoseg.serve.exports import downloads, mask_file, mask_geojson
+from geoseg.serve.exports import downloads, filenames, mask_file, mask_geojson
 from geoseg.serve.prompting import prompt_from_request
 from geoseg.serve.schemas import MASK_FILES, PredictRequest, PredictResponse, error_responses
 
@@ -47,7 +47,7 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
         resp: dict[str, Any] = {
             "image_id": image_id, "mask_id": stored.mask_id, "score": stored.score, "area_px": area, "bbox": bbox,
             "prompt": prompt.describe(), "embedding_cached": cached, "provenance": stored.provenance,
-            "downloads": downloads(image_id, stored.mask_id),
+            "downloads": downloads(image_id, stored.mask_id), "filenames": filenames(sess.record.name, stored.mask_id),
             "hint": None if area else (sess.segmenter or store.prototype).empty_answer_hint(prompt),
         }
         if "rle" in req.include:
@@ -62,9 +62,13 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
 
     @router.get("/api/images/{image_id}/masks/{mask_id}.{fmt}", response_class=Response,
              responses={200: {"content": MASK_FILES, "description": "the mask as PNG, GeoJSON or GeoTIFF"},
-                        **error_responses(404, 422, 500)})
+                        **error_responses(404, 410, 422, 500)})
     def download(image_id: str, mask_id: str, fmt: Literal["png", "geojson", "tif"]) -> Response:
-        """A predicted mask as PNG (0/255), GeoJSON polygons or a GeoTIFF with the image's georeference."""
+        """A predicted mask as PNG (0/255), GeoJSON polygons or a GeoTIFF with the image's georeference.
+
+        Each image keeps its last masks only (16): an older one is answered 410 with ``code``
+        ``mask_dropped`` and the prompt to predict it again.
+        """
         sess = store.get(image_id)
         return mask_file(sess, store.get_mask(sess, mask_id), fmt)
 

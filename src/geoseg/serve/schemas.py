@@ -37,6 +37,8 @@ class BandsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     bands: list[int] = Field(..., min_length=1, max_length=3, description="e.g. [3, 2, 1], or [4] for grey")
+    close_previous: bool = Field(False, description="close the image the request names once the new bands are open, "
+                                 "unless it was opened more than once (another tab or client uses it)")
 
 
 class ImageInfo(BaseModel):
@@ -71,6 +73,8 @@ class PredictResponse(BaseModel):
     overlay_png: str | None = Field(None, description="data: URL of a transparent PNG colouring the mask")
     provenance: dict
     downloads: dict[str, str]
+    filenames: dict[str, str] = Field(..., description="per format: the file name its download is saved under "
+                                      "(`<image name stem>_<mask_id>.<format>`, as in Content-Disposition)")
     hint: str | None = Field(None, description="when the mask is empty: the backend's advice (what it can find)")
 
 
@@ -81,13 +85,17 @@ class ErrorResponse(BaseModel):
     problem: str | None = Field(None, description="the problem alone (errors the client can fix)")
     fix: str | None = Field(None, description="the fix alone (errors the client can fix)")
     code: str | None = Field(None, description="why an image id is unknown: `image_dropped` (more images were "
-                             "opened after it than the server keeps), `image_closed` (deleted), `unknown_image`")
+                             "opened after it than the server keeps), `image_closed` (deleted, or replaced by "
+                             "the same file with other bands), `unknown_image`; why a mask id is: `mask_dropped` "
+                             "(410: more masks were predicted on its image after it than the server keeps), "
+                             "`unknown_mask`")
 
 
 _ERROR_TEXT = {
     400: "not an image / unsupported format / truncated file, empty upload, bad bands, bad path",
     403: "a referenced path outside --image-root (or referencing disabled)",
     404: "unknown image id or mask id",
+    410: "a mask dropped for newer ones on its image (predict again)",
     413: "upload, JSON body or image above the server's limits",
     422: "malformed JSON, unknown fields, wrong types, a prompt that cannot be applied",
     500: "an internal error (the server keeps serving)",

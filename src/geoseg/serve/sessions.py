@@ -39,6 +39,12 @@ def echo_id(value: str, limit: int = ECHO_CHARS) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit] + "…")
 
 
+def _cut(text: str, limit: int = 120) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a prompt quoted in an error message)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 #: how many ids of dropped or closed images the server remembers, to say why an id is unknown
 GONE_IDS = 1024
 
@@ -64,6 +70,14 @@ class ClosedImageError(UnknownImageError):
 class UnknownMaskError(GeosegError):
     """A mask id the server does not hold for this image."""
 
+    code = "unknown_mask"
+
+
+class DroppedMaskError(UnknownMaskError):
+    """A mask the server dropped because more masks were predicted on its image after it (answered 410 Gone)."""
+
+    code = "mask_dropped"
+
 
 @dataclass
 class StoredMask:
@@ -85,6 +99,10 @@ class Session:
     predict_count: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     masks: OrderedDict[str, StoredMask] = field(default_factory=OrderedDict)
+    #: masks dropped for newer ones: mask id -> the prompt that made it, to say how to get it again
+    dropped_masks: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    #: how many requests opened this image (uploads, opens by path, band changes); see :meth:`SessionStore.release`
+    opens: int = 1
 
 
 class SessionStore:
@@ -114,16 +132,25 @@ class SessionStore:
             return self._prototype
 
     # -- images -----------------------------------------------------------------------
-    def add(self, record: ImageRecord, embed: bool = True) -> Session:
-        """Hold ``record`` (or return the session that already holds the same image id)."""
+    def add(self, record: ImageRecord, embed: bool = True, replaces: str | None = None) -> Session:
+        """Hold ``record`` (or return the session that already holds the same image id).
+
+        ``replaces``: an image the opener is done with (see :meth:`release`), released before the
+        least recently used images are dropped, so the new one takes its place rather than another's.
+        """
         with self._lock:
             sess = self._sessions.get(record.image_id)
             self._gone.pop(record.image_id, None)  # opened again
             if sess is None:
                 sess = Session(record=record)
                 self._sessions[record.image_id] = sess
+            else:
+                sess.opens += 1
             self._sessions.move_to_end(record.image_id)
             dropped = []
+            if replaces is not None and replaces != record.image_id:
+                old = self._release_locked(replaces, record.image_id)
+                dropped += [old.record] if old is not None else []
             while len(self._sessions) > self.max_images:
                 old_id, old = self._sessions.popitem(last=False)
                 dropped.append(old.record)
@@ -151,6 +178,10 @@ class SessionStore:
                 "start the server with a higher --max-images")
         if why == "closed":
             return ClosedImageError(f"image {echo_id(image_id)} was closed", "open it again with POST /api/images")
+        if why and why.startswith("replaced:"):
+            return ClosedImageError(
+                f"image {echo_id(image_id)} was closed when its file was shown with other bands as image "
+                f"{why.split(':', 1)[1]!r}", "use that image, or open this one again with POST /api/images")
         return UnknownImageError(f"unknown image id {echo_id(image_id)}", fix)
 
     def get(self, image_id: str) -> Session:
@@ -169,6 +200,40 @@ class SessionStore:
                 raise self._unknown(image_id, "list open images with GET /api/images")
             self._forget(image_id, "closed")
         self._drop(sess.record)
+
+    def reopen(self, image_id: str) -> Session:
+        """The open image ``image_id``, counted as opened once more (see :meth:`release`)."""
+        sess = self.get(image_id)
+        with self._lock:
+            sess.opens += 1
+        return sess
+
+    def release(self, image_id: str, replaced_by: str) -> bool:
+        """One opener is done with ``image_id`` (it now shows ``replaced_by``): close it when nobody else opened it.
+
+        An image opened by one request only (the page that now shows its file with other bands) is
+        closed, its upload removed; one opened more than once (the same file uploaded from another tab
+        or by another client) is kept for the others. Returns whether it was closed.
+        """
+        with self._lock:
+            sess = self._release_locked(image_id, replaced_by)
+        if sess is None:
+            return False
+        self._drop(sess.record)
+        return True
+
+    def _release_locked(self, image_id: str, replaced_by: str) -> Session | None:
+        """:meth:`release` under ``self._lock``; the session closed (its file still to drop), if it was."""
+        sess = self._sessions.get(image_id)
+        if sess is None:
+            return None
+        sess.opens -= 1
+        if sess.opens > 0:
+            return None
+        del self._sessions[image_id]
+        self._forget(image_id, "replaced:" + replaced_by)
+        log.info("closed image %s: its file is shown with other bands as %s", image_id, replaced_by)
+        return sess
 
     def _drop(self, record: ImageRecord) -> None:
         if self._on_drop is not None:
@@ -229,12 +294,22 @@ class SessionStore:
             )
             sess.masks[stored.mask_id] = stored
             while len(sess.masks) > self.max_masks:
-                sess.masks.popitem(last=False)
+                old_id, old = sess.masks.popitem(last=False)
+                sess.dropped_masks[old_id] = _cut(old.prompt.describe())
+                while len(sess.dropped_masks) > GONE_IDS:
+                    sess.dropped_masks.popitem(last=False)
         return stored, cached, ms
 
     def get_mask(self, sess: Session, mask_id: str) -> StoredMask:
         with sess.lock:
             stored = sess.masks.get(mask_id)
+            dropped = sess.dropped_masks.get(mask_id)
+        if dropped is not None:
+            raise DroppedMaskError(
+                f"mask {echo_id(mask_id)} of image {sess.record.image_id!r} was dropped: the server keeps the last "
+                f"{self.max_masks} masks of each image and more were predicted on this image after it",
+                f"predict it again with the same prompt ({dropped}) and download the new mask",
+            )
         if stored is None:
             raise UnknownMaskError(
                 f"unknown mask id {echo_id(mask_id)} for image {sess.record.image_id!r}",

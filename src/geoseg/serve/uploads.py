@@ -116,6 +116,36 @@ def reap_stale_folders(parent: str | os.PathLike | None = None) -> list[Path]:
     return removed
 
 
+def check_upload_dir(given: str | os.PathLike) -> Path:
+    """``given`` as an upload folder a server can use, checked before it listens; raises a one-line error if not.
+
+    It must be a folder this process can write in, or not exist yet under one (it is made on the
+    first upload, so a server that fails to start leaves nothing). Writing is tried for real (a
+    temporary file, removed at once): permissions alone miss read-only mounts and ACLs.
+    """
+    from geoseg.errors import GeosegError, reason
+
+    path = Path(given).expanduser()
+    fix = "give --upload-dir a folder you can write in (it is made if missing), or leave it out to use a temporary one"
+    probe = path
+    while not probe.exists():  # the nearest existing folder: where the missing ones will be made
+        if probe.is_symlink():
+            raise GeosegError(f"the upload folder {str(given)!r} is a broken symbolic link", fix)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is a file, not a folder" if probe == path else f"is under {str(probe)!r}, which is not a folder"
+        raise GeosegError(f"the upload folder {str(given)!r} {what}", fix)
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        where = "" if probe == path else f" (it would be made in {str(probe)!r})"
+        raise GeosegError(f"cannot write in the upload folder {str(given)!r}{where}: {reason(exc)}", fix) from None
+    return path
+
+
 class UploadFolder:
     """Where a server keeps its uploads: a locked ``geoseg-serve-*`` folder of its own.
 

@@ -33,6 +33,7 @@
     file: null, // the File this page opened the current image from (to open it again), null for a link
     bands: null, // the bands chosen on the page for it ([r, g, b]), null: the file's default
     maxImages: null, // how many images the server keeps open (GET /api/health)
+    maxMasks: null, // how many masks it keeps per image
     W: 0,
     H: 0,
     dpr: 1,
@@ -361,7 +362,10 @@
     let r;
     try {
       r = await fetch(`/api/images/${info.image_id}/bands`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ bands }),
+        // close_previous: the view with the old bands is closed on the server (it keeps it if another tab or client
+        // opened it too), so a band change does not take one of its --max-images places
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ bands, close_previous: true }),
       });
     } catch (err) {
       showMessage(`the server cannot be reached (${err})`);
@@ -514,12 +518,10 @@
     S.overlay = ov;
     S.features = data.geojson ? data.geojson.features : [];
     S.result = data;
-    const stem = S.img.name.replace(/\.[^.]+$/, "");
-    const links = { "dl-geojson": "geojson", "dl-tif": "tif", "dl-png": "png" };
-    for (const [id, fmt] of Object.entries(links)) {
+    for (const [id, fmt] of Object.entries(DOWNLOADS)) {
       const a = $(id);
       a.href = data.downloads[fmt];
-      a.setAttribute("download", `${stem}_mask.${fmt}`);
+      a.setAttribute("download", data.filenames[fmt]); // the server's name: <image stem>_<mask id>.<format>
       a.classList.remove("disabled");
       a.removeAttribute("aria-disabled");
     }
@@ -533,6 +535,50 @@
     canvas.dataset.latencyMs = String(ms);
     if (!data.area_px) showMessage(`nothing found${data.hint ? ": " + data.hint : ""}`, "info");
     draw();
+  }
+
+  // -- downloads ------------------------------------------------------------------------
+  const DOWNLOADS = { "dl-geojson": "geojson", "dl-tif": "tif", "dl-png": "png" };
+
+  // fetched first, so a mask the server no longer holds is explained instead of a failed download
+  async function download(id) {
+    const a = $(id);
+    const url = a.getAttribute("href");
+    if (!url) return;
+    const info = S.img;
+    let r;
+    try {
+      r = await fetch(url);
+    } catch (err) {
+      showMessage(`the server cannot be reached (${err})`);
+      return;
+    }
+    if (r.ok) {
+      const blob = URL.createObjectURL(await r.blob());
+      const save = document.createElement("a");
+      save.href = blob;
+      save.download = a.getAttribute("download");
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(blob), 60_000);
+      return;
+    }
+    const data = await readJson(r);
+    if (S.img !== info) return;
+    if (isGone(r, data)) {
+      imageGone(info, data);
+    } else if (data.code === "mask_dropped") {
+      const kept = S.maxMasks ? `the last ${S.maxMasks} masks` : "only the latest masks";
+      showMessage(`This mask is no longer on the server: it keeps ${kept} of each image, and more were made on ` +
+        `${info.name} since (in another tab or by another user). Segment again to make it anew and download it.`,
+      "error", { label: "Segment again and download", run: async () => {
+        await predict();
+        if (S.result) download(id);
+      } });
+    } else {
+      showMessage(`the download failed: ${data.detail || `HTTP ${r.status}`}`);
+    }
   }
 
   function addPoint(sx, sy, label) {
@@ -672,6 +718,13 @@
     showBands(bands);
   });
 
+  for (const id of Object.keys(DOWNLOADS)) {
+    $(id).addEventListener("click", (ev) => {
+      ev.preventDefault();
+      download(id);
+    });
+  }
+
   $("text-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     predict();
@@ -707,8 +760,10 @@
     try {
       const h = await readJson(await fetch("/api/health"));
       S.maxImages = (h.limits || {}).max_images || null;
+      S.maxMasks = (h.limits || {}).max_masks || null;
     } catch {
       S.maxImages = null;
+      S.maxMasks = null;
     }
     const id = new URLSearchParams(location.search).get("image");
     if (id) {
