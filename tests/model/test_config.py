@@ -91,6 +91,8 @@ def test_train_values_are_checked_at_load_time_naming_key_value_and_range(tmp_pa
     ("classes", "water", "is not a list of class names"),
     ("classes", "[water, road, water]", "names water more than once"),
     ("text_encoder", "''", "is not a text encoder name"),
+    # training, the text cache and inference encode with MiniLM whatever this said
+    ("text_encoder", "bert-base-uncased", "is not supported: geoseg encodes instructions with all-MiniLM-L6-v2 only"),
 ])
 def test_model_values_are_checked_at_load_time_naming_key_value_and_fix(tmp_path, key, value, allowed):
     """Before, each of these loaded: building the network then failed deep inside torch (a negative
@@ -103,6 +105,13 @@ def test_model_values_are_checked_at_load_time_naming_key_value_and_fix(tmp_path
     assert "\n" not in msg and msg.startswith(f"model.{key} = ") and str(p) in msg
     assert allowed in msg
     assert "(" in msg and msg.endswith(")")  # the fix, in brackets
+
+
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_the_text_encoder_geoseg_uses_may_be_named(tmp_path, name):
+    p = tmp_path / "x.yaml"
+    p.write_text(f"model:\n  text_encoder: {name}\n")
+    assert load_config(p).model.text_encoder == name
 
 
 def test_model_numbers_are_read_as_the_kind_their_key_takes(tmp_path):

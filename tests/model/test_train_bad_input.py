@@ -167,6 +167,8 @@ def test_cli_max_minutes_override_is_checked(tiny_shard, text_cache_path, tmp_pa
     ("heads", 3, r"model\.heads = 3 does not divide model\.query_dim 64"),   # torch: embed_dim must be divisible
     ("fpn_dim", -8, r"model\.fpn_dim = -8 is out of range"),                 # torch: negative dimension
     ("memory_lambda", 2.0, r"model\.memory_lambda = 2\.0 is out of range"),   # trained, with λ 2
+    # trained on MiniLM embeddings, the config and checkpoints saying bert
+    ("text_encoder", "bert-base-uncased", r"model\.text_encoder = 'bert-base-uncased' is not supported"),
 ])
 def test_train_checks_the_model_section_of_a_config_built_in_code(tiny_shard, text_cache_path, tmp_path, key, value,
                                                                   message):

@@ -34,6 +34,33 @@ def test_a_run_without_val_rows_keeps_a_best_checkpoint(no_val_shard, text_cache
     assert export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "m.pt").is_file()
 
 
+def test_cli_says_a_run_without_val_rows_was_scored_by_its_train_loss(no_val_shard, text_cache_path, tmp_path,
+                                                                       capsys):
+    """Before, it printed "best mean task gIoU -2.3": minus the train loss, named as a gIoU."""
+    from geoseg.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(tiny_config(no_val_shard, tmp_path / "run", epochs=2, steps_per_epoch=2).to_yaml())
+    main(["-q", "train", "--config", str(cfg), "--device", "cpu", "--text-cache", str(text_cache_path)])
+    said = capsys.readouterr().out
+    hist = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    lowest = min(h["train_loss"] for h in hist)
+    assert f"best train loss {lowest:.3f} (no val rows);" in said and "gIoU" not in said, said
+    assert "best train loss" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("score, best_of, words", [
+    (41.26, "val", "mean task gIoU 41.3"),
+    (41.26, "val_tuned", "mean task gIoU 41.3 (tuned thresholds)"),
+    (-2.3046, "train_loss", "train loss 2.305 (no val rows)"),
+    (float("-inf"), "val", "none (no epoch finished)"),
+])
+def test_describe_score_names_what_the_score_is(score, best_of, words):
+    from geoseg.unified.train import describe_score
+
+    assert describe_score(score, best_of) == words
+
+
 def test_tune_decision_without_val_rows_is_refused_before_training(no_val_shard, text_cache_path, tmp_path, capsys):
     """Before, the whole run trained and the error came after its last epoch."""
     out = tmp_path / "run"

@@ -41,7 +41,7 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
 
     require("torch", "train")
     from geoseg.unified.config import load_config
-    from geoseg.unified.train import export_checkpoint
+    from geoseg.unified.train import describe_score, export_checkpoint
     from geoseg.unified.train import train as run_train
 
     cfg = load_config(config_path)
@@ -96,7 +96,7 @@ def train(ctx: click.Context, config_path: str, resume: bool, device: str, shard
     if not export_only:
         summary = run_train(cfg, resume=resume, device=device, text_cache=text_cache)
         click.echo(f"trained {cfg.name}: {summary.get('steps', 0)} steps in {summary.get('minutes', 0)} min, "
-                   f"best mean task gIoU {summary.get('best', float('nan')):.1f}; checkpoints in {cfg.train.out_dir}")
+                   f"best {describe_score(summary['best'], summary['best_of'])}; checkpoints in {cfg.train.out_dir}")
     if export_path:
         from pathlib import Path
 

@@ -9,6 +9,7 @@ width, heads that do not divide it, λ = 3, ``epochs: -1`` "training" 0 steps).
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import InputError
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from geoseg.unified.config import ModelConfig, TrainConfig
 
 SELECT_ON = ("fixed", "tuned")
+
+#: the one text encoder training, the instruction cache and inference use (``model.text_encoder``)
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+_TEXT_ENCODER_NAMES = (DEFAULT_TEXT_ENCODER, f"sentence-transformers/{DEFAULT_TEXT_ENCODER}")
 
 #: kind, allowed range (``lo``/``hi``, None = open; ``lo_open``/``hi_open`` exclude the end) and the fix
 _NUM = tuple[type, float | None, float | None, bool, bool, str]
@@ -204,4 +209,74 @@ def check_model(model: ModelConfig, where: str = "") -> ModelConfig:
     if not isinstance(model.text_encoder, str) or not model.text_encoder.strip():
         raise InputError(f"model.text_encoder = {model.text_encoder!r}{loc} is not a text encoder name",
                          "write e.g. text_encoder: all-MiniLM-L6-v2")
+    if model.text_encoder.strip() not in _TEXT_ENCODER_NAMES:
+        # training, the instruction cache (keyed by text alone) and inference all encode with the shipped
+        # MiniLM: another name would train on MiniLM embeddings while the config said otherwise
+        raise InputError(f"model.text_encoder = {model.text_encoder!r}{loc} is not supported: geoseg encodes "
+                         f"instructions with {DEFAULT_TEXT_ENCODER} only (training, text cache and inference)",
+                         f"leave text_encoder out, or write text_encoder: {DEFAULT_TEXT_ENCODER}")
     return model
+
+
+#: the train settings ``--resume`` may change: how long the run goes on (the rest of the schedule is laid over
+#: the new length from the step reached), and where and how fast it runs (folders, threads, workers, precision,
+#: logging). ``init_from`` / ``backbone_weights`` are read by a fresh start only. Every other key shapes the
+#: schedule, the data, the objective or the validation, and must stay as the run was started.
+RESUME_MAY_CHANGE = ("epochs", "max_minutes", "out_dir", "image_path_map", "tile_store", "threads", "num_workers",
+                     "amp", "log_every", "init_from", "backbone_weights")
+
+
+def _same(key: str, old: Any, new: Any) -> bool:
+    """Whether a train value saved in a checkpoint and the configured one are the same setting."""
+    if key in TRAIN_PATHS and isinstance(old, str) and isinstance(new, str):
+        return (os.path.normpath(old) if old else "") == (os.path.normpath(new) if new else "")
+    if key in TRAIN_NUMBERS and all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new)):
+        return float(old) == float(new)
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+        return list(old) == list(new)
+    return old == new
+
+
+def resume_changes(saved: dict[str, Any], train: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, started with, configured now)`` of every train setting a resume must not change.
+
+    ``saved`` is the train section recorded in the run's ``last.pt``; a key it lacks (a run started before the
+    setting existed) ran with the setting's default.
+    """
+    from dataclasses import fields
+
+    from geoseg.unified.config import TrainConfig  # late: config imports this module
+
+    default = TrainConfig()
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in RESUME_MAY_CHANGE:
+            continue
+        old, new = saved.get(f.name, getattr(default, f.name)), getattr(train, f.name)
+        if not _same(f.name, old, new):
+            out.append((f.name, old, new))
+    return out
+
+
+def check_resume_train(saved: dict[str, Any], train: TrainConfig, last: str) -> None:
+    """One line when ``--resume`` would continue the run in ``last`` (its ``last.pt``) with other train settings.
+
+    Why: the step, the sampler and the optimiser come back from the checkpoint, but the schedule, the batches,
+    the losses and the validation are rebuilt from the config: a changed ``lr``, ``steps_per_epoch``,
+    ``batch_size``, ``seed``, schedule setting or ``shards`` would make the learning rate or the task mix jump,
+    or mix two data sets into one run, without a word. Only :data:`RESUME_MAY_CHANGE` may differ.
+    """
+    changed = resume_changes(saved, train)
+    if not changed:
+        return
+    folder = os.path.dirname(last) or "."
+    what = ", ".join(f"{k} {_shown(old)} -> {_shown(new)}" for k, old, new in changed)
+    raise InputError(f"--resume: the run in {folder} was started with other train settings ({what})",
+                     f"put them back as in {os.path.join(folder, 'config.yaml')} (a resume may change only "
+                     f"{', '.join(RESUME_MAY_CHANGE[:2])} and where or how fast it runs), or start a fresh run "
+                     f"in another train.out_dir, with init_from: {last} to begin at its weights")
+
+
+def _shown(v: Any) -> str:
+    """A saved or configured value as the message shows it (lists as YAML writes them)."""
+    return repr(list(v)) if isinstance(v, tuple) else repr(v)

@@ -43,6 +43,7 @@ from geoseg.models import TASK_IDS
 from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import save_checkpoint
 from geoseg.unified.config import ExperimentConfig, ModelConfig, check_model, check_train
+from geoseg.unified.config_checks import check_resume_train
 from geoseg.unified.data import load_rows, load_val_rows, norm_stats, row_text, training_tiles
 from geoseg.unified.decision import tune_with_presence
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
@@ -145,6 +146,9 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     st: dict[str, Any] = {}
     if resume:
         payload = resume_checkpoint(last_path, model, mc)
+        saved = (payload.get("meta") or {}).get("config") or {}
+        if isinstance(saved.get("train"), dict):  # the train section the run was started with
+            check_resume_train(saved["train"], tc, str(last_path))
         st = payload["train_state"]
         # with an EMA, state_dict holds the average (what was validated) and raw_state_dict the trained weights
         model.load_state_dict(as_float(st.get("raw_state_dict") or payload["state_dict"]))
@@ -226,9 +230,12 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
             f = max(f, (elapsed_before + time.perf_counter() - start) / budget_s)
         return min(f, 1.0)
 
+    # what an epoch's score (and so "best") is: without val rows, minus the epoch's mean train loss
+    best_of = ("val_tuned" if tc.select_on == "tuned" else "val") if val_rows else "train_loss"
     meta_base = {"experiment": cfg.name, "config": cfg.to_dict(), "shards": str(tc.shards),
                  "train_rows": len(train_rows), "empty_rule": EMPTY_RULE}
-    summary: dict[str, Any] = {"out_dir": str(out_dir), "best": best, "steps": step, "epochs": epoch,
+    summary: dict[str, Any] = {"out_dir": str(out_dir), "best": best, "best_of": best_of, "steps": step,
+                               "epochs": epoch,
                                "last_metrics": history[-1]["val"] if history else {},
                                "minutes": round(elapsed_before / 60, 1)}
     if resume and not (epoch < tc.epochs and frac_now() < 1.0):
@@ -300,9 +307,10 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         history.append(entry)
         with open(out_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(entry) + "\n")
-        log.info("epoch %d done at step %d (%.1f min): train loss %.3f, val mean task gIoU %.1f (%s thresholds)\n%s",
-                 epoch, step, elapsed / 60, entry["train_loss"], score, "tuned" if tuned else "0.5",
-                 format_table(metrics) if metrics else "(no val rows)")
+        scored = (f"val {describe_score(score, best_of)}" + (" (0.5 thresholds)" if best_of == "val" else "")
+                  if val_rows else "no val rows (the epoch is scored by its train loss)")
+        log.info("epoch %d done at step %d (%.1f min): train loss %.3f, %s\n%s", epoch, step, elapsed / 60,
+                 entry["train_loss"], scored, format_table(metrics) if metrics else "(no val rows)")
         meta = {**meta_base, "epoch": epoch, "step": step, "train_minutes": round(elapsed / 60, 1),
                 "val_metrics": metrics, "device": str(dev), **({"val_tuned": tuned} if tuned else {})}
         state = {"optimizer": opt.state_dict(), "step": step, "epoch": epoch, "elapsed_s": elapsed,
@@ -315,18 +323,29 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
         if score > best:
             best = score
             save_checkpoint(best_path, eval_model, mc, norm, meta)
-            log.info("new best (%.1f) saved to %s", best, best_path)
-        summary = {"out_dir": str(out_dir), "best": best, "last_metrics": metrics, "steps": step, "epochs": epoch,
-                   "minutes": round(elapsed / 60, 1)}
+            log.info("new best (%s) saved to %s", describe_score(best, best_of), best_path)
+        summary = {"out_dir": str(out_dir), "best": best, "best_of": best_of, "last_metrics": metrics, "steps": step,
+                   "epochs": epoch, "minutes": round(elapsed / 60, 1)}
     stream.close()
-    log.info("finished: %d steps, %d epochs, %.1f min, best mean task gIoU %.1f", step, epoch,
-             summary.get("minutes", 0.0), best)
+    log.info("finished: %d steps, %d epochs, %.1f min, best %s", step, epoch, summary.get("minutes", 0.0),
+             describe_score(best, best_of))
     return summary
+
+
+def describe_score(score: float, best_of: str) -> str:
+    """An epoch score in words: ``"mean task gIoU 41.3"`` (``" (tuned thresholds)"`` added with ``select_on:
+    tuned``), or for a run without val rows, which scores an epoch by minus its train loss, ``"train loss 2.304
+    (no val rows)"``; ``best_of`` is a run summary's ``"best_of"``."""
+    if not math.isfinite(score):
+        return "none (no epoch finished)"
+    if best_of == "train_loss":
+        return f"train loss {-score:.3f} (no val rows)"
+    return f"mean task gIoU {score:.1f}" + (" (tuned thresholds)" if best_of == "val_tuned" else "")
 
 
 # what the rest of geoseg, the tests and the benchmarks import from here: the pieces of a run now live
 # in their own modules (schedule, losses, sampler, run_folder, start_weights, export)
 __all__ = ["RUN_ARTEFACTS", "TASKS", "ZERO_START_MODULES", "TaskSampler", "check_arch", "check_out_dir",
-           "check_text_dim", "check_writable", "compute_losses", "dice_loss", "export_checkpoint", "forward_batch",
+           "check_text_dim", "describe_score", "check_writable", "compute_losses", "dice_loss", "export_checkpoint", "forward_batch",
            "freeze_modules", "init_weights", "load_backbone_weights", "lr_factor", "resume_checkpoint",
            "semantic_loss", "task_weights", "train", "tune_decision", "val_records"]
