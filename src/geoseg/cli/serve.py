@@ -50,6 +50,7 @@ def serve(ctx: click.Context, host: str, port: int, backend: str, checkpoint: st
                      device=device)  # checks --upload-dir (and --checkpoint, --device) before listening
     try:
         proto = app.state.store.prototype  # load the weights now: a bad backend fails before listening
+        proto.warm_up()  # and what it loads lazily (unified: the text encoder), so no request pays for it
     except GeosegError:
         raise
     except Exception as exc:  # noqa: BLE001 - a backend that cannot be built is a user-facing problem
