@@ -129,8 +129,8 @@ def test_flatgeobuf_per_scene_and_a_merged_shapefile(tmp_path, scenes):
         assert info["driver"] == "FlatGeobuf" and info["crs"] == "EPSG:32640" and info["features"] >= 1
         per_scene.append(info["features"])
     meta, _, wkb, data = pyogrio.raw.read(merged)
-    assert meta["crs"] == "EPSG:4326" and list(meta["fields"]) == ["scene", "id", "prompt", "score", "area"]
-    assert sorted(data[0]) == sorted(f"scene_{i}" for i in range(3) for _ in range(per_scene[i]))
+    assert meta["crs"] == "EPSG:4326" and list(meta["fields"]) == ["id", "scene", "scene_id", "prompt", "score", "area"]
+    assert sorted(data[1]) == sorted(f"scene_{i}" for i in range(3) for _ in range(per_scene[i]))
     lon, lat = shapely.from_wkb(wkb[0]).centroid.coords[0]
     assert 54.0 < lon < 55.5 and 25.0 < lat < 25.5
     assert sorted(p.name for p in tmp_path.glob("all.*")) == ["all.cpg", "all.dbf", "all.prj", "all.shp", "all.shx"]

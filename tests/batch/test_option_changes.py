@@ -84,3 +84,31 @@ def test_resume_from_another_working_directory(tmp_path, two, monkeypatch):
                       vector="gpkg", merged_vector="all.gpkg")
     assert again.count("skipped") == 2 and again.count("done") == 0
     assert (tmp_path / "elsewhere" / "all.gpkg").is_file()  # the skipped scenes' layers were found and merged
+
+
+def test_overwrite_keeps_the_earlier_outputs_when_the_run_cannot_start(tmp_path, two):
+    """--overwrite removes the earlier option set only once the run starts: not for an unreachable
+    scheduler, not for a backend that does not build."""
+    import socket
+
+    from geoseg.errors import GeosegError
+
+    pytest.importorskip("distributed")
+    out = tmp_path / "out"
+    roof = [Prompt(box=tuple(float(v) for v in ROOF.split(",")))]
+    other = [Prompt(box=tuple(float(v) for v in OTHER_ROOF.split(",")))]
+    run_batch(two, out, roof, backend="classical", vector="gpkg")
+    before = _state(out)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    with pytest.raises(GeosegError, match="cannot reach the Dask scheduler"):
+        run_batch(two, out, other, backend="classical", vector="gpkg", overwrite=True,
+                  scheduler=f"tcp://127.0.0.1:{port}")
+    assert _state(out) == before
+    with pytest.raises(GeosegError):
+        run_batch(two, out, other, backend="unified", checkpoint=str(tmp_path / "missing.pt"), vector="gpkg",
+                  overwrite=True)
+    assert _state(out) == before
+    s = run_batch(two, out, other, backend="classical", vector="gpkg", overwrite=True)  # a run that starts replaces
+    assert s.count("done") == 2 and s.earlier and "removed the outputs of 2 scene(s)" in s.earlier

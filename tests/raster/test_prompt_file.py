@@ -180,7 +180,8 @@ def test_layer_covering_two_scenes_in_a_batch(tmp_path: Path) -> None:
                   merged_vector=tmp_path / "all.fgb")
     assert s.count("done") == 2
     meta, _, _, data = pyogrio.raw.read(tmp_path / "all.fgb")
-    merged = dict(zip(data[0], data[list(meta["fields"]).index("feature")]))
+    fields = list(meta["fields"])
+    merged = dict(zip(data[fields.index("scene")], data[fields.index("feature")]))
     assert merged == {"west": 1, "east": 2}  # each scene's answer names the feature that asked for it
     for name, index in (("west", 0), ("east", 1)):
         with rasterio.open(out / f"{name}.tif") as ds:

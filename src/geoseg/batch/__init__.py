@@ -25,7 +25,8 @@ Modules (one concept each): :mod:`.scenes` (scene lists), :mod:`.jobs` (the job 
 resume key), :mod:`.markers` (done markers, output paths, summary), :mod:`.earlier` (outputs
 of other options), :mod:`.folders` (output-folder safety), :mod:`.scene_run` (one scene in
 flight), :mod:`.worker` (the worker side), :mod:`.local` and :mod:`.on_dask` (the two ways to
-run), :mod:`.merge` (the merged layer), :mod:`.outcomes` (results and summary) and
+run), :mod:`.merge` (the merged layer), :mod:`.read_errors` (GDAL's reason for an unreadable scene),
+:mod:`.outcomes` (results and summary) and
 :mod:`.runner` (:func:`run_batch`).
 """
 

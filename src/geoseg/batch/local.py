@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from geoseg.batch.markers import _write_marker
@@ -11,12 +12,18 @@ from geoseg.batch.scene_run import _SceneRun
 from geoseg.batch.worker import process_group, resolve_backend
 
 
-def _run_local(todo: list[Path], out_dir: Path, prompts, opts, spec, job_key, on_error, n_skipped):
-    """All scenes in this process, window by window (the reference for the distributed run)."""
+def _run_local(todo: list[Path], out_dir: Path, prompts, opts, spec, job_key, on_error, n_skipped,
+               start: Callable[[], None]):
+    """All scenes in this process, window by window (the reference for the distributed run).
+
+    ``start()`` runs once the backend is built, before the first scene.
+    """
     outcomes: dict[Path, SceneOutcome] = {}
     if not todo:
+        start()
         return spec.backend or "unified", [], outcomes
     name, provenance, notes = resolve_backend(spec)
+    start()
     scene_bar, tile_bar = _bars(len(todo) + n_skipped)
     scene_bar.update(n_skipped)
     try:

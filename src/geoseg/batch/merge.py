@@ -1,4 +1,10 @@
-"""The merged vector layer: every scene's polygons in one EPSG:4326 layer with a ``scene`` field."""
+"""The merged vector layer: every scene's polygons in one EPSG:4326 layer with a ``scene`` field.
+
+Its ``id`` numbers the merged layer's polygons 1..N: each scene's own layer numbers its polygons
+from 1, and ids repeated across scenes are not ids (GDAL's GeoJSON reader takes an integer ``id``
+property as the feature id and warns "Several features with id = 1", as QGIS shows). The scene's
+own id stays in ``scene_id``, so ``(scene, scene_id)`` joins a merged polygon back to its scene's layer.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
-    """Write every scene's polygons into one layer in EPSG:4326 with a ``scene`` field.
+    """Write every scene's polygons into one layer in EPSG:4326 with ``scene`` and ``scene_id`` fields.
+
+    ``id`` is unique in the merged layer (1..N in scene order); ``scene_id`` is the polygon's
+    ``id`` in its scene's own layer.
 
     Scenes without a georeference (pixel coordinates) cannot share a map layer and are
     left out with a warning.
@@ -27,7 +36,7 @@ def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
 
     driver = vector_driver(output)
     geoms: list = []
-    cols: dict[str, list] = {"scene": [], "id": [], "prompt": [], "score": [], "area": [], "feature": []}
+    cols: dict[str, list] = {"scene": [], "scene_id": [], "prompt": [], "score": [], "area": [], "feature": []}
     for scene, path in parts:
         meta, _, wkb, data = pyogrio.raw.read(path)
         if not meta.get("crs"):
@@ -41,16 +50,16 @@ def merge_vectors(parts: Sequence[tuple[str, str]], output: str) -> str:
         fields = list(meta["fields"])
         geoms.extend(g)
         cols["scene"] += [scene] * len(g)
-        for name in ("id", "prompt", "score", "area"):
-            cols[name] += list(data[fields.index(name)]) if name in fields else [None] * len(g)
+        for name, field in (("scene_id", "id"), ("prompt", "prompt"), ("score", "score"), ("area", "area")):
+            cols[name] += list(data[fields.index(field)]) if field in fields else [None] * len(g)
         cols["feature"] += list(data[fields.index("feature")]) if "feature" in fields else [-1] * len(g)
     tmp = temp_path_for(output)
     try:
         wkb_all = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
-        arrays = [np.array(cols["scene"], dtype=object), np.array(cols["id"], dtype=np.int64),
-                  np.array(cols["prompt"], dtype=object), np.array(cols["score"], dtype=np.float64),
-                  np.array(cols["area"], dtype=np.float64)]
-        names = ["scene", "id", "prompt", "score", "area"]
+        arrays = [np.arange(1, len(geoms) + 1, dtype=np.int64), np.array(cols["scene"], dtype=object),
+                  np.array(cols["scene_id"], dtype=np.int64), np.array(cols["prompt"], dtype=object),
+                  np.array(cols["score"], dtype=np.float64), np.array(cols["area"], dtype=np.float64)]
+        names = ["id", "scene", "scene_id", "prompt", "score", "area"]
         if any(f != -1 for f in cols["feature"]):
             arrays.append(np.array(cols["feature"], dtype=np.int64))
             names.append("feature")

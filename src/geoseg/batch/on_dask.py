@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,10 @@ def _silence_dask_logs() -> None:
 
 
 def _run_dask(client, todo: list[Path], out_dir: Path, prompts, opts, spec, job_key, on_error, n_skipped,
-              max_inflight: int):
+              max_inflight: int, start: Callable[[], None]):
     """Scenes x window groups as Dask tasks, painting on the client in plan order.
+
+    ``start()`` runs once a worker has built the backend, before the first scene.
 
     At most ``max_inflight`` groups are submitted or waiting to be painted at any time,
     so memory stays bounded whatever the number of scenes; tasks of the next scenes are
@@ -66,8 +68,10 @@ def _run_dask(client, todo: list[Path], out_dir: Path, prompts, opts, spec, job_
 
     outcomes: dict[Path, SceneOutcome] = {}
     if not todo:
+        start()
         return spec.backend or "unified", [], outcomes
     name, provenance, notes = client.submit(resolve_backend, spec, pure=False).result()
+    start()
     scene_bar, tile_bar = _bars(len(todo) + n_skipped)
     scene_bar.update(n_skipped)
     order: deque[_SceneRun] = deque()  # planned scenes, painted strictly in this order

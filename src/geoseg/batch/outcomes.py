@@ -71,6 +71,7 @@ class BatchSummary:
                  f"[backend {self.backend}, workers {self.workers}]"]
         if self.earlier:
             lines.append(self.earlier)
+        lines += [f"note: {n}" for n in dict.fromkeys(self.notes)]  # a backend fallback: once per batch
         if self.km2_per_min:
             lines.append(f"throughput: {self.km2_per_min:.2f} km²/min")
         empty = [Path(s.scene).name for s in self.scenes if s.status == "done" and s.mask_pixels == 0]
@@ -98,6 +99,10 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _failed(scene: Path, exc: BaseException, on_error: OnError, t0: float) -> SceneOutcome:
+    from geoseg.batch.read_errors import unreadable
+
+    if not isinstance(exc, GeosegError):  # a read the client made itself: GDAL's reason is in the chain
+        exc = unreadable(scene.name, exc) or exc
     msg = _error_text(exc)
     if on_error == "fail":
         if isinstance(exc, GeosegError):

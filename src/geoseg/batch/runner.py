@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,16 +143,26 @@ def run_batch(
         raise InputError(f"{out_dir} holds the outputs of {earlier.describe()}",
                          "give another output folder (-o), or add --overwrite to replace them")
     made = _missing_folders(out_dir / MARKER_DIR)
+    replaced: list[str] = []
+
+    def start() -> None:
+        """--overwrite removes the earlier outputs only now: cluster reached, backend built.
+
+        A run that cannot start (an unreachable scheduler, a backend that does not build) must
+        leave them as they were, as ``ogr2ogr -overwrite`` keeps the file when the source fails.
+        """
+        if earlier and not replaced:
+            replaced.append(earlier.remove(out_dir, scenes))
+
     try:
-        replaced = earlier.remove(out_dir, scenes) if earlier else None
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = _run_scenes(scenes, out_dir, prompts, opts, job_key, layer, workers=workers, scheduler=scheduler,
                               on_error=on_error, resume=resume, max_inflight=max_inflight,
-                              merged_vector=merged_vector)
+                              merged_vector=merged_vector, start=start)
     except BaseException:
         _remove_empty_folders(made)  # a run that failed before finishing a scene leaves no empty folder
         raise
-    summary.earlier = replaced
+    summary.earlier = replaced[0] if replaced else None
     summary.seconds = time.perf_counter() - t0
     _write_summary(out_dir, summary)
     log.info("batch: %d done, %d skipped, %d failed in %.1fs", summary.count("done"), summary.count("skipped"),
@@ -162,8 +172,13 @@ def run_batch(
 
 def _run_scenes(scenes: list[Path], out_dir: Path, prompts: Sequence[Prompt], opts: BatchOptions, job_key: dict,
                 layer: PromptLayer | None, *, workers: int, scheduler: str | None, on_error: OnError, resume: bool,
-                max_inflight: int | None, merged_vector: str | os.PathLike | None) -> BatchSummary:
-    """Skip the complete scenes, segment the others (here or on Dask) and merge the vector layers."""
+                max_inflight: int | None, merged_vector: str | os.PathLike | None,
+                start: Callable[[], None]) -> BatchSummary:
+    """Skip the complete scenes, segment the others (here or on Dask) and merge the vector layers.
+
+    ``start`` is called once the run can go ahead (the cluster answers, the backend is built),
+    before the first scene is segmented.
+    """
     kinds = set().union(*(p.kinds for p in prompts), layer.kinds if layer is not None else ())
     spec = BackendSpec(opts.backend, opts.checkpoint, opts.device, tuple(sorted(kinds)),
                        tuple(sorted(opts.backend_options.items())))
@@ -182,7 +197,8 @@ def _run_scenes(scenes: list[Path], out_dir: Path, prompts: Sequence[Prompt], op
                         + ([os.fspath(merged_vector)] if merged_vector is not None else []))
 
     if workers <= 0 and not scheduler:
-        name, notes, done = _run_local(todo, out_dir, prompts, opts, spec, job_key, on_error, len(scenes) - len(todo))
+        name, notes, done = _run_local(todo, out_dir, prompts, opts, spec, job_key, on_error, len(scenes) - len(todo),
+                                       start)
         workers_label: int | str = 0
     else:
         from geoseg.cluster import dask_client
@@ -191,7 +207,7 @@ def _run_scenes(scenes: list[Path], out_dir: Path, prompts: Sequence[Prompt], op
             n_workers = len(client.scheduler_info().get("workers", {})) or max(workers, 1)
             inflight = max_inflight or max(4, 4 * n_workers)
             name, notes, done = _run_dask(client, todo, out_dir, prompts, opts, spec, job_key, on_error,
-                                          len(scenes) - len(todo), inflight)
+                                          len(scenes) - len(todo), inflight, start)
         workers_label = scheduler or workers
     outcomes.update(done)
     summary = BatchSummary(scenes=[outcomes[s] for s in scenes], seconds=0.0, backend=name, workers=workers_label,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,11 +31,54 @@ def get_segmenter(spec: BackendSpec):
 
         prompts = [Prompt(text="x") if k == "text" else Prompt(box=(0, 0, 1, 1)) if k == "box"
                    else Prompt(points=((0, 0),), labels=(1,)) for k in spec.kinds]
-        seg, notes = build_backend(spec.backend, prompts, spec.checkpoint, spec.device, dict(spec.options))
+        with _notes_held_back() as held:
+            seg, notes = build_backend(spec.backend, prompts, spec.checkpoint, spec.device, dict(spec.options))
+        held.release(notes)
         BUILDS[seg.name] = BUILDS.get(seg.name, 0) + 1
         hit = _SEGMENTERS[spec] = (seg, notes)
         log.info("built segmenter %s in process %d", seg.name, os.getpid())
     return hit
+
+
+class _HeldBack(logging.Filter):
+    """The backend builder's log records, kept until its notes are known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def release(self, notes: list[str]) -> None:
+        """Pass the records on, a fallback note (reported once in the batch summary) at debug level."""
+        for record in self.records:
+            if record.getMessage() in notes:
+                log.debug("backend note (in the batch summary): %s", record.getMessage())
+            else:
+                logging.getLogger(record.name).handle(record)
+
+
+@contextlib.contextmanager
+def _notes_held_back() -> Iterator[_HeldBack]:
+    """Hold back what :func:`geoseg.backends.build_backend` logs while it builds.
+
+    Its fallback note ("the unified backend is not available ...") comes back as a note, and the
+    batch prints it once in its summary; logged too, it would show once per Dask worker (each
+    builds its own segmenter), through Python's last-resort handler even with ``-q``.
+    """
+    held = _HeldBack()
+    logger = logging.getLogger("geoseg.backends")
+    logger.addFilter(held)
+    try:
+        yield held
+    except BaseException:
+        logger.removeFilter(held)
+        held.release([])  # the build failed: what it logged on the way is shown as it was
+        raise
+    finally:
+        logger.removeFilter(held)
 
 
 def resolve_backend(spec: BackendSpec) -> tuple[str, dict, list[str]]:
@@ -60,12 +105,25 @@ def _seed_everything(seed: int = 0) -> None:
 
 
 def process_group(source, group, spec: BackendSpec) -> list:
-    """Process one window group with this process's segmenter (runs on a worker)."""
+    """Process one window group with this process's segmenter (runs on a worker).
+
+    A read GDAL refuses (a truncated scene) is raised as one line with GDAL's reason: rasterio
+    keeps that reason only in the exception chain, which does not survive the way to a Dask client.
+    """
+    from geoseg.batch.read_errors import unreadable
     from geoseg.pipeline import process_window
 
     seg, _ = get_segmenter(spec)
     _seed_everything()
-    return process_window(source, group, seg)
+    try:
+        return process_window(source, group, seg)
+    except Exception as exc:
+        err = unreadable(os.path.basename(source.path), exc)
+        if err is None:
+            raise
+    # raised outside the handler, so without the chain: Dask pickles a chain with it (tblib), and GDAL's
+    # exceptions in it do not unpickle, which would turn the error into a bare Exception('InputError(...)')
+    raise err
 
 
 def worker_builds() -> dict[str, int]:

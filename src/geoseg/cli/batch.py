@@ -65,11 +65,17 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
 
     quiet = bool((ctx.obj or {}).get("quiet"))
     verbose = int((ctx.obj or {}).get("verbose") or 0)
-    if not verbose:  # Dask workers are other processes: tell them through the environment
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    if not verbose:
+        # Only Dask's errors without -v: its warnings (an unresponsive event loop while a model loads,
+        # unmanaged memory) are cluster chatter, and a scene they cost is reported in the summary anyway.
+        # Workers are other processes, reading the level from the environment when they import Dask.
+        # The group command has already set the environment's default, "warning", for every command
+        # (a user's own other value is kept); -v shows Dask's warnings, -vv everything.
+        if os.environ.get("DASK_LOGGING__DISTRIBUTED") in (None, "warning"):
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = "error"
         import logging
 
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # this process, when Dask is already imported
         # the scheduler's HTTP endpoint moves to a free port when 8787 is taken: nothing to tell the user
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
     prompts = build_prompts([parse_xy(p) for p in points], [parse_xy(p) for p in negative_points],
