@@ -99,7 +99,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _failed(scene: Path, exc: BaseException, on_error: OnError, t0: float) -> SceneOutcome:
-    from geoseg.batch.read_errors import unreadable
+    from geoseg.raster.read_errors import unreadable
 
     if not isinstance(exc, GeosegError):  # a read the client made itself: GDAL's reason is in the chain
         exc = unreadable(scene.name, exc) or exc

@@ -110,8 +110,8 @@ def process_group(source, group, spec: BackendSpec) -> list:
     A read GDAL refuses (a truncated scene) is raised as one line with GDAL's reason: rasterio
     keeps that reason only in the exception chain, which does not survive the way to a Dask client.
     """
-    from geoseg.batch.read_errors import unreadable
     from geoseg.pipeline import process_window
+    from geoseg.raster.read_errors import unreadable
 
     seg, _ = get_segmenter(spec)
     _seed_everything()

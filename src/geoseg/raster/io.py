@@ -214,6 +214,19 @@ class RasterSource:
         return out
 
     # -- reading ---------------------------------------------------------------------
+    def _explained(self, read, *args, **kwargs) -> np.ndarray:
+        """``read(*args, **kwargs)``; a read GDAL fails (a truncated or corrupt file) is one :class:`InputError`
+        with GDAL's own reason, which rasterio's "Read failed. See previous exception" leaves in the chain."""
+        from geoseg.raster.read_errors import unreadable
+
+        try:
+            return read(*args, **kwargs)
+        except RasterioIOError as exc:
+            err = unreadable(os.path.basename(self.path), exc)
+            if err is None:
+                raise
+        raise err  # outside the except block: no GDAL exception chain to pickle (Dask workers)
+
     def read_raw(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Read the chosen bands of ``window`` as ``C x h x w`` in the source dtype (decimated to ``out_shape``)."""
         ds = self._open()
@@ -223,7 +236,7 @@ class RasterSource:
             resampling = Resampling.nearest if self.palette is not None else Resampling.bilinear
             kw = {"out_shape": (len(self.bands), int(out_shape[0]), int(out_shape[1])), "resampling": resampling}
         with rasterio.Env(**GDAL_ENV):
-            data = ds.read(list(self.bands), window=window, **kw)
+            data = self._explained(ds.read, list(self.bands), window=window, **kw)
         if self.palette is not None:
             return np.transpose(self.palette[data[0]], (2, 0, 1))
         if np.iscomplexobj(data):  # SAR single-look complex: the amplitude is the picture
@@ -241,7 +254,7 @@ class RasterSource:
         if (h, w) != (int(window.height), int(window.width)):
             kw = {"out_shape": (len(self.bands), h, w), "resampling": Resampling.nearest}
         with rasterio.Env(**GDAL_ENV):
-            masks = ds.read_masks(list(self.bands), window=window, **kw)
+            masks = self._explained(ds.read_masks, list(self.bands), window=window, **kw)
         # as rasterio's dataset_mask(): a pixel is nodata only when every chosen band is
         valid = np.any(masks > 0, axis=0)
         if np.dtype(self.dtype).kind in "fc":
