@@ -61,13 +61,19 @@ def _keep_artifact(path: Path) -> None:
             shutil.copy(path, dest)
 
 
-def test_point_and_instruction_on_a_dubai_building(browser, live_server, dubai_building, tmp_path):
-    image, (bx, by), building = dubai_building
-    page = browser.new_page(viewport={"width": 1200, "height": 850}, accept_downloads=True)
+
+def open_page(browser, url: str, viewport: dict, **kwargs):
+    """A new page at ``url``, ready to use, and the list that collects its uncaught script errors."""
+    page = browser.new_page(viewport=viewport, **kwargs)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(live_server.url + "/")
+    page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
+    return page, errors
+
+def test_point_and_instruction_on_a_dubai_building(browser, live_server, dubai_building, tmp_path):
+    image, (bx, by), building = dubai_building
+    page, errors = open_page(browser, live_server.url + "/", viewport={"width": 1200, "height": 850}, accept_downloads=True)
     assert "classical" in page.inner_text("#backend")
 
     page.set_input_files("#file-input", str(image))
@@ -229,11 +235,7 @@ def test_an_old_answer_never_lands_on_the_next_image(browser, make_geotiff, tmp_
     app = create_app(segmenter_factory=_SlowPoints, upload_dir=tmp_path / "u")
     first, second = make_geotiff("a.tif", seed=0), make_geotiff("b.tif", seed=1)
     with LiveServer(app) as srv:
-        page = browser.new_page(viewport={"width": 900, "height": 700})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.url + "/")
-        page.wait_for_selector("body[data-ready='1']")
+        page, errors = open_page(browser, srv.url + "/", viewport={"width": 900, "height": 700})
         page.set_input_files("#file-input", str(first))
         page.wait_for_selector("#map[data-image]", timeout=20_000)
         a = page.evaluate("window.geosegMap.image().image_id")
@@ -267,11 +269,7 @@ def test_bands_of_a_sentinel2_stack_and_an_image_the_server_dropped(browser, s2_
 
     stack = s2_stack()
     with LiveServer(create_app("classical", upload_dir=tmp_path / "u", max_images=2)) as srv:
-        page = browser.new_page(viewport={"width": 1100, "height": 750})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.url + "/")
-        page.wait_for_selector("body[data-ready='1']")
+        page, errors = open_page(browser, srv.url + "/", viewport={"width": 1100, "height": 750})
         page.set_input_files("#file-input", str(stack))
         page.wait_for_selector("#map[data-image]", timeout=20_000)
         first = page.evaluate("window.geosegMap.image()")
@@ -337,11 +335,7 @@ def test_band_change_closes_the_old_view_and_a_dropped_mask_is_explained(browser
     stack = s2_stack()
     with LiveServer(create_app("classical", upload_dir=tmp_path / "u", max_images=3)) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as other:
-        page = browser.new_page(viewport={"width": 1100, "height": 750}, accept_downloads=True)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.url + "/")
-        page.wait_for_selector("body[data-ready='1']")
+        page, errors = open_page(browser, srv.url + "/", viewport={"width": 1100, "height": 750}, accept_downloads=True)
         page.set_input_files("#file-input", str(stack))
         page.wait_for_selector("#map[data-image]", timeout=20_000)
         first = page.evaluate("window.geosegMap.image().image_id")
