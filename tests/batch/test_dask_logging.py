@@ -45,3 +45,10 @@ def test_verbose_keeps_dask_warnings(tmp_path, monkeypatch):
     monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
     assert _batch(tmp_path, ["-v"], workers=0) == 0
     assert os.environ.get("DASK_LOGGING__DISTRIBUTED") == "warning"  # what Dask's workers would read
+
+
+def test_a_users_own_dask_level_is_kept(tmp_path, monkeypatch):
+    """Batch's errors-only default used to replace a level the user had set to 'warning' themselves."""
+    monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "warning")
+    assert _batch(tmp_path, [], workers=0) == 0
+    assert os.environ.get("DASK_LOGGING__DISTRIBUTED") == "warning"

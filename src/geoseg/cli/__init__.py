@@ -62,10 +62,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     # Dask configures its own loggers at INFO when it is imported; through our handler its cluster
     # chatter would flood the terminal. Read from the environment at import (workers inherit it);
     # -vv shows it again.
-    if verbose < 2:
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error" if quiet else "warning")
-    set_progress(not quiet and sys.stderr.isatty() or (verbose > 0 and not quiet))
     ctx.ensure_object(dict)
+    if verbose < 2 and "DASK_LOGGING__DISTRIBUTED" not in os.environ:  # a user's own value is kept
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = "error" if quiet else "warning"
+        ctx.obj["dask_log_default"] = True  # a command may choose another default (batch: errors only)
+    set_progress(not quiet and sys.stderr.isatty() or (verbose > 0 and not quiet))
     ctx.obj["quiet"] = quiet
     ctx.obj["verbose"] = verbose
 

@@ -69,9 +69,9 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
         # Only Dask's errors without -v: its warnings (an unresponsive event loop while a model loads,
         # unmanaged memory) are cluster chatter, and a scene they cost is reported in the summary anyway.
         # Workers are other processes, reading the level from the environment when they import Dask.
-        # The group command has already set the environment's default, "warning", for every command
-        # (a user's own other value is kept); -v shows Dask's warnings, -vv everything.
-        if os.environ.get("DASK_LOGGING__DISTRIBUTED") in (None, "warning"):
+        # The group command set the default ("warning") only where the user set none; a user's own
+        # value is kept. -v shows Dask's warnings, -vv everything.
+        if (ctx.obj or {}).get("dask_log_default") or "DASK_LOGGING__DISTRIBUTED" not in os.environ:
             os.environ["DASK_LOGGING__DISTRIBUTED"] = "error"
         import logging
 
