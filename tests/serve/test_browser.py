@@ -62,6 +62,20 @@ def _keep_artifact(path: Path) -> None:
 
 
 
+
+def drag_box(page, start: tuple[int, int], end: tuple[int, int]) -> dict:
+    """Drag a box prompt from image pixel ``start`` to ``end``, wait for its answer to be drawn; the map's bounds."""
+    page.check("input[name='mode'][value='box']")
+    box = page.locator("#map").bounding_box()
+    (x0, y0), (x1, y1) = (page.evaluate(f"window.geosegMap.pixelToScreen({x}, {y})") for x, y in (start, end))
+    page.mouse.move(box["x"] + x0, box["y"] + y0)
+    page.mouse.down()
+    page.mouse.move(box["x"] + x1, box["y"] + y1, steps=4)
+    page.mouse.up()
+    page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+    return box
+
+
 def open_page(browser, url: str, viewport: dict, **kwargs):
     """A new page at ``url``, ready to use, and the list that collects its uncaught script errors."""
     page = browser.new_page(viewport=viewport, **kwargs)
@@ -278,14 +292,7 @@ def test_bands_of_a_sentinel2_stack_and_an_image_the_server_dropped(browser, s2_
         assert [page.input_value(f"#band-{c}") for c in "rgb"] == ["1", "2", "3"]
         assert page.eval_on_selector("#band-r", "s => s.options.length") == 6
 
-        page.check("input[name='mode'][value='box']")
-        box = page.locator("#map").bounding_box()
-        (x0, y0), (x1, y1) = (page.evaluate(f"window.geosegMap.pixelToScreen({x}, {y})") for x, y in ((40, 40), (200, 180)))
-        page.mouse.move(box["x"] + x0, box["y"] + y0)
-        page.mouse.down()
-        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=4)
-        page.mouse.up()
-        page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+        box = drag_box(page, (40, 40), (200, 180))
         prompt = page.evaluate("window.geosegMap.result().prompt")
 
         for c, band in zip("rgb", ("3", "2", "1")):
@@ -339,14 +346,7 @@ def test_band_change_closes_the_old_view_and_a_dropped_mask_is_explained(browser
         page.set_input_files("#file-input", str(stack))
         page.wait_for_selector("#map[data-image]", timeout=20_000)
         first = page.evaluate("window.geosegMap.image().image_id")
-        page.check("input[name='mode'][value='box']")
-        box = page.locator("#map").bounding_box()
-        (x0, y0), (x1, y1) = (page.evaluate(f"window.geosegMap.pixelToScreen({x}, {y})") for x, y in ((40, 40), (200, 180)))
-        page.mouse.move(box["x"] + x0, box["y"] + y0)
-        page.mouse.down()
-        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=4)
-        page.mouse.up()
-        page.wait_for_selector("#map[data-overlay='1']", timeout=20_000)
+        drag_box(page, (40, 40), (200, 180))
 
         for c, band in zip("rgb", ("3", "2", "1")):
             page.select_option(f"#band-{c}", band)
