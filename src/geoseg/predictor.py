@@ -37,7 +37,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
@@ -55,12 +55,10 @@ from geoseg.raster.writer import WindowResult, WriteSummary, resample_part
 from geoseg.segmenters import Segmenter
 from geoseg.windows import (
     WindowTask,
-    geometry_bounds,
     group_tasks,
     input_provenance,
     plan_windows,
     predict_tasks,
-    tile_for,
 )
 
 log = logging.getLogger(__name__)
@@ -307,24 +305,10 @@ class SegmentPredictor:
         return seg, valid
 
     def _plan(self, prompts: Sequence[Prompt]) -> list[WindowTask]:
+        """The shared windows of :func:`geoseg.windows.plan_windows`: the whole scene when it fits a tile,
+        else the grid tile holding a point/box prompt (its own window when none does), every tile for text."""
         src = self._require_source()
-        if not self._tiles:
-            full = Window(0, 0, src.width, src.height)
-            return [WindowTask(i, p, full, full, (src.height, src.width)) for i, p in enumerate(prompts)]
-        tasks: list[WindowTask] = []
-        for i, p in enumerate(prompts):
-            if not p.points and p.box is None:  # text: every tile, cores stitched
-                tasks += [WindowTask(i, p, t.read, t.core, (int(t.read.height), int(t.read.width)))
-                          for t in self._tiles]
-                continue
-            tile = tile_for(self._tiles, geometry_bounds(p), src.width, src.height, self.overlap)
-            if tile is not None:
-                shape = (int(tile.read.height), int(tile.read.width))
-                tasks.append(WindowTask(i, p, tile.read, tile.read, shape))
-            else:  # larger than a tile: its own (decimated) context window, as in segment()
-                tasks += [replace(t, prompt_index=i)
-                          for t in plan_windows(src.width, src.height, [p], self.tile_size, self.overlap)]
-        return tasks
+        return plan_windows(src.width, src.height, prompts, self.tile_size, self.overlap, shared=True)
 
     # -- prompting ---------------------------------------------------------------------
     def predict(self, prompt: PromptLike | None = None, *, points: Iterable[Sequence[float]] = (),
