@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.digest import sha256_file
 from geoseg.errors import InputError, reason
 from geoseg.raster.io import default_bands, palette_lut
 
@@ -151,17 +152,8 @@ def unsupported_format_error(name: str) -> UnsupportedFormatError:
     )
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of the file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def make_image_id(digest: str, bands: tuple[int, ...] | None, name: str | None = None) -> str:
-    """The id of a file (by its :func:`file_digest`) opened under ``name`` with ``bands``.
+    """The id of a file (by its :func:`sha256_file`) opened under ``name`` with ``bands``.
 
     The same file under the same name and bands gets the same id (and its embedding again);
     under another name it is another image, so each name is shown, and names its downloads.
@@ -175,7 +167,7 @@ def make_image_id(digest: str, bands: tuple[int, ...] | None, name: str | None =
 
 def image_id_for(path: str | Path, bands: tuple[int, ...] | None, name: str | None = None) -> str:
     """A content hash of the file, the band choice and the name the user gave it (see :func:`make_image_id`)."""
-    return make_image_id(file_digest(path), bands, name)
+    return make_image_id(sha256_file(path), bands, name)
 
 
 def _band_names(src) -> tuple[str, ...]:
@@ -267,7 +259,7 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
             else 1, 2, 3, or band 1 as grey).
         max_pixels: larger images are refused with a pointer to ``geoseg segment``.
         image_id: the id to use (default: :func:`make_image_id` of the file, bands and name).
-        digest: the file's :func:`file_digest` when the caller has it (else computed).
+        digest: the file's :func:`sha256_file` when the caller has it (else computed).
         sidecars: let GDAL read sidecar files next to it (``.aux.xml``, ``.ovr``, world files);
             ``False`` for uploads, which have none.
 
@@ -340,7 +332,7 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
     rgb = np.ascontiguousarray(np.transpose(rgb8, (1, 2, 0)))
     if valid is not None:
         rgb[~valid] = 0
-    digest = digest or file_digest(path)
+    digest = digest or sha256_file(path)
     return ImageRecord(
         image_id=image_id or make_image_id(digest, bands, shown),
         name=shown,

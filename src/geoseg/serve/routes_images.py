@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
+from geoseg.digest import sha256_file
 from geoseg.errors import InputError, reason
 from geoseg.serve import outputs
 from geoseg.serve.context import ServerContext
@@ -17,7 +18,6 @@ from geoseg.serve.errors import ForbiddenPathError
 from geoseg.serve.images import (
     ALLOWED_DRIVERS,
     ImageRecord,
-    file_digest,
     make_image_id,
     open_image,
     sniff_driver,
@@ -97,7 +97,7 @@ def image_routes(ctx: ServerContext) -> APIRouter:
             driver = sniff_driver(tmp)
             if driver is None:  # refused before GDAL sees it (a .vrt could read other files on the server)
                 raise unsupported_format_error(name)
-            digest = file_digest(tmp)
+            digest = sha256_file(tmp)
             image_id = make_image_id(digest, band_t, name)  # the same file under another name: another image
             final = updir / f"{image_id}{ALLOWED_DRIVERS[driver]}"
             try:
@@ -137,7 +137,7 @@ def image_routes(ctx: ServerContext) -> APIRouter:
         if not is_file:
             raise InputError(f"no such file: {req.path}", "check the path")
         band_t = _parse_bands(req.bands)
-        digest = file_digest(path)
+        digest = sha256_file(path)
         return _open(path, path.name, band_t, make_image_id(digest, band_t, path.name), True, digest)
 
     @router.post("/api/images/{image_id}/bands", status_code=201, response_model=ImageInfo,

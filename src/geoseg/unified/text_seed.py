@@ -40,14 +40,13 @@ def encoder_digest(path: str) -> str | None:
     """sha256 over an encoder folder's configuration, vocabulary and weights; ``None`` for anything else."""
     if not os.path.isdir(path):
         return None
+    from geoseg.digest import sha256_file
+
     h = hashlib.sha256()
     for name in _ENCODER_FILES:
         file = os.path.join(path, name)
         if os.path.isfile(file):
-            h.update(name.encode())
-            with open(file, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
+            h.update(f"{name} {sha256_file(file)}\n".encode())
     return h.hexdigest()
 
 
