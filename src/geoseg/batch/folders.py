@@ -16,24 +16,6 @@ from geoseg.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not os.path.lexists(folder) and folder.parent != folder:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_empty_folders(folders: Sequence[Path]) -> None:
-    """Remove each of ``folders`` (deepest first) that is empty; one with anything in it stays."""
-    for d in folders:
-        try:
-            d.rmdir()
-        except OSError:  # not empty (a finished scene's outputs), or never made
-            pass
-
-
 def _drop_previous_outputs(scenes: list[Path], out_dir: Path) -> list[Path]:
     """``scenes`` without the files an earlier batch wrote into ``out_dir`` (its done markers list them).
 

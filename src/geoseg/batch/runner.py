@@ -14,8 +14,6 @@ from geoseg.batch.earlier import earlier_option_sets
 from geoseg.batch.folders import (
     _check_no_overwrite,
     _drop_previous_outputs,
-    _missing_folders,
-    _remove_empty_folders,
     _remove_stale_temps,
 )
 from geoseg.batch.jobs import BackendSpec, BatchOptions, OnError
@@ -33,6 +31,7 @@ from geoseg.batch.on_dask import _quiet_dask_on_interrupt, _run_dask
 from geoseg.batch.outcomes import BatchSummary, SceneOutcome
 from geoseg.batch.scenes import expand_scenes
 from geoseg.errors import GeosegError, InputError
+from geoseg.folders import missing_folders, remove_empty_folders
 from geoseg.prompt_layer import PromptLayer
 from geoseg.prompts import Prompt
 
@@ -142,7 +141,7 @@ def run_batch(
     if earlier and not overwrite:
         raise InputError(f"{out_dir} holds the outputs of {earlier.describe()}",
                          "give another output folder (-o), or add --overwrite to replace them")
-    made = _missing_folders(out_dir / MARKER_DIR)
+    made = missing_folders(out_dir / MARKER_DIR)
     replaced: list[str] = []
 
     def start() -> None:
@@ -160,7 +159,7 @@ def run_batch(
                               on_error=on_error, resume=resume, max_inflight=max_inflight,
                               merged_vector=merged_vector, start=start)
     except BaseException:
-        _remove_empty_folders(made)  # a run that failed before finishing a scene leaves no empty folder
+        remove_empty_folders(made)  # a run that failed before finishing a scene leaves no empty folder
         raise
     summary.earlier = replaced[0] if replaced else None
     summary.seconds = time.perf_counter() - t0

@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from geoseg._version import __version__
 from geoseg.device import resolve_device
 from geoseg.errors import InputError, reason
+from geoseg.folders import missing_folders, remove_empty_folders
 from geoseg.models import TASK_IDS
 from geoseg.unified.build import build_model
 from geoseg.unified.checkpoint import save_checkpoint
@@ -82,7 +83,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
     check_model(mc)
     out_dir = Path(tc.out_dir)
     check_out_dir(out_dir, resume)
-    made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # folders a failed start must not leave
+    made = missing_folders(out_dir)  # folders a failed start must not leave
     started = False
     with RunLog() as run_log:  # start-up messages wait, and are shown and logged only if the start succeeds
 
@@ -105,11 +106,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", tex
             if not started and made:  # a failed start in a new folder leaves nothing behind
                 if text_cache is None:
                     (out_dir / "text_cache.pt").unlink(missing_ok=True)
-                for d in made:
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        break
+                remove_empty_folders(made)
             raise
 
 
