@@ -9,22 +9,27 @@ import click
 from geoseg.bench.readers import FORMATS
 from geoseg.trainfree.conventions import FAMILIES
 
-#: the grounding-endpoint options (reusable by any command that talks to a multimodal LLM)
+#: the grounding-endpoint options (reusable by any command that talks to a multimodal LLM). An unset
+#: option takes geoseg's own variable first, then the OpenAI client's, as the backend does when
+#: built in Python: the CLI fills the option, so without GEOSEG_VLM_* here an OPENAI_* value would
+#: win over it and a default (``auto``, 60 s) over GEOSEG_VLM_FAMILY / GEOSEG_VLM_TIMEOUT.
 VLM_OPTIONS = [
-    click.option("--vlm-url", default=None, envvar="OPENAI_BASE_URL", show_envvar=True,
+    click.option("--vlm-url", default=None, envvar=["GEOSEG_VLM_URL", "OPENAI_BASE_URL"], show_envvar=True,
                  help="OpenAI-compatible API base URL of the multimodal LLM, e.g. http://127.0.0.1:8000/v1."),
-    click.option("--vlm-model", default=None, envvar="OPENAI_MODEL", show_envvar=True,
+    click.option("--vlm-model", default=None, envvar=["GEOSEG_VLM_MODEL", "OPENAI_MODEL"], show_envvar=True,
                  help="Served model name (the first model the server lists when left out)."),
-    click.option("--vlm-key", default=None, envvar="OPENAI_API_KEY", show_envvar=True,
+    click.option("--vlm-key", default=None, envvar=["GEOSEG_VLM_KEY", "OPENAI_API_KEY"], show_envvar=True,
                  help="API key (local servers usually need none)."),
     click.option("--vlm-family", type=click.Choice(["auto", *FAMILIES]), default="auto", show_default=True,
+                 envvar="GEOSEG_VLM_FAMILY", show_envvar=True,
                  help="Model family: how the image is sized, the prompt, the coordinates of the answer "
                       "(auto: guessed from the model name)."),
-    click.option("--vlm-timeout", default=60.0, show_default=True, type=float, help="Seconds per request."),
-    click.option("--vlm-max-pixels", default=None, type=int,
+    click.option("--vlm-timeout", default=60.0, show_default=True, type=float, envvar="GEOSEG_VLM_TIMEOUT",
+                 show_envvar=True, help="Seconds per request."),
+    click.option("--vlm-max-pixels", default=None, type=int, envvar="GEOSEG_VLM_MAX_PIXELS", show_envvar=True,
                  help="Image budget in pixels when the server was started with another one (Qwen's max_pixels)."),
-    click.option("--vlm-max-tokens", default=None, type=click.IntRange(min=16),
-                 help="Answer length limit in tokens (default 512; a thinking model needs thousands)."),
+    click.option("--vlm-max-tokens", default=None, type=click.IntRange(min=16), envvar="GEOSEG_VLM_MAX_TOKENS",
+                 show_envvar=True, help="Answer length limit in tokens (default 512; a thinking model needs thousands)."),
 ]
 
 
