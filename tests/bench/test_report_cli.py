@@ -58,6 +58,7 @@ def test_cli_end_to_end_with_test_backend(tmp_path, Bright, write_bench, monkeyp
     assert r.exit_code == 0, r.output
     assert "skipped row category-only:bright-box" in r.output and "| all |" in r.output
     assert (tmp_path / "bl/compare.html").exists() and (tmp_path / "bl/oracle-box_bright-box/metrics.json").exists()
+    assert f"wrote {tmp_path / 'bl/compare.md'}, compare.html and compare.json" in r.output  # every file it wrote
     r = CliRunner().invoke(cli, ["bench", "compare", str(tmp_path / "run"), str(tmp_path / "bl/oracle-box_bright-box"),
                                  "--empty-rule", "zero"], catch_exceptions=False)
     assert r.exit_code == 0 and "Empty-target rule: **zero**" in r.output

@@ -67,7 +67,7 @@ def bench() -> None:
 
 
 @bench.command("run")
-@click.option("--model", "-m", required=True, help="Backend name, checkpoint path, oracle-box[:B] or category-only:M.")
+@click.option("--model", "-m", required=True, help="Backend name, checkpoint path, oracle-box[:B], category-only:M or category-region.")
 @_data
 @_rule_opt
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Run folder (resumed when it exists).")
@@ -166,8 +166,8 @@ def baselines_cmd(data, fmt, split, limit, empty_rule, out_dir, models, device) 
         raise GeosegError("no baseline row could be run", "check the --models list and the installed backends")
     cmp = compare_runs(done, empty_rule)
     click.echo(markdown_compare(cmp))
-    write_compare(cmp, out_dir)
-    _note(f"wrote {Path(out_dir) / 'compare.md'} and compare.html")
+    written = write_compare(cmp, out_dir)
+    _note(f"wrote {written[0]}, " + " and ".join(p.name for p in written[1:]))
 
 
 @bench.group("split")
