@@ -82,8 +82,9 @@ class PredictorResult:
         scene_transform: the scene's pixel→map affine transform.
         crs: the scene's ``rasterio.crs.CRS`` or ``None`` (not georeferenced).
         scene_shape: ``(height, width)`` of the scene.
-        pixel_area: area of one pixel in ``area_unit``.
-        area_unit: ``"m2"`` for projected scenes, ``"px"`` otherwise.
+        pixel_area: area of one pixel in ``area_unit`` (at the scene centre: geographic pixels and
+            those of an area-distorting projection differ across the scene; :attr:`area` measures each).
+        area_unit: ``"m2"`` when the scene's CRS places it (see :mod:`geoseg.raster.areas`), ``"px"`` otherwise.
         prob: optional float32 per-pixel probability with the shape of ``mask``.
     """
 
@@ -110,8 +111,14 @@ class PredictorResult:
 
     @property
     def area(self) -> float:
-        """Target area in ``area_unit`` (m² when the scene CRS is projected, pixels otherwise)."""
-        return self.pixels * self.pixel_area
+        """Target area in ``area_unit``, each pixel measured where it lies (as ``geoseg segment`` reports it)."""
+        from types import SimpleNamespace
+
+        from geoseg.raster.areas import MaskArea
+
+        h, w = self.scene_shape
+        area = MaskArea(SimpleNamespace(crs=self.crs, transform=self.scene_transform, width=w, height=h))
+        return area.add(self.mask, self.window)
 
     def full_mask(self) -> np.ndarray:
         """The mask pasted into a scene-sized boolean array."""
@@ -362,7 +369,7 @@ class SegmentPredictor:
 
     def _assemble(self, prompt: Prompt, results: list[WindowResult]) -> PredictorResult:
         """One full-resolution result from a prompt's window results (upsampled / stitched)."""
-        from geoseg.vector import pixel_area
+        from geoseg.raster.areas import pixel_area
 
         src = self._require_source()
         unit_area, unit = pixel_area(src)

@@ -8,8 +8,9 @@ an object cut by a tile or block border comes out as one polygon.
 
 Outputs: ``.gpkg``, ``.fgb`` (FlatGeobuf) and ``.shp`` (ESRI Shapefile) in the source
 CRS, ``.geojson`` in EPSG:4326 (RFC 7946), with the fields ``id``, ``prompt``, ``score`` and
-``area`` (m² when the CRS is projected — on the ellipsoid when the projection distorts areas by
-over 1 %, as Web Mercator does —, pixels otherwise) — and ``feature``, the id of the
+``area`` (m² whenever the CRS places the scene: planar for a projected CRS — on the ellipsoid
+when the projection distorts areas by over 1 %, as Web Mercator does —, on the ellipsoid for a
+geographic one; pixels without a CRS; see :mod:`geoseg.raster.areas`) — and ``feature``, the id of the
 prompt file's feature each answer came from (-1 for other prompts), when a prompt file was
 given — written through pyogrio. The provenance goes into the GeoPackage's layer metadata,
 the FlatGeobuf's and GeoJSON's layer description; a Shapefile has no place for it (its
@@ -35,6 +36,7 @@ from shapely.geometry import shape
 from geoseg.errors import GeosegError
 from geoseg.metadata import bounded_json
 from geoseg.prompts import Prompt
+from geoseg.raster.areas import polygon_areas
 
 log = logging.getLogger(__name__)
 
@@ -94,51 +96,6 @@ def _dbf_text(values: np.ndarray) -> np.ndarray:
             log.info("prompt of polygon %d cut to %d bytes for the Shapefile (a .gpkg keeps it whole)",
                      i + 1, DBF_TEXT_BYTES)
     return out
-
-
-def pixel_area(src) -> tuple[float, str]:
-    """Area of one pixel and its unit: m² for projected CRSs, 1 pixel otherwise.
-
-    On the ground at the scene's centre: a projection that distorts areas (Web Mercator) has its
-    scale there divided out, which is exact to well under 1 % over a scene; polygons get their
-    own ellipsoidal areas (:func:`write_polygons`).
-    """
-    if src.crs is not None and src.crs.is_projected:
-        t = src.transform
-        factor = float(src.crs.linear_units_factor[1] or 1.0)
-        scale = areal_scale(src.crs, *(t @ (src.width / 2, src.height / 2)))
-        scale = scale if abs(scale - 1.0) > 0.01 else 1.0
-        return abs(t.a * t.e - t.b * t.d) * factor * factor / scale, "m2"
-    return 1.0, "px"
-
-
-def areal_scale(crs, x: float, y: float) -> float:
-    """How much a projected CRS enlarges areas at map point ``(x, y)`` (1.0 when it cannot tell).
-
-    UTM is within 0.1 % of the ground everywhere it is used; Web Mercator (EPSG:3857) enlarges
-    areas by sec²(latitude), +22 % at 25° N, so its planar areas cannot be reported as m².
-    """
-    from pyproj import CRS, Proj, Transformer
-
-    try:
-        c = CRS.from_user_input(crs)
-        lon, lat = Transformer.from_crs(c, "EPSG:4326", always_xy=True).transform(x, y)
-        return float(Proj(c).get_factors(lon, lat).areal_scale)
-    except Exception:  # noqa: BLE001 - an exotic CRS: keep the planar area
-        return 1.0
-
-
-def lonlat_areas(geoms) -> np.ndarray:
-    """Areas in m² on the WGS84 ellipsoid of polygons in lon/lat (as QGIS measures by default)."""
-    from pyproj import Geod
-
-    geod = Geod(ellps="WGS84")
-    return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms], dtype=np.float64)
-
-
-def geodesic_areas(geoms, crs) -> np.ndarray:
-    """:func:`lonlat_areas` of polygons given in ``crs``."""
-    return lonlat_areas(reproject_geoms(geoms, crs, "EPSG:4326"))
 
 
 class PolygonCollector:
@@ -227,12 +184,7 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
         geoms = pixel_to_map(pix, t)
     else:
         geoms = pix
-    unit_area, unit = pixel_area(src)
-    area = np.array([g.area for g in pix], dtype=np.float64) * unit_area
-    if unit == "m2" and len(geoms):
-        cx, cy = t @ (src.width / 2, src.height / 2)
-        if abs(areal_scale(src.crs, cx, cy) - 1.0) > 0.01:  # e.g. Web Mercator: planar m² are not ground m²
-            area = geodesic_areas(geoms, src.crs)
+    area, unit = polygon_areas(geoms, pix, src)
     crs = src.crs.to_wkt() if src.crs is not None else None
     layer_options: dict = {}
     check_vector_crs(final_path, src.crs)

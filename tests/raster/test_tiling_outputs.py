@@ -128,13 +128,13 @@ def test_vector_outputs_fields_crs_and_area(utm_scene: Path, tmp_path: Path) -> 
     lon, lat = shapely.from_wkb(wkb4326)[0].centroid.coords[0]
     assert 8.9 < lon < 9.3 and 56.3 < lat < 56.5  # UTM 32N near 510 km E, 6250 km N
     assert np.allclose(area4326, area)
-    # a geographic scene: area in pixels
+    # a geographic scene: m² on the ellipsoid (tests/raster/test_georef_areas.py checks the values)
     geo = write_geotiff(tmp_path / "geo.tif", scene_array(), crs="EPSG:4326")
     r = geoseg.segment(geo, output=tmp_path / "g.tif", boxes=boxes, backend="classical", vector=tmp_path / "g.gpkg")
-    _, _, _, (_, _, _, area_px) = pyogrio.raw.read(tmp_path / "g.gpkg")
-    assert r.area_unit == "px" and area_px.sum() == r.mask_pixels
+    _, _, _, (_, _, _, area_geo) = pyogrio.raw.read(tmp_path / "g.gpkg")
+    assert r.area_unit == "m2" and area_geo.sum() == pytest.approx(r.mask_area, rel=1e-5)
     meta = pyogrio.read_info(tmp_path / "g.gpkg")["layer_metadata"]
-    assert meta["area_unit"] == "px" and meta["model"] == "classical"
+    assert meta["area_unit"] == "m2" and meta["model"] == "classical"
 
 
 def test_prompt_crs_to_pixels(utm_scene: Path, tmp_path: Path) -> None:

@@ -96,8 +96,10 @@ class RasterSource:
         width, height: pixel size.
         count: number of bands in the file.
         dtype: the bands' numpy dtype name.
-        crs: ``rasterio.crs.CRS`` or ``None`` when the image has no georeference.
+        crs: ``rasterio.crs.CRS`` or ``None`` when the image has no georeference (a CRS without a
+            geotransform counts as none).
         gcps: ``(ground control points, their CRS)`` when those are the image's only georeference.
+        rpcs: the image's rational polynomial coefficients (``rasterio.rpc.RPC``) or ``None``.
         transform: the affine pixel→map transform (identity when not georeferenced).
         nodata: the declared nodata value or ``None``.
         bands: the 1-based bands read as display RGB (1 band = grey, repeated; a palette band
@@ -111,6 +113,7 @@ class RasterSource:
                  compute_stretch: bool = True) -> None:
         self.path = str(path)
         self._ds: rasterio.DatasetReader | None = None
+        self._no_geotransform = False
         ds = self._open()
         self.width, self.height, self.count = ds.width, ds.height, ds.count
         self.dtype = ds.dtypes[0]
@@ -119,10 +122,9 @@ class RasterSource:
         gcps, gcp_crs = ds.gcps
         # georeferenced by ground control points only (raw L1 / SAR geometry): no affine transform
         self.gcps = (list(gcps), gcp_crs) if self.crs is None and gcps else None
-        if self.gcps:
-            log.warning("%s is georeferenced by %d ground control points only: the rasters written carry the same "
-                        "points and polygons are in pixel coordinates (warp it first, e.g. gdalwarp -tps, for map "
-                        "coordinates)", os.path.basename(self.path), len(gcps))
+        # rational polynomial coefficients (raw optical L1): kept in every raster written, whatever else there is
+        self.rpcs = ds.rpcs
+        self._check_georeference(len(gcps))
         self.nodata = ds.nodata
         self.res = ds.res
         self.driver = ds.driver
@@ -147,6 +149,29 @@ class RasterSource:
 
             self.stretch = scene_stretch(self)
 
+    def _check_georeference(self, n_gcps: int) -> None:
+        """Warn about a scene placed on the ground other than by a CRS and a geotransform, and drop a CRS without one.
+
+        A CRS with no geotransform (GeoKeys without tie point and pixel scale; a PNG whose ``.aux.xml``
+        holds only an SRS) used to be taken at face value with GDAL's stand-in transform: 1 m pixels
+        at the CRS's origin, y pointing south, so polygons landed in the Gulf of Guinea and areas
+        were "m²" of nothing. It is treated as not georeferenced instead.
+        """
+        name = os.path.basename(self.path)
+        if self.crs is not None and self._no_geotransform:
+            log.warning("%s has a CRS (%s) but no geotransform: it is segmented in pixel space and the outputs carry "
+                        "no CRS (set its corners first, e.g. gdal_edit.py -a_ullr ULX ULY LRX LRY)",
+                        name, self.crs.to_string())
+            self.crs = None
+        if self.gcps:
+            log.warning("%s is georeferenced by %d ground control points only: the rasters written carry the same "
+                        "points and polygons are in pixel coordinates (warp it first, e.g. gdalwarp -tps, for map "
+                        "coordinates)", name, n_gcps)
+        elif self.crs is None and self.rpcs is not None:
+            log.warning("%s is georeferenced by RPCs only: the rasters written carry the same coefficients and "
+                        "polygons are in pixel coordinates (orthorectify it first, e.g. gdalwarp -rpc with a DEM, "
+                        "for map coordinates)", name)
+
     # -- handle management -----------------------------------------------------------
     def _open(self) -> rasterio.DatasetReader:
         if self._ds is None or self._ds.closed:
@@ -156,14 +181,19 @@ class RasterSource:
             if os.path.isdir(self.path):
                 raise InputError(f"{self.path} is a folder, not an image", "give the path of a GeoTIFF, JPG or PNG file")
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", NotGeoreferencedWarning)
                     self._ds = rasterio.open(self.path)
             except RasterioIOError as exc:
                 first = str(exc).splitlines()[0] if str(exc) else "unknown format"
                 raise InputError(
                     f"cannot read image {self.path} ({first})", "give a GeoTIFF, JPG or PNG that GDAL can open"
                 ) from None
+            # rasterio's sign that GDAL has no geotransform (nor GCPs or RPCs): its transform is a stand-in
+            self._no_geotransform = any(issubclass(w.category, NotGeoreferencedWarning) for w in caught)
+            for w in caught:
+                if not issubclass(w.category, NotGeoreferencedWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return self._ds
 
     @property
@@ -202,7 +232,7 @@ class RasterSource:
         return self.crs is not None and bool(self.crs.is_projected)
 
     def profile_for_output(self) -> dict:
-        """CRS and transform (or ground control points) to copy into outputs (none for non-georeferenced images)."""
+        """CRS and transform (or ground control points), and RPCs, to copy into outputs (none for non-georeferenced images)."""
         out: dict = {"width": self.width, "height": self.height}
         if self.crs is not None:
             out["crs"] = self.crs
@@ -211,6 +241,8 @@ class RasterSource:
             out["gcps"], out["crs"] = self.gcps  # rasterio writes this CRS as the points' CRS
         elif not self.transform.is_identity:
             out["transform"] = self.transform
+        if self.rpcs is not None:
+            out["rpcs"] = self.rpcs
         return out
 
     # -- reading ---------------------------------------------------------------------

@@ -37,9 +37,10 @@ from rasterio.windows import Window
 from geoseg.errors import GeosegError
 from geoseg.metadata import bounded_json
 from geoseg.prompts import Prompt
+from geoseg.raster.areas import MaskArea
 from geoseg.raster.io import GDAL_ENV, RasterSource
 from geoseg.raster.tiling import intersect, iter_blocks
-from geoseg.vector import PolygonCollector, pixel_area, replace_vector, vector_files, write_vectors
+from geoseg.vector import PolygonCollector, replace_vector, vector_files, write_vectors
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ class SceneWriter:
         if self._scores is not None and self.score_raster:
             tmp_score = temp_path_for(self.score_raster)
             self._temps.append(tmp_score)
-        mask_px = 0
+        mask_px, area = 0, MaskArea(src)
         tags = self._tags()
         dst_s = None
         with _open(tmp_mask, "w", dtype="uint8", nodata=MASK_NODATA, predictor=2, **prof) as dst:
@@ -318,6 +319,7 @@ class SceneWriter:
                     if not valid.all():
                         mask[~valid] = 0
                     mask_px += int(mask.sum())
+                    area.add(mask == 1, win)  # pixel by pixel: geographic pixels differ in size
                     mask[~valid] = MASK_NODATA
                     dst.write(mask, 1, window=win)
                     if dst_s is not None and self._scores is not None:
@@ -344,8 +346,7 @@ class SceneWriter:
         if tmp_vec and self.vector:
             replace_vector(tmp_vec, self.vector)
             outputs["vector"] = self.vector
-        unit_area, unit = pixel_area(src)
-        return WriteSummary(outputs=outputs, mask_pixels=mask_px, mask_area=mask_px * unit_area, area_unit=unit,
+        return WriteSummary(outputs=outputs, mask_pixels=mask_px, mask_area=area.total, area_unit=area.unit,
                             n_polygons=n_polygons, prompt_scores=scores)
 
 

@@ -62,27 +62,23 @@ def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: flo
         return []
     geo = record.geo
     transform = Affine(*geo.transform) if geo else Affine.identity()
-    shapes = rasterio.features.shapes(mask.astype(np.uint8), mask=mask, transform=transform, connectivity=8)
-    geoms = [shape(g) for g, v in shapes if v == 1]
+    pix = [shape(g) for g, v in rasterio.features.shapes(mask.astype(np.uint8), mask=mask, connectivity=8) if v == 1]
     if geo is not None:
-        import shapely
-        from pyproj import CRS, Transformer
+        from types import SimpleNamespace
+
+        from rasterio.crs import CRS
+
+        from geoseg.raster.areas import polygon_areas
+        from geoseg.vector import pixel_to_map, reproject_geoms
 
         crs = CRS.from_user_input(geo.crs)
-        to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-        out_geoms = [shapely.transform(g, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
-                     for g in geoms]
-        from geoseg.vector import areal_scale, lonlat_areas
-
-        centre = transform @ (mask.shape[1] / 2, mask.shape[0] / 2)
-        if crs.is_projected and abs(areal_scale(crs, *centre) - 1.0) <= 0.01:
-            factor = crs.axis_info[0].unit_conversion_factor ** 2
-            areas = [g.area * factor for g in geoms]
-        else:  # geographic, or a projection that distorts areas (Web Mercator: +22 % at 25° N)
-            areas = list(lonlat_areas(out_geoms))
+        geoms = pixel_to_map(pix, transform)
+        scene = SimpleNamespace(crs=crs, transform=transform, width=mask.shape[1], height=mask.shape[0])
+        areas = list(polygon_areas(geoms, np.asarray(pix, dtype=object), scene)[0])  # as geoseg segment's layers
+        out_geoms = list(reproject_geoms(geoms, crs, "EPSG:4326"))
     else:
-        out_geoms = geoms
-        areas = [g.area for g in geoms]
+        out_geoms = pix
+        areas = [g.area for g in pix]
     feats = []
     for i, (g, area) in enumerate(zip(out_geoms, areas), start=1):
         feats.append({
