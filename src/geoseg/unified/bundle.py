@@ -30,7 +30,7 @@ from geoseg.data.writer import staged_dir
 from geoseg.errors import InputError
 from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import load_rows, load_val_rows, row_text, shard_files, tile_key, training_tiles
-from geoseg.unified.text_cache import encode_texts, save_packed
+from geoseg.unified.text_cache import encode_texts_keyed, save_packed
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ def pack_run(cfg: ExperimentConfig, out: str | Path, text_cache: str | Path | No
         _write_rows(val_rows, pq.read_schema(shard_files(val_shards)[0]),
                     tmp / "data" / "shards" / "val" / "part-00000.parquet")
         training_tiles(rows, cfg.model.input_size, tc.tile_store).save(tmp / "data" / "tiles.npz", keys=keys)
-        cache = encode_texts(texts, Path(text_cache) if text_cache else None, None, cfg.model.max_tokens)
-        save_packed(cache, tmp / "text" / "text_cache.pt", texts)
+        cache, encoder = encode_texts_keyed(texts, Path(text_cache) if text_cache else None, None,
+                                            cfg.model.max_tokens)
+        save_packed(cache, tmp / "text" / "text_cache.pt", texts, encoder)  # the encoder goes with them
         # the config names the folder's final paths
         data = out / "data"
         tc.shards, tc.val_shards = str(data / "shards" / "train"), str(data / "shards" / "val")

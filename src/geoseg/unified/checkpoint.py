@@ -9,11 +9,15 @@ A checkpoint is a ``torch.save``'d dict::
     norm            {"mean": [...], "std": [...]}  per-channel statistics of 0..255 RGB input
     state_dict      the weights (float16 in shipped bundles)
     meta            free provenance: experiment name, data, steps, metrics, training time
+    text_encoder    (optional) {"name", "digest"}: the text encoder it was trained with
     train_state     (optional) optimiser/scheduler/step state for ``--resume``
 
 Loading refuses, with a one-line error naming the mismatch, a file that is not such a
-checkpoint, a format or geoseg version it cannot read, an unknown architecture, or
-weights that do not fit the recorded architecture.
+checkpoint, a format or geoseg version it cannot read, an unknown architecture,
+weights that do not fit the recorded architecture, or (:func:`load_model`) a text encoder in
+use whose files differ from those it was trained with (:mod:`geoseg.unified.encoder_id`; a
+checkpoint without the record, such as the shipped ``unigeoseg_default.pt``, was trained with
+all-MiniLM-L6-v2).
 """
 
 from __future__ import annotations
@@ -47,12 +51,15 @@ def _major_minor(v: str) -> tuple[int, int]:
 
 def save_checkpoint(path: str | Path, model: UniGeoSeg, cfg: ModelConfig, norm: dict[str, list[float]] | None = None,
                     meta: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None,
-                    half: bool = False, selector: dict[str, Any] | None = None) -> Path:
+                    half: bool = False, selector: dict[str, Any] | None = None,
+                    text_encoder: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, then ``os.replace``).
 
     Args:
         half: store floating weights as float16 (shipped bundles; halves the size).
         selector: a fitted instance selector (:func:`geoseg.unified.select_fit.selector_payload`).
+        text_encoder: the record of the text encoder the weights were trained with
+            (:mod:`geoseg.unified.encoder_id`); None writes none (read as all-MiniLM-L6-v2).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +78,8 @@ def save_checkpoint(path: str | Path, model: UniGeoSeg, cfg: ModelConfig, norm: 
         payload["train_state"] = train_state
     if selector is not None:
         payload["selector"] = selector
+    if text_encoder is not None:
+        payload["text_encoder"] = dict(text_encoder)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -108,13 +117,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UniGeoSeg, ModelConfig, dict[str, Any]]:
+def load_model(path: str | Path, device: str | torch.device = "cpu", text_encoder: str | None = None
+               ) -> tuple[UniGeoSeg, ModelConfig, dict[str, Any]]:
     """Rebuild the network recorded in a checkpoint and load its weights (float32, eval mode).
+
+    Args:
+        text_encoder: the encoder the model will be run with (default: ``GEOSEG_TEXT_ENCODER``, else the
+            installed package); one whose files differ from those the checkpoint was trained with is
+            refused in one line (see :func:`geoseg.unified.encoder_id.check_checkpoint`).
 
     Returns:
         ``(model, model_config, payload)``.
     """
+    from geoseg.unified.encoder_id import check_checkpoint
+
     payload = read_checkpoint(path)
+    check_checkpoint(payload, path, text_encoder)
     try:
         cfg = model_config_from_dict(payload["model_config"])
     except GeosegError as exc:

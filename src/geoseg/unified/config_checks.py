@@ -210,7 +210,7 @@ def check_model(model: ModelConfig, where: str = "") -> ModelConfig:
         raise InputError(f"model.text_encoder = {model.text_encoder!r}{loc} is not a text encoder name",
                          "write e.g. text_encoder: all-MiniLM-L6-v2")
     if model.text_encoder.strip() not in _TEXT_ENCODER_NAMES:
-        # training, the instruction cache (keyed by text alone) and inference all encode with the shipped
+        # training, the instruction cache and inference all encode with the shipped
         # MiniLM: another name would train on MiniLM embeddings while the config said otherwise
         raise InputError(f"model.text_encoder = {model.text_encoder!r}{loc} is not supported: geoseg encodes "
                          f"instructions with {DEFAULT_TEXT_ENCODER} only (training, text cache and inference)",

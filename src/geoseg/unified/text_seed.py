@@ -36,18 +36,29 @@ _ENCODER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spe
                   "vocab.txt", "model.safetensors", "pytorch_model.bin")
 
 
+#: digests already computed in this process, by folder and the size and time of each file hashed
+_DIGESTS: dict[tuple, str] = {}
+
+
 def encoder_digest(path: str) -> str | None:
-    """sha256 over an encoder folder's configuration, vocabulary and weights; ``None`` for anything else."""
+    """sha256 over an encoder folder's configuration, vocabulary and weights; ``None`` for anything else.
+
+    Hashing MiniLM's files takes about 0.2 s; the seed, the text cache and the checkpoint checks
+    (:mod:`geoseg.unified.encoder_id`) all ask, so a folder whose files are unchanged is hashed once
+    per process.
+    """
     if not os.path.isdir(path):
         return None
     from geoseg.digest import sha256_file
 
-    h = hashlib.sha256()
-    for name in _ENCODER_FILES:
-        file = os.path.join(path, name)
-        if os.path.isfile(file):
+    files = [(name, os.path.join(path, name)) for name in _ENCODER_FILES if os.path.isfile(os.path.join(path, name))]
+    key = (os.path.realpath(path), *((name, os.stat(f).st_size, os.stat(f).st_mtime_ns) for name, f in files))
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for name, file in files:
             h.update(f"{name} {sha256_file(file)}\n".encode())
-    return h.hexdigest()
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def seed_texts(max_points: int = MAX_POINTS) -> list[str]:

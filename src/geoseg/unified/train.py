@@ -47,6 +47,7 @@ from geoseg.unified.config import ExperimentConfig, ModelConfig, check_model, ch
 from geoseg.unified.config_checks import check_resume_train
 from geoseg.unified.data import load_rows, load_val_rows, norm_stats, row_text, training_tiles
 from geoseg.unified.decision import tune_with_presence
+from geoseg.unified.encoder_id import in_use
 from geoseg.unified.evaluate import EMPTY_RULE, balanced_subset, format_table, predict_rows, summarise
 from geoseg.unified.export import export_checkpoint, tune_decision, val_records
 from geoseg.unified.loader import BatchStream
@@ -59,12 +60,13 @@ from geoseg.unified.start_weights import (
     ZERO_START_MODULES,
     as_float,
     check_arch,
+    check_resume_encoder,
     freeze_modules,
     init_weights,
     load_backbone_weights,
     resume_checkpoint,
 )
-from geoseg.unified.text_cache import encode_texts
+from geoseg.unified.text_cache import encode_texts_keyed
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     st: dict[str, Any] = {}
     if resume:
         payload = resume_checkpoint(last_path, model, mc)
+        check_resume_encoder(payload, last_path, in_use(encoder_path), "the text encoder in use")
         saved = (payload.get("meta") or {}).get("config") or {}
         if isinstance(saved.get("train"), dict):  # the train section the run was started with
             check_resume_train(saved["train"], tc, str(last_path))
@@ -171,8 +174,11 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
              len(val_rows))
     tiles = training_tiles(train_rows + val_rows, mc.input_size, tc.tile_store)
     cache_path = Path(text_cache) if text_cache else out_dir / "text_cache.pt"
-    texts = encode_texts([row_text(r) for r in train_rows + val_rows], cache_path, encoder_path, mc.max_tokens)
+    texts, text_encoder = encode_texts_keyed([row_text(r) for r in train_rows + val_rows], cache_path, encoder_path,
+                                             mc.max_tokens)
     check_text_dim(texts, mc, cache_path)
+    if resume:  # again with the embeddings' own record: a machine without an encoder trains from the cache's
+        check_resume_encoder(payload, last_path, text_encoder, f"the encoder of text cache {cache_path}")
     log.info("prepared %d tiles and %d instruction embeddings in %.0f s", len(tiles.tiles), len(texts),
              time.perf_counter() - t0)
 
@@ -217,7 +223,8 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
     stream = BatchStream(
         train_rows, lambda: sampler.batch(tc.batch_size, task_weights(tc, schedule["frac"]), tc.prompts_per_image),
         tiles, texts, mc.classes, mean, std, tc.augment, tc.shadow_aug, tc.prompts_per_image, aug_rng,
-        num_workers=tc.num_workers, seed=tc.seed, pin_memory=dev.type == "cuda")
+        num_workers=tc.num_workers, seed=tc.seed, pin_memory=dev.type == "cuda",
+        state=st.get("stream") if resume else None)  # runs saved before it was kept restart the jobs' seeds
     task_names = {v: k for k, v in TASK_IDS.items()}
     start = time.perf_counter()
 
@@ -312,14 +319,14 @@ def _train(cfg, tc, mc, out_dir: Path, resume: bool, device: str, text_cache: st
                 "val_metrics": metrics, "device": str(dev), **({"val_tuned": tuned} if tuned else {})}
         state = {"optimizer": opt.state_dict(), "step": step, "epoch": epoch, "elapsed_s": elapsed,
                  "best": max(best, score), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                 "aug_rng": aug_rng.bit_generator.state,
+                 "aug_rng": aug_rng.bit_generator.state, "stream": stream.state(),
                  "history": history}
         if ema is not None:
             state["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(last_path, eval_model, mc, norm, meta, train_state=state)
+        save_checkpoint(last_path, eval_model, mc, norm, meta, train_state=state, text_encoder=text_encoder)
         if score > best:
             best = score
-            save_checkpoint(best_path, eval_model, mc, norm, meta)
+            save_checkpoint(best_path, eval_model, mc, norm, meta, text_encoder=text_encoder)
             log.info("new best (%s) saved to %s", describe_score(best, best_of), best_path)
         summary = {"out_dir": str(out_dir), "best": best, "best_of": best_of, "last_metrics": metrics, "steps": step,
                    "epochs": epoch, "minutes": round(elapsed / 60, 1)}
