@@ -1,6 +1,6 @@
 """The ``geoseg`` commands the user docs show exist, with the options they are shown with.
 
-Users copy commands from README.md and docs/{batch,bench,data,serve,trainfree}.md. Every
+Users copy commands from README.md and the docs/*.md pages listed in ``DOCS``. Every
 ``geoseg ...`` command in a code block or an inline code span there is resolved against the
 real click command tree (``geoseg.cli.cli``): each subcommand must exist, every option given
 to it must be one of its own options (a group's options, such as ``-q``, only before the
@@ -22,7 +22,7 @@ import pytest
 from geoseg.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md"] + [f"docs/{name}.md" for name in ("batch", "bench", "data", "serve", "trainfree")]
+DOCS = ["README.md"] + [f"docs/{name}.md" for name in ("batch", "bench", "data", "serve", "trainfree", "segment", "model", "model_card", "model_history")]
 
 _FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
 _INLINE = re.compile(r"`([^`]+)`")
