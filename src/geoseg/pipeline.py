@@ -36,10 +36,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from rasterio.enums import ColorInterp
 
 from geoseg.backends import (
     DEFAULT_BACKEND,
@@ -230,6 +233,33 @@ class SegmentResult:
         return asdict(self)
 
 
+def band_choice_note(source: RasterSource) -> str | None:
+    """A line saying which bands were read as R,G,B when the file has more than three and declares none.
+
+    Without ``--bands`` such a file is read as bands 1,2,3 (:func:`geoseg.raster.io.default_bands`):
+    on the usual Blue, Green, Red, NIR, ... stack that is Blue shown as red, and text answers change
+    with it (a stack of Sentinel-2 reflectance answered "the water" with a different mask under
+    ``--bands 3,2,1``). A user who did not choose must be told what was chosen; the band names,
+    when the file has them, say what to choose instead. Call it only when no bands were given.
+    """
+    ds = source.dataset
+    if {ColorInterp.red, ColorInterp.green, ColorInterp.blue} <= set(ds.colorinterp):
+        return None  # the file says which bands are R, G and B, and they were read
+    names = [(d or "").strip() for d in ds.descriptions]
+    found = {c: [i + 1 for i, n in enumerate(names) if re.search(rf"\b{c}\b(?![\s_-]*edge)", n, re.IGNORECASE)]
+             for c in ("red", "green", "blue")}
+    named = tuple(v[0] for v in found.values()) if all(len(v) == 1 for v in found.values()) else None
+    if named == tuple(source.bands) or (named is None and source.count <= 3):
+        return None
+    shown = ",".join(str(b) for b in source.bands)
+    which = (f"its band names say red, green, blue are {','.join(map(str, named))}: give --bands "
+             f"{','.join(map(str, named))}" if named is not None
+             else "give --bands R,G,B to choose (e.g. --bands 3,2,1 for a Blue, Green, Red, ... stack)")
+    listed = ", ".join(f"{i + 1}={n}" for i, n in enumerate(names) if n)
+    return (f"read bands {shown} of {os.path.basename(source.path)} ({source.count} bands"
+            f"{': ' + listed if listed else ''}) as R,G,B, as it declares no colour interpretation; {which}")
+
+
 def empty_answer_hints(segmenter: Segmenter, prompts: Sequence[Prompt], scores: Sequence[float | None]) -> list[str]:
     """One line per prompt that found nothing in the scene (``scores`` entry ``None``), with the backend's advice."""
     hints = []
@@ -308,6 +338,10 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         else:
             for p in plist:
                 segmenter.check_prompt(p)
+        band_note = band_choice_note(src) if bands is None else None
+        if band_note is not None:
+            log.warning(band_note)
+            notes.append(band_note)
         t_open = time.perf_counter() - t0
         tasks = plan_windows(src.width, src.height, plist, tile_size, overlap, shared=segmenter.shares_windows)
         groups = group_tasks(tasks)

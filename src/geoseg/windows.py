@@ -159,8 +159,31 @@ def process_window(source: RasterSource, tasks: Sequence[WindowTask], segmenter:
     if any(t.key != first.key for t in tasks):
         raise ValueError("process_window() takes tasks that share one read window")
     rgb, valid = image if image is not None else source.read_rgb(first.read, first.out_shape)
+    if not any(valid[core_slices(t)].any() for t in tasks):  # every answer would be cut away: skip the model
+        log.debug("window %s: no valid pixel in any task's core, skipped", first.key)
+        return [empty_result(t) for t in tasks]
     segmenter.set_image(rgb)
     return predict_tasks(tasks, segmenter, valid)
+
+
+def core_slices(task: WindowTask) -> tuple[slice, slice]:
+    """Rows and columns of ``task.core`` in its read window's array (at the read resolution)."""
+    oh, ow = task.out_shape
+    sy, sx = oh / task.read.height, ow / task.read.width
+    r0 = round((task.core.row_off - task.read.row_off) * sy)
+    c0 = round((task.core.col_off - task.read.col_off) * sx)
+    return slice(r0, r0 + max(1, round(task.core.height * sy))), slice(c0, c0 + max(1, round(task.core.width * sx)))
+
+
+def empty_result(task: WindowTask) -> WindowResult:
+    """The answer for a task whose core holds no valid pixel: nothing, without asking the segmenter.
+
+    Its pixels are nodata, so any answer there would be cut away; a scene whose valid footprint
+    is a rotated strip in a large nodata frame would otherwise run the model on every empty tile.
+    """
+    rows, cols = core_slices(task)
+    return WindowResult(task.prompt_index, task.core, np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool),
+                        0.0, None)
 
 
 def input_provenance(src: RasterSource) -> dict:
@@ -187,6 +210,10 @@ def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.n
     sy, sx = oh / first.read.height, ow / first.read.width
     results = []
     for t in tasks:
+        core = core_slices(t)
+        if not valid[core].any():  # nodata only: the answer would be cut away
+            results.append(empty_result(t))
+            continue
         local = t.prompt.shifted(t.read.col_off, t.read.row_off)
         if (sx, sy) != (1.0, 1.0):
             local = local.scaled(sx, sy)
@@ -199,11 +226,7 @@ def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.n
         mask = pred.mask & valid
         prob = pred.prob.astype(np.float32, copy=False) if pred.prob is not None else None
         if t.core != t.read:
-            r0 = round((t.core.row_off - t.read.row_off) * sy)
-            c0 = round((t.core.col_off - t.read.col_off) * sx)
-            r1 = r0 + max(1, round(t.core.height * sy))
-            c1 = c0 + max(1, round(t.core.width * sx))
-            mask = mask[r0:r1, c0:c1]
-            prob = prob[r0:r1, c0:c1] if prob is not None else None
+            mask = mask[core]
+            prob = prob[core] if prob is not None else None
         results.append(WindowResult(t.prompt_index, t.core, mask, float(pred.score), prob))
     return results

@@ -158,6 +158,10 @@ def test_segment_with_another_encoder_is_refused_in_one_line(other_encoder, tmp_
     msg = _one_line(exc)
     assert "unigeoseg_default.pt was trained with another text encoder than the one in use" in msg
     assert f"({other_encoder} (sha256 " in msg and "all-MiniLM-L6-v2" in msg and "GEOSEG_TEXT_ENCODER" in msg
+    monkeypatch.delenv("GEOSEG_TEXT_ENCODER")
+    with pytest.raises(GeosegError, match="trained with another text encoder"):  # the encoder given in Python
+        UnifiedSegmenter(device="cpu", text_encoder=str(other_encoder))
+    monkeypatch.setenv("GEOSEG_TEXT_ENCODER", str(other_encoder))
     image = tmp_path / "scene.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
     for prompt in (["--box", "10,10,60,60", "--checkpoint", str(default_checkpoint_path())],

@@ -117,7 +117,7 @@ class UnifiedSegmenter(Segmenter):
             raise GeosegError("the default unified checkpoint is not installed in this build",
                               "pass --checkpoint PATH (a file from geoseg train) or reinstall geoseg")
         self.device = resolve_device(device)
-        self.model, self.cfg, payload = load_model(path, self.device)
+        self.model, self.cfg, payload = load_model(path, self.device, text_encoder)
         self.checkpoint_path = path
         self.checkpoint_sha256 = sha256_file(path)[:16]  # which weights produced an answer
         self.meta = payload.get("meta", {})
@@ -165,6 +165,18 @@ class UnifiedSegmenter(Segmenter):
         self._image = image
 
     # -- prompts -------------------------------------------------------------------------
+    def check_prompt(self, prompt: Prompt) -> None:
+        """Refuse what this backend cannot answer, an instruction too long for the text encoder included.
+
+        The instruction is encoded here (once: the embedding is cached for every later tile), so
+        ``geoseg segment`` refuses an over-long ``--text`` before it plans a window or creates an
+        output, not after the model has run on the first tile of the scene.
+        """
+        super().check_prompt(prompt)
+        if prompt.text is not None and prompt.text.strip():
+            has_geom = bool(prompt.points) or prompt.box is not None
+            self.text.encode([canonical_instruction(prompt.text, has_geom)])
+
     def task_of(self, prompt: Prompt) -> str:
         """Geometry makes a prompt interactive unless a task is given explicitly."""
         if prompt.task is not None:
