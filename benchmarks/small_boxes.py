@@ -15,9 +15,14 @@ chosen), settings ``off`` and the shipped one.
 regions' boxes' (a click carries none, and the zoom, which works on boxes, changes nothing).
 ``--checkpoint`` (repeatable; ``packaged`` is the shipped file) compares networks on the same rows:
 each checkpoint is run with each zoom setting, every row paired against the first.
+``--windows shared`` (repeatable with ``crops``, the default) answers each prompt on the window
+``geoseg segment`` gives backends whose ``shares_windows`` is set (SAM): the whole image when it
+fits ``--tile-size``, else the grid tile holding the prompt with the most context, instead of the
+unified backend's own context crop around it; prompts on one window share its image embedding.
 
     python benchmarks/small_boxes.py [--region tile_6] [--per-bucket 12] \
-        [--zoom off --zoom 32x4 --zoom 48x4 ...] [--images 9] [--prompt point] [--checkpoint X.pt]
+        [--zoom off --zoom 32x4 --zoom 48x4 ...] [--images 9] [--prompt point] [--checkpoint X.pt] \
+        [--windows crops --windows shared] [--tile-size 1024]
 """
 
 from __future__ import annotations
@@ -88,7 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="repeatable; 'packaged' (the default) is the shipped checkpoint")
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--prompt", choices=["box", "point"], default="box")
+    ap.add_argument("--windows", action="append", choices=["crops", "shared"], default=None,
+                    help="repeatable; crops (the default): a context crop per prompt; shared: the whole image "
+                         "or the grid tile holding the prompt, as for backends that share windows")
+    ap.add_argument("--tile-size", type=int, default=1024, help="geoseg segment's --tile-size (default 1024)")
     args = ap.parse_args(argv)
+    windows = args.windows or ["crops"]
     shipped = ZoomConfig()
     zooms = args.zoom or ["off", f"{shipped.min_box_side:g}x{shipped.context:g}"]
 
@@ -110,19 +120,23 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(rows)} {args.prompt} prompts from {len(images)} image(s) of {args.region}")
 
     checkpoints = args.checkpoint or ["packaged"]
-    settings = [(ck, z) for ck in checkpoints for z in zooms]
+    settings = [(ck, w, z) for ck in checkpoints for w in windows for z in zooms]
     results: dict[str, np.ndarray] = {}
+    encodes: dict[str, int] = {}
     seg, loaded = None, None
-    for ck, zoom in settings:
+    for ck, win_kind, zoom in settings:
         if ck != loaded:
             seg, _ = P.build_backend("unified", [Prompt(box=(0, 0, 1, 1))],
                                      checkpoint=None if ck == "packaged" else ck, device="cpu")
             loaded = ck
         name = zoom if len(checkpoints) == 1 else f"{ck} {zoom}"  # as given: runs/a/best.pt, runs/b/best.pt
+        name = name if windows == ["crops"] else f"{name} {win_kind}"
         if name in results:
-            raise SystemExit(f"error: {name} is asked for twice (give each checkpoint and zoom once)")
+            raise SystemExit(f"error: {name} is asked for twice (give each checkpoint, window kind and zoom once)")
         seg.zoom = parse_zoom(zoom)
-        ious, t0, current = [], time.perf_counter(), None
+        seg.shares_windows = win_kind == "shared"  # as geoseg segment plans for a backend that shares windows
+        ious, t0, current, encoded, valid = [], time.perf_counter(), None, None, None
+        encodes[name] = 0
         for img, c, i, _, box in rows:
             if current != img:
                 src, current = open_source(str(img)), img
@@ -133,9 +147,14 @@ def main(argv: list[str] | None = None) -> dict:
             truth = comps[c] == i
             prompt = (Prompt(box=tuple(float(v) for v in box)) if args.prompt == "box"
                       else Prompt(points=(innermost(truth),), labels=(1,)))
-            tasks = P.plan_windows(src.width, src.height, [prompt], 1024, 128)
-            image = src.read_rgb(tasks[0].read, tasks[0].out_shape)
-            res = P.process_window(src, tasks, seg, image=image)[0]
+            tasks = P.plan_windows(src.width, src.height, [prompt], args.tile_size, 128, shared=seg.shares_windows)
+            if (img, tasks[0].key) == encoded:  # the window set last: its embedding is reused, as segment does
+                res = P.predict_tasks(tasks, seg, valid)[0]
+            else:
+                image = src.read_rgb(tasks[0].read, tasks[0].out_shape)
+                res = P.process_window(src, tasks, seg, image=image)[0]
+                encoded, valid = (img, tasks[0].key), image[1]
+                encodes[name] += 1
             answer = np.zeros_like(truth)
             win = res.window
             if res.mask is not None:
@@ -144,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
             union = (answer | truth).sum()
             ious.append(float((answer & truth).sum() / union) if union else 0.0)
         results[name] = np.array(ious)
-        print(f"  {name}: {time.perf_counter() - t0:.0f} s")
+        print(f"  {name}: {time.perf_counter() - t0:.0f} s, {encodes[name]} window(s) encoded")
 
     from geoseg.bench.compare import paired_difference
 
@@ -163,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
             {"diff": 0.0, "low": 0.0, "high": 0.0}
         print(f"{name:>{width}} {100 * v.mean():6.1f} " + " ".join(cells) + f"   {int((v == 0).sum()):5d}   "
               f"{100 * pd['diff']:+.1f} [{100 * pd['low']:+.1f}, {100 * pd['high']:+.1f}]")
-    return {"rows": len(rows), "sides": sides.tolist(), "results": {k: v.tolist() for k, v in results.items()}}
+    return {"rows": len(rows), "sides": sides.tolist(), "results": {k: v.tolist() for k, v in results.items()},
+            "encodes": encodes}
 
 
 if __name__ == "__main__":

@@ -64,3 +64,23 @@ def test_checkpoints_side_by_side(script, dubai_dir, capsys, tmp_path):
     with pytest.raises(SystemExit, match="asked for twice"):
         script.main(["--data", str(dubai_dir), "--images", "1", "--per-bucket", "1", "--zoom", "48x4",
                      "--checkpoint", str(copy), "--checkpoint", str(copy)])
+
+
+def test_shared_windows_encode_each_window_once(script, dubai_dir, capsys):
+    """``--windows shared`` plans as ``geoseg segment`` does for a backend that shares windows: a tile_6
+    image (859 x 838) fits one 1024-px window, so all its prompts share one embedding; at 512 px they share
+    the grid's tiles. ``crops`` (the default) encodes a context crop per prompt."""
+    from PIL import Image
+
+    first = sorted((dubai_dir / "tile_6" / "images").glob("*.jpg"))[0]
+    assert max(Image.open(first).size) <= 1024  # else the whole image is not one window
+    args = ["--data", str(dubai_dir), "--images", "1", "--per-bucket", "1", "--zoom", "48x4", "--prompt", "point"]
+    out = script.main([*args, "--windows", "crops", "--windows", "shared"])
+    text = capsys.readouterr().out
+    assert "48x4 crops" in text and "48x4 shared" in text
+    rows, encodes = out["rows"], out["encodes"]
+    assert rows >= 4 and all(len(v) == rows for v in out["results"].values())
+    assert set(encodes) == {"48x4 crops", "48x4 shared"} and encodes["48x4 shared"] == 1
+    assert 1 < encodes["48x4 crops"] <= rows  # one per distinct crop
+    tiled = script.main([*args, "--windows", "shared", "--tile-size", "512"])
+    assert 1 < tiled["encodes"]["48x4 shared"] <= 4  # the 2 x 2 grid of 512-px tiles over the image
