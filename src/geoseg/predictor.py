@@ -20,7 +20,9 @@ How the work is shared between prompts: the expensive half of a segmenter
 :func:`geoseg.raster.tiling.plan_tiles`: a point/box prompt uses the tile that holds
 it with the most context (prompts in the same tile share its embedding); a prompt too
 large for any tile gets its own context window exactly as in :func:`geoseg.segment`;
-a text prompt runs on every tile and its tile cores are stitched. The last
+a text prompt runs on every tile and its tile cores are stitched (a tile whose presence fell in
+the grey band of the unified backend's scene presence rule counts when another tile found the
+target, as in :func:`geoseg.segment`). The last
 ``max_windows`` embedded windows are kept (by default every grid tile plus four
 context windows, at most 32; each on a shallow copy of the segmenter, the same
 contract the server relies on: ``_set_image`` assigns its cached state).
@@ -385,10 +387,11 @@ class SegmentPredictor:
         has_prob = any(r.prob is not None for r in results)
         prob = np.zeros((src.height, src.width), dtype=np.float32) if has_prob else None
         weighted, pixels = 0.0, 0
+        present = any(r.present for r in results)  # the scene presence rule (SceneWriter): held answers count
         for r in results:
             r0, c0 = int(r.window.row_off), int(r.window.col_off)
             h, w = int(r.window.height), int(r.window.width)
-            m = resample_part(r.mask, r.window, r.window)
+            m = resample_part(r.held if present and r.held is not None else r.mask, r.window, r.window)
             mask[r0:r0 + h, c0:c0 + w] = m
             if prob is not None:
                 p = resample_part(r.prob, r.window, r.window) if r.prob is not None else m * np.float32(r.score)

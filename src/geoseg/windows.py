@@ -225,8 +225,28 @@ def predict_tasks(tasks: Sequence[WindowTask], segmenter: Segmenter, valid: np.n
         pred = segmenter.predict(local)
         mask = pred.mask & valid
         prob = pred.prob.astype(np.float32, copy=False) if pred.prob is not None else None
+        present, held = scene_gate(pred.info)
+        held = held & valid if held is not None else None
         if t.core != t.read:
             mask = mask[core]
             prob = prob[core] if prob is not None else None
-        results.append(WindowResult(t.prompt_index, t.core, mask, float(pred.score), prob))
+            held = held[core] if held is not None else None
+        results.append(WindowResult(t.prompt_index, t.core, mask, float(pred.score), prob, present=present, held=held))
     return results
+
+
+def scene_gate(info: dict) -> tuple[bool | None, np.ndarray | None]:
+    """What a prediction says for the scene-level presence rule: ``(present, held mask)``.
+
+    A segmenter that decides presence per scene (the unified one on text prompts, see
+    :class:`geoseg.unified.decision.ScenePresence`) tells, per window, whether the target is
+    here (``presence_gate == "pass"``) and hands over the answer it kept aside (``held_mask``)
+    when the window's presence fell in the grey band; the scene writer paints that answer
+    only if another window of the prompt proved the target present. ``(None, None)`` when the
+    segmenter decides every window alone.
+    """
+    gate = info.get("presence_gate")
+    if gate is None:
+        return None, None
+    held = info.get("held_mask") if gate == "hold" else None
+    return gate == "pass", np.asarray(held, dtype=bool) if held is not None else None

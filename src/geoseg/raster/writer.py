@@ -18,6 +18,12 @@ final outputs:
 Every output is written to a temporary file in its destination folder and moved
 into place with :func:`os.replace` only when everything succeeded; on error all
 temporary files are removed. Memory is bounded by the block size, not the scene.
+
+Scene-level presence: a text answer whose window's presence fell in the segmenter's grey band
+(:class:`geoseg.unified.decision.ScenePresence`) arrives as ``WindowResult.held``. It is kept
+aside as packed bits in a scratch file, and :meth:`SceneWriter.finish` paints it only when some
+window of the same prompt proved the target present (``WindowResult.present``); otherwise it is
+dropped, as the window's own gate would have done.
 """
 
 from __future__ import annotations
@@ -60,6 +66,10 @@ class WindowResult:
             (a large context read decimated): it is then upsampled (nearest) when written.
         score: the segmenter's confidence for this window's mask.
         prob: optional float32 per-pixel probability with the shape of ``mask``.
+        present: whether this window's presence decision found the target (None: the segmenter
+            made no such decision, e.g. a point/box prompt or a backend without a presence head).
+        held: the answer of a window whose presence fell in the grey band (``mask`` is then
+            empty), with the shape of ``mask``: painted only if the scene proves the target present.
     """
 
     prompt_index: int
@@ -67,6 +77,8 @@ class WindowResult:
     mask: np.ndarray
     score: float
     prob: np.ndarray | None = None
+    present: bool | None = None
+    held: np.ndarray | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -146,6 +158,8 @@ class SceneWriter:
         self.output = os.fspath(output)
         self.prompts = list(prompts)
         self.provenance = dict(provenance)
+        # the segmenter's scene presence rule: recorded only in outputs where it could act (finish)
+        self._scene_rule = self.provenance.pop("scene_presence", None)
         self.score_raster = os.fspath(score_raster) if score_raster else None
         self.vector = os.fspath(vector) if vector else None
         self.block = block
@@ -159,6 +173,10 @@ class SceneWriter:
         self._made_dirs: list[str] = []
         self._score_sum = np.zeros(len(self.prompts), dtype=np.float64)
         self._score_px = np.zeros(len(self.prompts), dtype=np.int64)
+        self._decided = np.zeros(len(self.prompts), dtype=np.int64)  # windows with a presence decision
+        self._positive = np.zeros(len(self.prompts), dtype=bool)  # some window proved the target present
+        self._held: list[tuple[int, Window, tuple[int, int], float, bool, int, int]] = []
+        self._held_file = None
         self._env: rasterio.Env | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -225,6 +243,9 @@ class SceneWriter:
 
     def close(self, abort: bool = False) -> None:
         """Close scratch files and remove every temporary file (outputs already moved stay). Safe to call twice."""
+        if self._held_file is not None:
+            self._held_file.close()
+            self._held_file = None
         for ds in (self._union, self._scores):
             if ds is not None and not ds.closed:
                 ds.close()
@@ -245,11 +266,50 @@ class SceneWriter:
         win = intersect(result.window, scene)
         if win is None:
             return
+        if result.present is not None:
+            self._decided[result.prompt_index] += 1
+            self._positive[result.prompt_index] |= bool(result.present)
+        if result.held is not None and result.held.any():
+            self._hold(result)
+        self._paint(result, win, scores=True)
+
+    def _hold(self, result: WindowResult) -> None:
+        """Keep a grey-band answer aside (packed bits in a scratch file) until :meth:`finish` knows the scene."""
+        if self._held_file is None:
+            path = temp_path_for(self.output)
+            self._temps.append(path)
+            self._held_file = open(path, "w+b")  # noqa: SIM115 - closed by close()
+        bits = np.packbits(result.held.astype(bool, copy=False)).tobytes()
+        self._held.append((result.prompt_index, result.window, tuple(result.held.shape), float(result.score),
+                           result.prob is not None, self._held_file.tell(), len(bits)))
+        self._held_file.write(bits)
+
+    def _paint_held(self) -> None:
+        """Paint the held answers of the prompts some window proved present; record the rule in the provenance."""
+        painted = 0
+        if self._held_file is not None:
+            self._held_file.flush()
+        scene = Window(0, 0, self.source.width, self.source.height)
+        for index, window, shape, score, had_prob, offset, size in self._held:
+            if not self._positive[index]:
+                continue
+            self._held_file.seek(offset)
+            bits = np.frombuffer(self._held_file.read(size), dtype=np.uint8)
+            mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+            # the score raster already holds this window's probabilities (add painted them)
+            self._paint(WindowResult(index, window, mask, score), intersect(window, scene), scores=not had_prob)
+            painted += 1
+        if self._scene_rule is not None and (self._decided > 1).any():
+            self.provenance["scene_presence"] = {**self._scene_rule, "held_windows": len(self._held),
+                                                 "painted_windows": painted}
+
+    def _paint(self, result: WindowResult, win: Window, scores: bool) -> None:
+        """Paint ``result`` (within ``win``) into the union mask, the polygons and, with ``scores``, the score raster."""
         has_mask = not result.is_empty
         if has_mask:
             self._score_sum[result.prompt_index] += float(result.score) * float(result.mask.sum())
             self._score_px[result.prompt_index] += int(result.mask.sum())
-        if not has_mask and self._scores is None:
+        if not has_mask and (self._scores is None or not scores):
             return
         label = result.prompt_index + 1
         for part in iter_blocks(int(win.width), int(win.height), self.block):
@@ -263,7 +323,7 @@ class SceneWriter:
                 if self._collector is not None:
                     own = m & self.source.read_valid(part)
                     self._collector.add_block(np.where(own, label, 0).astype(self._label_dtype), part)
-            if self._scores is not None:
+            if self._scores is not None and scores:
                 if result.prob is not None:
                     p = resample_part(result.prob, result.window, part).astype(np.float32)
                 else:
@@ -293,6 +353,7 @@ class SceneWriter:
         """Stream the scratch rasters into the final outputs and move them into place."""
         if self._union is None:
             raise RuntimeError("SceneWriter.finish() outside its context")
+        self._paint_held()
         src = self.source
         prof = {"driver": "GTiff", "count": 1, "tiled": True, "blockxsize": 256, "blockysize": 256,
                 "compress": "deflate", "BIGTIFF": "IF_SAFER", **src.profile_for_output()}

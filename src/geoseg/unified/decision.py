@@ -135,6 +135,39 @@ def record_ious(records: Sequence[dict], decision: Decision, grid: Sequence[floa
 PRESENCE_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+@dataclass(frozen=True)
+class ScenePresence:
+    """The presence rule for a text prompt answered window by window over a scene (hysteresis).
+
+    A text prompt on a scene larger than one tile is answered in every window, and each window's
+    presence head decides alone; a window whose presence falls just under ``threshold`` then drops
+    its whole answer, leaving a square hole in a water body at the tile border. This rule decides
+    per scene: a window at or above ``threshold`` proves the target present; a window in the grey
+    band ``[low_factor * threshold, threshold)`` keeps its answer aside, painted only when some other
+    window of the same prompt proves the target present; below the band the answer is dropped as
+    before. A scene with one window, or none reaching the threshold, is answered exactly as before.
+    Measured on the validation region (``benchmarks/scene_presence.py``; see ``docs/segment.md``).
+    """
+
+    low_factor: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low_factor < 1.0:
+            raise InputError(f"the scene presence factor is {self.low_factor}, outside [0, 1)",
+                             "give a fraction of the presence threshold such as 0.3, or None to decide per window")
+
+    def gate(self, presence: float, threshold: float) -> str:
+        """``"pass"`` (the target is here), ``"hold"`` (keep the answer aside) or ``"drop"``."""
+        if presence >= threshold:
+            return "pass"
+        return "hold" if presence >= self.low_factor * threshold else "drop"
+
+    def to_dict(self, threshold: float) -> dict[str, Any]:
+        """The rule and its parameters, as written into an output's provenance."""
+        return {"rule": "hysteresis", "low_factor": self.low_factor,
+                "low": round(self.low_factor * threshold, 6), "threshold": threshold}
+
+
 def tune_with_presence(records: Sequence[dict], grid: Sequence[float] = THRESHOLD_GRID,
                        presence_grid: Sequence[float] = PRESENCE_GRID, tuned_on: str = ""
                        ) -> tuple[Decision, dict[str, dict[str, float]]]:
@@ -166,4 +199,4 @@ def tune_with_presence(records: Sequence[dict], grid: Sequence[float] = THRESHOL
     return decision, report
 
 
-__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "answered_curve", "iou_curve", "record_ious", "tune", "tune_with_presence"]
+__all__ = ["PRESENCE_GRID", "THRESHOLD_GRID", "Decision", "ScenePresence", "answered_curve", "iou_curve", "record_ious", "tune", "tune_with_presence"]

@@ -33,7 +33,7 @@ from geoseg.models import TASK_IDS
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
-from geoseg.unified.decision import Decision
+from geoseg.unified.decision import Decision, ScenePresence
 from geoseg.unified.object_region import ClassMap, ObjectRegionConfig, keep_object_region
 from geoseg.unified.refine import RefineConfig, refine_mask
 from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
@@ -44,6 +44,7 @@ from geoseg.unified.zoom import ZoomConfig, zoom_window
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "unigeoseg_default.pt"
+SCENE_PRESENCE_FACTOR = 0.3  # the grey band of ScenePresence, as a fraction of the presence threshold
 
 
 def default_checkpoint_path() -> Path:
@@ -99,6 +100,10 @@ class UnifiedSegmenter(Segmenter):
         object_region: keep point/box answers to the one class region the prompt marks.
         zoom: answer a box too small for the working scale from a zoomed crop around it
             (:mod:`geoseg.unified.zoom`); False answers it at the working scale.
+        scene_presence: for a text prompt answered window by window over a scene, the grey band
+            of the scene-level presence rule as a fraction of the presence threshold
+            (:class:`~geoseg.unified.decision.ScenePresence`): a window whose presence falls in the
+            band keeps its answer aside for the scene writer; None decides every window alone.
     """
 
     name: ClassVar[str] = "unified"
@@ -108,7 +113,8 @@ class UnifiedSegmenter(Segmenter):
                  text_encoder: str | None = None, threads: int | None = None,
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
                  use_selector: bool = True, refine: bool = True, object_region: bool = True,
-                 zoom: bool = True, **_: object) -> None:
+                 zoom: bool = True, scene_presence: float | None = SCENE_PRESENCE_FACTOR,
+                 **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -139,6 +145,7 @@ class UnifiedSegmenter(Segmenter):
         self.refine = RefineConfig() if refine else None
         self.object_region = ObjectRegionConfig() if object_region else None
         self.zoom = ZoomConfig() if zoom else None
+        self.scene_presence = ScenePresence(float(scene_presence)) if scene_presence is not None else None
         self._pyramid: list[torch.Tensor] | None = None
         self._semantic: np.ndarray | None = None
         self._classes: ClassMap | None = None
@@ -245,9 +252,14 @@ class UnifiedSegmenter(Segmenter):
         presence = float(torch.sigmoid(out["presence"].float())[0])
         threshold = self.decision.mask_threshold(task)
         mask = prob >= threshold
+        info = {"task": task, "presence": presence, "instruction": text}
+        held = None
+        if self.scene_presence is not None and not prompt.points and prompt.box is None:
+            gate = self.scene_presence.gate(presence, self.decision.presence_threshold)
+            info["presence_gate"] = gate
+            held = mask if gate == "hold" else None
         if presence < self.decision.presence_threshold:
             mask = np.zeros_like(mask)
-        info = {"task": task, "presence": presence, "instruction": text}
         if zoomed is not None:
             info["zoom"] = round(zoomed[3][4], 2)
         geometric = task == "interactive" and (bool(prompt.points) or prompt.box is not None)
@@ -260,6 +272,10 @@ class UnifiedSegmenter(Segmenter):
                 info["object_region"] = done
         if self.selector is not None and task in TEXT_TASKS and mask.any():
             mask = self._select(mask, prob, text, task, info)
+        if held is not None:  # the answer the scene paints if another window proves the target present
+            if self.selector is not None and task in TEXT_TASKS and held.any():
+                held = self._select(held, prob, text, task, info)
+            info["held_mask"] = held
         return Prediction(mask=mask, score=presence, prob=prob, info=info)
 
     def _semantic_probs(self) -> np.ndarray:
@@ -333,5 +349,8 @@ class UnifiedSegmenter(Segmenter):
                      "interactive_refine": self.refine.to_dict() if self.refine is not None else None,
                      "object_region": (self.object_region.to_dict() if self.object_region is not None
                                        else None),
-                     "small_box_zoom": self.zoom.to_dict() if self.zoom is not None else None})
+                     "small_box_zoom": self.zoom.to_dict() if self.zoom is not None else None,
+                     # taken out by the scene writer, which records it where it could act (SceneWriter)
+                     "scene_presence": (self.scene_presence.to_dict(self.decision.presence_threshold)
+                                        if self.scene_presence is not None else None)})
         return prov
