@@ -46,6 +46,34 @@ def tiny_config(shard: Path, out: Path, **train_overrides):
     return ExperimentConfig(name="tiny", model=model, train=TrainConfig(**train))
 
 
+
+def stop_and_resume(tiny_shard: Path, text_cache_path: Path, tmp_path: Path, monkeypatch, **train_overrides
+                    ) -> tuple[dict, dict]:
+    """The ``last.pt`` payloads of an uninterrupted tiny run (``tmp_path/straight``) and of the same run
+    stopped after epoch 1 (its ``last.pt`` of then kept) and resumed (``tmp_path/resumed``)."""
+    import shutil
+
+    import torch
+
+    import geoseg.unified.train as unified_train
+
+    save = unified_train.save_checkpoint
+
+    def keep_epoch_1(path, model, mc, norm, meta, **kw):
+        out = save(path, model, mc, norm, meta, **kw)
+        if Path(path).name == "last.pt" and meta["epoch"] == 1 and Path(path).parent.name == "straight":
+            shutil.copy(path, tmp_path / "epoch1.pt")
+        return out
+
+    monkeypatch.setattr(unified_train, "save_checkpoint", keep_epoch_1)
+    unified_train.train(tiny_config(tiny_shard, tmp_path / "straight", **train_overrides), device="cpu",
+                        text_cache=str(text_cache_path))
+    (tmp_path / "resumed").mkdir()
+    shutil.copy(tmp_path / "epoch1.pt", tmp_path / "resumed" / "last.pt")
+    unified_train.train(tiny_config(tiny_shard, tmp_path / "resumed", **train_overrides), resume=True,
+                        device="cpu", text_cache=str(text_cache_path))
+    return tuple(torch.load(tmp_path / run / "last.pt", weights_only=False) for run in ("straight", "resumed"))
+
 @pytest.fixture(scope="session")
 def trained_run(tiny_shard, text_cache_path, tmp_path_factory) -> dict:
     """A tiny model trained for a few dozen CPU steps (shared by the training and checkpoint tests)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import _load_data_module, run_quiet_cli, tiny_config
+from .conftest import _load_data_module, run_quiet_cli, stop_and_resume, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -113,24 +113,7 @@ def test_resume_after_a_stop_trains_the_same_weights_as_an_uninterrupted_run(tin
     were drawn again and the weights differed (without augmentation they already matched)."""
     import torch
 
-    import geoseg.unified.train as unified_train
-
-    save = unified_train.save_checkpoint
-
-    def keep_epoch_1(path, model, mc, norm, meta, **kw):
-        out = save(path, model, mc, norm, meta, **kw)
-        if Path(path).name == "last.pt" and meta["epoch"] == 1:
-            shutil.copy(path, tmp_path / "epoch1.pt")
-        return out
-
-    monkeypatch.setattr(unified_train, "save_checkpoint", keep_epoch_1)
-    cfg = dict(epochs=2, steps_per_epoch=3, augment=True, shadow_aug=0.5)
-    unified_train.train(tiny_config(tiny_shard, tmp_path / "straight", **cfg), device="cpu",
-                        text_cache=str(text_cache_path))
-    (tmp_path / "resumed").mkdir()
-    shutil.copy(tmp_path / "epoch1.pt", tmp_path / "resumed" / "last.pt")
-    unified_train.train(tiny_config(tiny_shard, tmp_path / "resumed", **cfg), resume=True, device="cpu",
-                        text_cache=str(text_cache_path))
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["state_dict"]
+    straight, resumed = stop_and_resume(tiny_shard, text_cache_path, tmp_path, monkeypatch,
+                                        epochs=2, steps_per_epoch=3, augment=True, shadow_aug=0.5)
+    a, b = straight["state_dict"], resumed["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -7,41 +7,16 @@ seed from torch's global generator right after the run had restored it."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from .conftest import tiny_config
-
-
-def _stop_and_resume(tiny_shard, text_cache_path, tmp_path, monkeypatch, **cfg) -> tuple[dict, dict]:
-    """The last.pt weights of an uninterrupted run and of the same run stopped after epoch 1 and resumed."""
-    import geoseg.unified.train as unified_train
-
-    save = unified_train.save_checkpoint
-
-    def keep_epoch_1(path, model, mc, norm, meta, **kw):
-        out = save(path, model, mc, norm, meta, **kw)
-        if Path(path).name == "last.pt" and meta["epoch"] == 1 and Path(path).parent.name == "straight":
-            shutil.copy(path, tmp_path / "epoch1.pt")
-        return out
-
-    monkeypatch.setattr(unified_train, "save_checkpoint", keep_epoch_1)
-    unified_train.train(tiny_config(tiny_shard, tmp_path / "straight", **cfg), device="cpu",
-                        text_cache=str(text_cache_path))
-    (tmp_path / "resumed").mkdir()
-    shutil.copy(tmp_path / "epoch1.pt", tmp_path / "resumed" / "last.pt")
-    unified_train.train(tiny_config(tiny_shard, tmp_path / "resumed", **cfg), resume=True, device="cpu",
-                        text_cache=str(text_cache_path))
-    return tuple(torch.load(tmp_path / run / "last.pt", weights_only=False) for run in ("straight", "resumed"))
+from .conftest import stop_and_resume
 
 
 def test_resume_with_batch_workers_trains_the_same_weights_as_an_uninterrupted_run(tiny_shard, text_cache_path,
                                                                                    tmp_path, monkeypatch):
-    a, b = _stop_and_resume(tiny_shard, text_cache_path, tmp_path, monkeypatch, epochs=2, steps_per_epoch=3,
-                            augment=True, shadow_aug=0.5, num_workers=2)
+    a, b = stop_and_resume(tiny_shard, text_cache_path, tmp_path, monkeypatch, epochs=2, steps_per_epoch=3,
+                           augment=True, shadow_aug=0.5, num_workers=2)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     # the same batches were trained on: the task mix and the loss of the resumed epoch match too
     assert a["train_state"]["history"][-1]["task_mix"] == b["train_state"]["history"][-1]["task_mix"]
