@@ -114,12 +114,10 @@ class PredictorResult:
     @property
     def area(self) -> float:
         """Target area in ``area_unit``, each pixel measured where it lies (as ``geoseg segment`` reports it)."""
-        from types import SimpleNamespace
-
-        from geoseg.raster.areas import MaskArea
+        from geoseg.raster.areas import MaskArea, scene_grid
 
         h, w = self.scene_shape
-        area = MaskArea(SimpleNamespace(crs=self.crs, transform=self.scene_transform, width=w, height=h))
+        area = MaskArea(scene_grid(self.crs, self.scene_transform, w, h))
         return area.add(self.mask, self.window)
 
     def full_mask(self) -> np.ndarray:

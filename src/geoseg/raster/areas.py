@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 from affine import Affine
 from rasterio.windows import Window
@@ -22,6 +24,12 @@ M2, PX = "m2", "px"
 AREAL_TOLERANCE = 0.01
 #: axis units that are not lengths (an engineering CRS in these has no planar area)
 ANGULAR_UNITS = ("degree", "radian", "grad", "arc-second", "arc-minute")
+
+
+def scene_grid(crs, transform: Affine, width: int, height: int) -> SimpleNamespace:
+    """What the functions here read of a scene (``crs``, ``transform``, ``width``, ``height``), for callers
+    that hold those values but no :class:`~geoseg.raster.io.RasterSource` (a predictor result, a served image)."""
+    return SimpleNamespace(crs=crs, transform=transform, width=width, height=height)
 
 
 def _pyproj_crs(crs):

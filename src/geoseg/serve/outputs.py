@@ -64,16 +64,14 @@ def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: flo
     transform = Affine(*geo.transform) if geo else Affine.identity()
     pix = [shape(g) for g, v in rasterio.features.shapes(mask.astype(np.uint8), mask=mask, connectivity=8) if v == 1]
     if geo is not None:
-        from types import SimpleNamespace
-
         from rasterio.crs import CRS
 
-        from geoseg.raster.areas import polygon_areas
+        from geoseg.raster.areas import polygon_areas, scene_grid
         from geoseg.vector import pixel_to_map, reproject_geoms
 
         crs = CRS.from_user_input(geo.crs)
         geoms = pixel_to_map(pix, transform)
-        scene = SimpleNamespace(crs=crs, transform=transform, width=mask.shape[1], height=mask.shape[0])
+        scene = scene_grid(crs, transform, mask.shape[1], mask.shape[0])
         areas = list(polygon_areas(geoms, np.asarray(pix, dtype=object), scene)[0])  # as geoseg segment's layers
         out_geoms = list(reproject_geoms(geoms, crs, "EPSG:4326"))
     else:
