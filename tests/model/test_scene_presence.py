@@ -134,3 +134,21 @@ def test_the_segmenter_keeps_its_own_answer_and_hands_the_held_one_over(region, 
     assert not text.mask.any() and np.array_equal(text.mask, text_old.mask)
     assert "presence_gate" not in text_old.info and "presence_gate" not in box.info
     assert np.array_equal(box.mask, box_old.mask)
+
+
+def test_the_cli_flag_turns_the_scene_rule_off(tmp_path, region, segmenters):
+    """``geoseg segment --no-scene-presence`` answers as the per-window rule does, and says so in provenance."""
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    image = region / "images" / "image_part_004.jpg"
+    segment(image, text="the water", output=tmp_path / "window.tif", segmenter=segmenters["window"], tile_size=512)
+    for flag, name in (([], "default.tif"), (["--no-scene-presence"], "flag.tif")):
+        res = CliRunner().invoke(cli, ["-q", "segment", str(image), "--text", "the water", "--tile-size", "512",
+                                        "-o", str(tmp_path / name), "--device", "cpu", *flag])
+        assert res.exit_code == 0, res.output
+    assert np.array_equal(_mask(tmp_path / "flag.tif"), _mask(tmp_path / "window.tif"))
+    assert not np.array_equal(_mask(tmp_path / "default.tif"), _mask(tmp_path / "window.tif"))
+    with rasterio.open(tmp_path / "flag.tif") as ds:
+        assert "scene_presence" not in json.loads(ds.tags()["provenance_json"])

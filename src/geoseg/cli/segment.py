@@ -78,6 +78,10 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
               help="unified backend: probability at or above which a pixel is in the mask (default: the "
                    "checkpoint's per-task values, tuned on its validation split).")
 @answer_step_options
+@click.option("--no-scene-presence", is_flag=True,
+              help="unified backend, text over several windows: decide per window whether the target is there "
+                   "(a window just under the presence threshold drops its answer) instead of holding such "
+                   "answers until another window of the scene finds the target.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
@@ -87,7 +91,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
             prompt_file: str | None, output: str,
             vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
-            no_refine: bool, no_object_region: bool, no_zoom: bool, as_json: bool, **batch) -> None:
+            no_refine: bool, no_object_region: bool, no_zoom: bool, no_scene_presence: bool, as_json: bool,
+            **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
     \b
@@ -109,6 +114,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     if mask_threshold is not None:
         options["mask_threshold"] = mask_threshold
     options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
+    if no_scene_presence:
+        options["scene_presence"] = None
     if is_batch_input(image):
         from geoseg.cli.batch import run_batch_command
 
