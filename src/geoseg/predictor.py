@@ -12,15 +12,20 @@ answers prompts cheaply, each with a mask, a score and georeferenced polygons::
     a.polygons()          # shapely polygons in the scene CRS
     predictor.write([a, b], "mask.tif", vector="objects.gpkg")
 
-How the work is shared between prompts: the expensive half of a segmenter
+Each prompt is answered on the windows :func:`geoseg.segment` uses for it, so the predictor
+and the command give the same answer. The expensive half of a segmenter
 (``set_image``: decoding, normalising, the image embedding) is computed once per
-*window* and cached. A scene no larger than ``tile_size`` is one window, embedded by
+*window* and cached. For backends that share windows (``shares_windows``: SAM, SAM 2,
+whose encoder is the cost) a scene no larger than ``tile_size`` is one window, embedded by
 :meth:`SegmentPredictor.set_image` itself, so every later prompt only pays for
-``predict``. A larger scene is covered by the overlapping tile grid of
+``predict``; a larger scene is covered by the overlapping tile grid of
 :func:`geoseg.raster.tiling.plan_tiles`: a point/box prompt uses the tile that holds
 it with the most context (prompts in the same tile share its embedding); a prompt too
-large for any tile gets its own context window exactly as in :func:`geoseg.segment`;
-a text prompt runs on every tile and its tile cores are stitched (a tile whose presence fell in
+large for any tile gets its own context window. The other backends (``unified``,
+``classical``, ``trainfree``) answer each point/box prompt on its own context window around
+it, as :func:`geoseg.segment` does (for the unified model that answers clicks better: 4-5
+gIoU points on the Dubai regions, ``benchmarks/small_boxes.py``; its encoder is cheap);
+the same prompt asked again reuses its window. A text prompt runs on every tile and its tile cores are stitched (a tile whose presence fell in
 the grey band of the unified backend's scene presence rule counts when another tile found the
 target, as in :func:`geoseg.segment`). The last
 ``max_windows`` embedded windows are kept (by default every grid tile plus four
@@ -222,7 +227,7 @@ class SegmentPredictor:
             if len(self._tiles) > self.max_windows:
                 log.info("%d tiles but %d cached windows: text prompts re-embed tiles", len(self._tiles),
                          self.max_windows)
-        else:  # one window: embed it now, as SAM's set_image does
+        elif self.segmenter.shares_windows:  # one window every prompt uses: embed it now, as SAM's set_image does
             self._embedding(Window(0, 0, src.width, src.height), (src.height, src.width))
 
     def _array_source(self, image: np.ndarray, bands, stretch, transform, crs, nodata) -> RasterSource:
@@ -312,10 +317,12 @@ class SegmentPredictor:
         return seg, valid
 
     def _plan(self, prompts: Sequence[Prompt]) -> list[WindowTask]:
-        """The shared windows of :func:`geoseg.windows.plan_windows`: the whole scene when it fits a tile,
-        else the grid tile holding a point/box prompt (its own window when none does), every tile for text."""
+        """The windows :func:`geoseg.segment` uses (:func:`geoseg.windows.plan_windows`): every tile for
+        text; for point/box prompts the shared scene or grid tile when the backend shares windows, else
+        each prompt's own context window."""
         src = self._require_source()
-        return plan_windows(src.width, src.height, prompts, self.tile_size, self.overlap, shared=True)
+        return plan_windows(src.width, src.height, prompts, self.tile_size, self.overlap,
+                            shared=self.segmenter.shares_windows)
 
     # -- prompting ---------------------------------------------------------------------
     def predict(self, prompt: PromptLike | None = None, *, points: Iterable[Sequence[float]] = (),

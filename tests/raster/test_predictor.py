@@ -29,9 +29,11 @@ from .conftest import (
 
 
 class CountingGrabCut(GrabCutSegmenter):
-    """The classical backend, counting how often its image state is computed."""
+    """The classical backend, counting how often its image state is computed, and sharing windows as SAM does
+    (the predictor's embedding cache is what these tests exercise)."""
 
     set_calls = 0
+    shares_windows = True
 
     def _set_image(self, image: np.ndarray) -> None:
         CountingGrabCut.set_calls += 1
@@ -186,6 +188,27 @@ def test_text_on_classical_and_bad_prompts(utm_scene: Path) -> None:
         pred.predict(points=[(1000, 5)])
     with pytest.raises(PromptError, match="empty"):
         pred.predict()
+
+
+def test_backends_that_do_not_share_windows_answer_as_segment_does(tmp_path: Path) -> None:
+    """classical (and unified, trainfree) answer each box on its own context window in ``geoseg.segment``; the
+    predictor used the shared grid tile instead, so the same box got another mask from the Python API."""
+    roofs = ((30, 60, 30, 70), (70, 100, 80, 120), (300, 340, 320, 350), (150, 330, 140, 330))
+    path = write_geotiff(tmp_path / "big.tif", scene_array(400, 380, roofs=roofs))
+    boxes = [(22, 22, 78, 68), (312, 292, 358, 348), (130, 140, 340, 340)]
+    ref = geoseg.segment(path, output=tmp_path / "s.tif", boxes=boxes, backend="classical", tile_size=160,
+                         overlap=48)
+    pred = geoseg.SegmentPredictor("classical", tile_size=160, overlap=48)
+    pred.set_image(path)
+    assert pred.embed_count == 0  # nothing every prompt shares: no window is embedded up front
+    results = pred.predict_many([geoseg.Prompt(box=b) for b in boxes])
+    summary = pred.write(results, tmp_path / "p.tif")
+    with rasterio.open(tmp_path / "p.tif") as a, rasterio.open(tmp_path / "s.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    assert summary.mask_pixels == ref.mask_pixels
+    n = pred.embed_count
+    pred.predict(box=boxes[1])  # the same prompt again: its window is cached
+    assert pred.embed_count == n
 
 
 def test_write_matches_segment(utm_scene: Path, tmp_path: Path) -> None:
