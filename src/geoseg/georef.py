@@ -8,7 +8,9 @@ ground in a projected scene, then mapped to the pixel bounding box.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import rasterio
 from rasterio._err import CPLE_BaseError
@@ -17,6 +19,9 @@ from rasterio.errors import CRSError
 
 from geoseg.errors import InputError, PromptError, reason
 from geoseg.prompts import Prompt
+
+if TYPE_CHECKING:
+    from geoseg.raster.io import RasterSource
 
 
 def parse_crs(value: str | CRS) -> CRS:
@@ -28,6 +33,42 @@ def parse_crs(value: str | CRS) -> CRS:
             return CRS.from_user_input(value)
     except (CRSError, ValueError, TypeError):
         raise PromptError(f"unknown CRS {value!r}", "give the prompt CRS as EPSG:XXXX, e.g. --prompt-crs EPSG:4326") from None
+
+
+def why_no_crs(source: RasterSource) -> tuple[str, str]:
+    """Why ``source`` has no CRS for geoseg, and how to give it one: ``(why, fix)``, both starting lower case.
+
+    ``why`` starts with the file's name (``"l1.tif is placed on the ground only by 4 ground control
+    points (no CRS or geotransform)"``); ``fix`` is the GDAL command that georeferences it. A scene placed
+    by GCPs or RPCs alone is on the ground for GDAL, so a plain "the image has no CRS" misled users
+    who could see it placed in QGIS.
+    """
+    name = os.path.basename(source.path)
+    stem = os.path.splitext(name)[0]
+    if source.gcps:
+        return (f"{name} is placed on the ground only by {len(source.gcps[0])} ground control points "
+                f"(no CRS or geotransform)",
+                f"georeference it first, e.g. gdalwarp -tps -t_srs EPSG:XXXX {name} {stem}_warped.tif")
+    if source.rpcs is not None:
+        return (f"{name} is placed on the ground only by RPCs (no CRS or geotransform)",
+                f"orthorectify it first, e.g. gdalwarp -rpc -to RPC_DEM=dem.tif -t_srs EPSG:XXXX {name} {stem}_ortho.tif")
+    crs = source.dataset.crs
+    if crs is not None:  # dropped by RasterSource: a CRS without a geotransform places nothing
+        return (f"{name} has no CRS geoseg can use (its {crs.to_string()} comes without a geotransform)",
+                f"set its corners first, e.g. gdal_edit.py -a_ullr ULX ULY LRX LRY {name}")
+    return f"{name} has no CRS", "georeference it first"
+
+
+def no_crs_error(source: RasterSource, consequence: str, instead: str) -> InputError:
+    """The one-line error for map coordinates asked of a scene without CRS: why it has none, what fails, the fixes.
+
+    Args:
+        source: the scene (``source.crs is None``).
+        consequence: what cannot be done, e.g. ``"--prompt-crs EPSG:4326 coordinates cannot be placed on it"``.
+        instead: the way round that needs no CRS, e.g. ``"give pixel coordinates (drop --prompt-crs)"``.
+    """
+    why, fix = why_no_crs(source)
+    return InputError(f"{why}, so {consequence}", f"{fix}, or {instead}")
 
 
 def _check_finite(values: list[float], what: str, crs: CRS) -> None:

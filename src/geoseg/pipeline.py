@@ -35,14 +35,12 @@ Example (what :func:`segment` does)::
 from __future__ import annotations
 
 import logging
+import math
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from rasterio.enums import ColorInterp
 
 from geoseg.backends import (
     DEFAULT_BACKEND,
@@ -234,38 +232,97 @@ class SegmentResult:
 
 
 def band_choice_note(source: RasterSource) -> str | None:
-    """A line saying which bands were read as R,G,B when the file has more than three and declares none.
+    """A line saying which bands were read as R,G,B when the file declares no colour interpretation.
 
-    Without ``--bands`` such a file is read as bands 1,2,3 (:func:`geoseg.raster.io.default_bands`):
-    on the usual Blue, Green, Red, NIR, ... stack that is Blue shown as red, and text answers change
-    with it (a stack of Sentinel-2 reflectance answered "the water" with a different mask under
-    ``--bands 3,2,1``). A user who did not choose must be told what was chosen; the band names,
-    when the file has them, say what to choose instead. Call it only when no bands were given.
+    Without ``--bands`` such a file is read by its band names when they name red, green and blue
+    (:func:`geoseg.raster.io.default_bands`), else as bands 1,2,3: on the usual Blue, Green, Red,
+    NIR, ... stack without names that is Blue shown as red, and text answers change with it (a
+    stack of Sentinel-2 reflectance answered "the water" with a different mask under
+    ``--bands 3,2,1``). A user who did not choose must be told what was chosen, and how it was.
+    Call it only when no bands were given. ``None`` when there was nothing to choose: the file
+    declares R, G and B, or has at most three bands in an order its names (if any) agree with.
     """
+    from geoseg.raster.io import declared_rgb, named_rgb
+
     ds = source.dataset
-    if {ColorInterp.red, ColorInterp.green, ColorInterp.blue} <= set(ds.colorinterp):
+    if declared_rgb(ds) is not None:
         return None  # the file says which bands are R, G and B, and they were read
-    names = [(d or "").strip() for d in ds.descriptions]
-    found = {c: [i + 1 for i, n in enumerate(names) if re.search(rf"\b{c}\b(?![\s_-]*edge)", n, re.IGNORECASE)]
-             for c in ("red", "green", "blue")}
-    named = tuple(v[0] for v in found.values()) if all(len(v) == 1 for v in found.values()) else None
-    if named == tuple(source.bands) or (named is None and source.count <= 3):
+    named = named_rgb(ds.descriptions)
+    bands = tuple(source.bands)
+    if (named is None and source.count <= 3) or named == bands == (1, 2, 3):
         return None
-    shown = ",".join(str(b) for b in source.bands)
+    names = [(d or "").strip() for d in ds.descriptions]
+    listed = ", ".join(f"{i + 1}={n}" for i, n in enumerate(names) if n)
+    read = (f"read bands {','.join(map(str, bands))} of {os.path.basename(source.path)} ({source.count} bands"
+            f"{': ' + listed if listed else ''}) as R,G,B")
+    if named == bands:
+        return f"{read}, chosen by their band names as the file declares no colour interpretation; give --bands to choose others"
     which = (f"its band names say red, green, blue are {','.join(map(str, named))}: give --bands "
              f"{','.join(map(str, named))}" if named is not None
              else "give --bands R,G,B to choose (e.g. --bands 3,2,1 for a Blue, Green, Red, ... stack)")
-    listed = ", ".join(f"{i + 1}={n}" for i, n in enumerate(names) if n)
-    return (f"read bands {shown} of {os.path.basename(source.path)} ({source.count} bands"
-            f"{': ' + listed if listed else ''}) as R,G,B, as it declares no colour interpretation; {which}")
+    return f"{read}, as it declares no colour interpretation; {which}"
 
 
-def empty_answer_hints(segmenter: Segmenter, prompts: Sequence[Prompt], scores: Sequence[float | None]) -> list[str]:
-    """One line per prompt that found nothing in the scene (``scores`` entry ``None``), with the backend's advice."""
+def check_map_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs: str | None,
+                      layer: PromptLayer | None = None) -> None:
+    """Refuse prompts in map coordinates on a scene without CRS, saying why it has none.
+
+    :func:`prepare_prompts` and :meth:`PromptLayer.on_scene` refuse them too, but know only that
+    the CRS is missing; a scene placed by ground control points or RPCs alone looks placed in a
+    GIS, so the error names that and the ``gdalwarp`` that georeferences it
+    (:func:`geoseg.georef.no_crs_error`).
+
+    Raises:
+        InputError: ``prompt_crs`` with point/box prompts, or a ``layer`` in map coordinates, on such a scene.
+    """
+    if source.crs is not None:
+        return
+    from geoseg.georef import no_crs_error
+
+    if prompt_crs and any(p.points or p.box is not None for p in prompts):
+        raise no_crs_error(source, f"--prompt-crs {prompt_crs} coordinates cannot be placed on it",
+                           "give pixel coordinates (drop --prompt-crs)")
+    if layer is not None and layer.crs is not None:
+        raise no_crs_error(source, f"the features of {layer.path} cannot be placed on it",
+                           "give a prompt file in pixel coordinates without a CRS")
+
+
+def prompt_on_nodata(source: RasterSource, prompt: Prompt) -> bool:
+    """Whether every pixel a point or box prompt marks is nodata (``False`` for a text-only prompt).
+
+    The box's pixels, or the pixel under each positive point, are read through ``source``'s
+    validity mask at full resolution, window by window (:meth:`RasterSource.any_valid`), so a
+    large box does not bring the scene into memory.
+    """
+    from rasterio.windows import Window
+
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        c0, r0 = math.floor(x0), math.floor(y0)
+        return not source.any_valid(Window(c0, r0, max(1, math.ceil(x1) - c0), max(1, math.ceil(y1) - r0)))
+    marked = [(x, y) for (x, y), label in zip(prompt.points, prompt.labels) if label]
+    return bool(marked) and not any(source.any_valid(Window(math.floor(x), math.floor(y), 1, 1)) for x, y in marked)
+
+
+#: the advice for a point or box that lies on nodata only (an empty answer that no backend can mend)
+NODATA_PROMPT_HINT = ("it lies on nodata pixels only; move it onto the image's valid data "
+                      "(check --prompt-crs if map coordinates were meant)")
+
+
+def empty_answer_hints(segmenter: Segmenter, prompts: Sequence[Prompt], scores: Sequence[float | None],
+                       source: RasterSource | None = None) -> list[str]:
+    """One line per prompt that found nothing in the scene (``scores`` entry ``None``), with advice.
+
+    A point or box that lies on ``source``'s nodata pixels only (outside a rotated or clipped
+    scene's valid data, or on its nodata value) is told so (:func:`prompt_on_nodata`): the
+    backend's advice (rephrase, another class) does not help there. Other prompts get the
+    backend's advice (:meth:`Segmenter.empty_answer_hint`).
+    """
     hints = []
     for prompt, score in zip(prompts, scores):
         if score is None:
-            advice = segmenter.empty_answer_hint(prompt)
+            on_nodata = source is not None and prompt_on_nodata(source, prompt)
+            advice = NODATA_PROMPT_HINT if on_nodata else segmenter.empty_answer_hint(prompt)
             hints.append(f"nothing found for {prompt.describe()!r}" + (f": {advice}" if advice else ""))
     return hints
 
@@ -329,6 +386,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         if vector:
             check_vector_crs(vector, src.crs)
         given = [p.to_dict() for p in plist]
+        check_map_prompts(src, plist, prompt_crs, layer)
         plist = prepare_prompts(src, plist, prompt_crs)
         if layer is not None:
             plist += layer_prompts(layer, src, plist)
@@ -366,6 +424,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             tw = time.perf_counter()
             summary = writer.finish()
             t_finish = time.perf_counter() - tw
+        hints = empty_answer_hints(segmenter, plist, summary.prompt_scores, src)
         t_total = time.perf_counter() - t0
     finally:
         src.close()
@@ -378,7 +437,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
                  "paint": round(max(0.0, t_write), 3),
                  "finish": round(t_finish, 3), "total": round(t_total, 3)},
         width=src.width, height=src.height, crs=src.crs.to_string() if src.crs else None, notes=notes,
-        hints=empty_answer_hints(segmenter, plist, summary.prompt_scores),
+        hints=hints,
     )
     for hint in res.hints:
         log.info(hint)

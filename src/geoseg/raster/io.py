@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -54,11 +55,47 @@ def parse_bands(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
     return out
 
 
-def default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
-    """RGB by colour interpretation when declared, else the first three bands, else band 1 as grey."""
+#: a band description that names a colour: the word on its own ("B4 Red", "red", "Blue (B2)"), not inside
+#: another ("Infrared", "coastal_blue") and not a red edge band ("B5 Red Edge 1", "red-edge")
+_COLOUR_WORD = {c: re.compile(rf"\b{c}\b(?![\s_-]*edge)", re.IGNORECASE) for c in ("red", "green", "blue")}
+
+
+def declared_rgb(ds: rasterio.DatasetReader) -> tuple[int, int, int] | None:
+    """The 1-based bands the file declares red, green and blue by colour interpretation, or ``None``."""
     ci = list(ds.colorinterp)
-    if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
-        return tuple(ci.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue))
+    wanted = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if not all(c in ci for c in wanted):
+        return None
+    red, green, blue = (ci.index(c) + 1 for c in wanted)
+    return red, green, blue
+
+
+def named_rgb(descriptions: Sequence[str | None]) -> tuple[int, int, int] | None:
+    """The 1-based bands whose descriptions name red, green and blue, each by exactly one band, or ``None``.
+
+    A stack written by SNAP, ``gdal_merge`` or a Sentinel-2 export names its bands ("B2 Blue",
+    "B3 Green", "B4 Red", "B8 NIR") but declares no colour interpretation. A colour named by two
+    bands (e.g. "Coastal blue" beside "Blue") or by none says nothing sure, so no choice is made.
+    """
+    names = [(d or "").strip() for d in descriptions]
+    found = [[i + 1 for i, n in enumerate(names) if pattern.search(n)] for pattern in _COLOUR_WORD.values()]
+    if any(len(bands) != 1 for bands in found):
+        return None
+    (red,), (green,), (blue,) = found
+    return (red, green, blue) if len({red, green, blue}) == 3 else None
+
+
+def default_bands(ds: rasterio.DatasetReader) -> tuple[int, ...]:
+    """The bands read as R,G,B when ``--bands`` is not given.
+
+    In order: the bands declared red, green and blue by colour interpretation; else the bands
+    whose descriptions name them (:func:`named_rgb`; read as 1,2,3 a Blue, Green, Red, NIR
+    stack showed blue as red, and text answers changed with it); else the first three bands;
+    else band 1 as grey.
+    """
+    chosen = declared_rgb(ds) or named_rgb(ds.descriptions)
+    if chosen is not None:
+        return chosen
     if ds.count >= 3:
         return (1, 2, 3)
     return (1,)
@@ -295,6 +332,26 @@ class RasterSource:
             valid &= np.any(np.isfinite(raw), axis=0)
         return valid
 
+    def any_valid(self, window: Window, chunk: int = 1024) -> bool:
+        """Whether ``window`` holds at least one valid (not nodata) pixel, at full resolution.
+
+        Read in ``chunk``-pixel squares that stop at the first valid pixel, so memory stays flat
+        whatever the window's size: a decimated read could miss a small valid area.
+        """
+        c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
+        c1 = min(self.width, int(window.col_off + window.width))
+        r1 = min(self.height, int(window.row_off + window.height))
+        if c1 <= c0 or r1 <= r0:
+            return False
+        if not self.has_mask:
+            return True
+        for row in range(r0, r1, chunk):
+            for col in range(c0, c1, chunk):
+                part = Window(col, row, min(chunk, c1 - col), min(chunk, r1 - row))
+                if self.read_valid(part).any():
+                    return True
+        return False
+
     def read_rgb(self, window: Window | None = None, out_shape: tuple[int, int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Read ``window`` (whole image when ``None``) as display RGB.
@@ -352,7 +409,8 @@ def open_source(path: str | os.PathLike, bands: str | Sequence[int] | None = Non
 
     Args:
         path: GeoTIFF (any band count and dtype, with or without CRS/nodata), JPG or PNG.
-        bands: 1-based band indices (``"4,3,2"`` or a sequence); default RGB / first three / grey.
+        bands: 1-based band indices (``"4,3,2"`` or a sequence); default: :func:`default_bands` (declared
+            or named R,G,B, else the first three, else grey).
         stretch: a known scene stretch to reuse (e.g. computed once by a batch driver);
             computed from an overview or a sample of windows otherwise.
 
