@@ -19,7 +19,8 @@ Resume: a scene whose outputs exist and whose done marker
 options, and the scene file's size and modification time) is skipped. A failed scene
 is reported and, with ``on_error="skip"`` (default), does not stop the batch; it
 leaves no partial output behind. An output folder holds one option set: outputs an
-earlier run made with other options are refused, or removed with ``overwrite``.
+earlier run made with other options are refused, or replaced with ``overwrite`` (set aside, and put
+back when the new run does no scene).
 
 Modules (one concept each): :mod:`.scenes` (scene lists), :mod:`.jobs` (the job and its
 resume key), :mod:`.markers` (done markers, output paths, summary), :mod:`.earlier` (outputs

@@ -86,7 +86,8 @@ def run_batch(
         resume: skip scenes a previous run of the same job completed.
         max_inflight: window tasks submitted at once (default ``4 x workers``, at least 4).
         overwrite: when ``output_dir`` holds scenes an earlier run segmented with other options,
-            remove their outputs and go on (the summary's ``earlier`` says so); without it such a
+            set their outputs aside and go on; they are removed once a scene of this run is done,
+            else put back (the summary's ``earlier`` says which); without it such a
             run is refused before anything is read or written, so one folder never mixes two
             option sets. A changed scene or prompt-file content is not an option change: those
             scenes are redone as on any resume.
@@ -137,31 +138,37 @@ def run_batch(
                         backend_options=dict(backend_options or {}), prompt_layer=layer)
     _check_no_overwrite(scenes, out_dir, opts, merged_vector)
     job_key = opts.key(prompts)
+    from geoseg.batch.earlier import SetAside, settle_leftover
+
+    settle_leftover(out_dir)  # an --overwrite run killed before its end: put back or removed, as it would have
     earlier = earlier_option_sets(out_dir, job_key)
     if earlier and not overwrite:
         raise InputError(f"{out_dir} holds the outputs of {earlier.describe()}",
                          "give another output folder (-o), or add --overwrite to replace them")
     made = missing_folders(out_dir / MARKER_DIR)
-    replaced: list[str] = []
+    aside: list[SetAside] = []
 
     def start() -> None:
-        """--overwrite removes the earlier outputs only now: cluster reached, backend built.
+        """--overwrite moves the earlier outputs aside only now: cluster reached, backend built.
 
         A run that cannot start (an unreachable scheduler, a backend that does not build) must
-        leave them as they were, as ``ogr2ogr -overwrite`` keeps the file when the source fails.
+        leave them as they were, as ``ogr2ogr -overwrite`` keeps the file when the source fails;
+        one that starts removes them when it ends only if it has done a scene, else puts them back.
         """
-        if earlier and not replaced:
-            replaced.append(earlier.remove(out_dir, scenes))
+        if earlier and not aside:
+            aside.append(earlier.set_aside(out_dir, scenes))
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = _run_scenes(scenes, out_dir, prompts, opts, job_key, layer, workers=workers, scheduler=scheduler,
                               on_error=on_error, resume=resume, max_inflight=max_inflight,
                               merged_vector=merged_vector, start=start)
-    except BaseException:
+    except BaseException as exc:
+        if aside:
+            aside[0].end(exc)
         remove_empty_folders(made)  # a run that failed before finishing a scene leaves no empty folder
         raise
-    summary.earlier = replaced[0] if replaced else None
+    summary.earlier = aside[0].end() if aside else None
     summary.seconds = time.perf_counter() - t0
     _write_summary(out_dir, summary)
     log.info("batch: %d done, %d skipped, %d failed in %.1fs", summary.count("done"), summary.count("skipped"),
