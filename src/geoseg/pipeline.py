@@ -57,7 +57,7 @@ from geoseg.raster.io import RasterSource, open_source
 from geoseg.raster.tiling import check_tiling
 from geoseg.raster.writer import SceneWriter, check_output_paths
 from geoseg.segmenters import Segmenter
-from geoseg.vector import check_vector_crs, vector_driver
+from geoseg.vector import check_vector_crs, check_vector_options, vector_driver
 from geoseg.windows import (
     WindowTask,
     group_tasks,
@@ -336,7 +336,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             prompt_crs: str | None = None, vector: str | os.PathLike | None = None,
             score_raster: str | os.PathLike | None = None, stretch: list[list[float]] | None = None,
             backend_options: Mapping[str, Any] | None = None,
-            prompt_file: str | os.PathLike | None = None) -> SegmentResult:
+            prompt_file: str | os.PathLike | None = None, simplify: float = 0.0,
+            min_area: float = 0.0) -> SegmentResult:
     """Segment one scene and write a mask GeoTIFF (and optionally vectors and a score raster).
 
     Args:
@@ -357,6 +358,12 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         prompt_file: a vector file whose point / polygon features are one target each
             (:mod:`geoseg.prompt_layer`); features that miss the scene are left out.
         vector: ``.gpkg``, ``.fgb`` or ``.shp`` (source CRS) or ``.geojson`` (EPSG:4326) polygons.
+        simplify: simplify each prompt's polygons as one coverage (valid, no overlaps), tolerance in
+            pixels, the same in any CRS: ``1`` removes the pixel staircases; ``0`` keeps the exact
+            pixel outlines. Needs ``vector``.
+        min_area: fill holes and drop polygons smaller than this, in the layer's ``area`` unit (m²
+            for a georeferenced scene, pixels otherwise). Needs ``vector``. Neither option changes
+            the mask raster; both are recorded in the provenance (``vector``).
         score_raster: optional float32 score GeoTIFF.
         stretch: a precomputed scene stretch (per band ``[lo, hi]``).
 
@@ -379,6 +386,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         raise PromptError("no prompt given", "give --point X,Y, --box X0,Y0,X1,Y1, --text '...' or --prompt-file")
     check_tiling(tile_size, overlap)
     check_output_paths(output, score_raster, vector, os.fspath(image))
+    check_vector_options(simplify, min_area, vector)  # before the backend is built
     if vector:
         vector_driver(vector)
     src = open_source(image, bands, stretch=stretch)
@@ -410,7 +418,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         if layer is not None:
             provenance["prompt_file"] = layer.provenance()
         t_read = t_pred = 0.0
-        with SceneWriter(src, output, plist, provenance, score_raster=score_raster, vector=vector) as writer:
+        with SceneWriter(src, output, plist, provenance, score_raster=score_raster, vector=vector,
+                         simplify=simplify, min_area=min_area) as writer:
             for group in progress(groups, desc="segment", total=len(groups), unit="window"):
                 ta = time.perf_counter()
                 image_data = src.read_rgb(group[0].read, group[0].out_shape)

@@ -409,19 +409,21 @@ class SegmentPredictor:
 
     # -- outputs -----------------------------------------------------------------------
     def write(self, results: Sequence[PredictorResult], output: str | os.PathLike, *,
-              vector: str | os.PathLike | None = None, score_raster: str | os.PathLike | None = None
-              ) -> WriteSummary:
+              vector: str | os.PathLike | None = None, score_raster: str | os.PathLike | None = None,
+              simplify: float = 0.0, min_area: float = 0.0) -> WriteSummary:
         """Write results as ``geoseg segment`` does: mask GeoTIFF, optional vectors and score raster.
 
         Each result is one prompt (its ``prompt`` fills the vector ``prompt`` field);
-        outputs appear only when everything succeeded.
+        outputs appear only when everything succeeded. ``simplify`` (pixels) and ``min_area``
+        (the layer's area unit) shape the polygons as :func:`geoseg.segment` does.
         """
         from geoseg.raster.writer import SceneWriter, check_output_paths
-        from geoseg.vector import vector_driver
+        from geoseg.vector import check_vector_options, vector_driver
 
         src = self._require_source()
         if not results:
             raise PromptError("no result to write", "predict() first and pass its results")
+        check_vector_options(simplify, min_area, vector)
         for r in results:
             if not isinstance(r, PredictorResult):
                 raise GeosegError(f"cannot write a {type(r).__name__} as a result",
@@ -441,7 +443,8 @@ class SegmentPredictor:
         prompts = [r.prompt for r in results]
         provenance = {**self.segmenter.provenance(), "backend": self.segmenter.name,
                       "prompts": [p.to_dict() for p in prompts], "input": input_provenance(src)}
-        with SceneWriter(src, output, prompts, provenance, score_raster=score_raster, vector=vector) as writer:
+        with SceneWriter(src, output, prompts, provenance, score_raster=score_raster, vector=vector,
+                         simplify=simplify, min_area=min_area) as writer:
             for i, r in enumerate(results):
                 writer.add(WindowResult(i, r.window, r.mask, r.score, r.prob))
             return writer.finish()

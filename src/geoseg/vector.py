@@ -15,12 +15,27 @@ prompt file's feature each answer came from (-1 for other prompts), when a promp
 given — written through pyogrio. The provenance goes into the GeoPackage's layer metadata,
 the FlatGeobuf's and GeoJSON's layer description; a Shapefile has no place for it (its
 ``prompt`` field is cut to the format's 254 bytes).
+
+Two options shape the polygons before they are written (:func:`finish_polygons`); the mask raster
+is never changed by them:
+
+* ``simplify`` (pixels): each prompt's polygons are simplified together as one coverage
+  (:func:`shapely.coverage_simplify`, Visvalingam-Whyatt that keeps shared corners and never lets
+  two outlines cross), in scene pixel coordinates, so the tolerance means the same in every CRS.
+  The tolerance is roughly the square root of the largest triangle removed: a pixel staircase's
+  steps are triangles of 0.5 px², so values under ~0.71 keep the outlines' shape (only vertices
+  on straight runs go) and 1 removes the staircases. A polygon is never reduced below a triangle.
+* ``min_area`` (the layer's ``area`` unit: m² for a scene placed on the ground, pixels
+  otherwise): holes smaller than it are filled, then polygons smaller than it are dropped,
+  both measured as the ``area`` field is, after simplification, so no written polygon or hole is
+  below it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -84,6 +99,32 @@ def replace_vector(tmp: str, final: str) -> None:
             os.replace(src, dst)
         elif os.path.exists(dst):
             os.unlink(dst)
+
+
+def check_vector_options(simplify: float = 0.0, min_area: float = 0.0, vector: str | None = None) -> None:
+    """Raise a :class:`GeosegError` for a negative or non-finite ``simplify`` / ``min_area``, or either one
+    without a ``vector`` output to shape (checked before any work, so nothing is written)."""
+    hints = {"--simplify": "give a tolerance in pixels: 1 removes the staircases, 0 keeps the exact pixel outlines",
+             "--min-area": "give an area in the layer's area unit, m² for a georeferenced scene and pixels "
+                           "otherwise; 0 keeps every polygon"}
+    for name, value in (("--simplify", simplify), ("--min-area", min_area)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise GeosegError(f"{name} {value!r} is not a number >= 0", hints[name])
+    given = [name for name, value in (("--simplify", simplify), ("--min-area", min_area)) if value]
+    if given and not vector:
+        raise GeosegError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the polygons, and no "
+                          "vector output was asked for",
+                          "add a --vector output such as out.gpkg, or leave it out: the mask raster is never changed")
+
+
+def vector_provenance(simplify: float, min_area: float, area_unit: str) -> dict:
+    """How the polygons were shaped, for the provenance of the mask and the layer."""
+    return {"simplify": float(simplify), "simplify_unit": "px", "min_area": float(min_area),
+            "min_area_unit": area_unit}
 
 
 def _dbf_text(values: np.ndarray) -> np.ndarray:
@@ -150,6 +191,102 @@ def pixel_to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
         (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)))
 
 
+def scene_to_map(pix: np.ndarray, src) -> np.ndarray:
+    """Geometries in ``src``'s pixel coordinates → its map coordinates (kept as they are without a georeference)."""
+    t = src.transform
+    return pixel_to_map(pix, t) if src.crs is not None or not t.is_identity else pix
+
+
+def layer_areas(pix: np.ndarray, src) -> tuple[np.ndarray, str]:
+    """The ``area`` field of polygons given in ``src``'s pixel coordinates, and its unit."""
+    pix = np.asarray(pix, dtype=object)
+    return polygon_areas(scene_to_map(pix, src), pix, src)
+
+
+def _polygonal_parts(geoms: np.ndarray) -> tuple[list[int], list[shapely.Polygon]]:
+    """The non-empty polygons of ``geoms`` (an invalid one made valid first), each with the index it came from.
+
+    Coverage simplification gives valid polygons from the valid pixel outlines; this keeps the
+    promise of valid, non-empty features should a GEOS version not: an empty result is dropped,
+    an invalid one repaired within its own footprint (so it overlaps nothing new) and split.
+    """
+    index: list[int] = []
+    out: list[shapely.Polygon] = []
+    for i, g in enumerate(geoms):
+        if g is None or g.is_empty:
+            continue
+        if not g.is_valid:
+            g = shapely.make_valid(g, method="structure", keep_collapsed=False)
+        for part in shapely.get_parts(g):
+            if isinstance(part, shapely.Polygon) and not part.is_empty:
+                index.append(i)
+                out.append(part)
+    return index, out
+
+
+def simplify_polygons(polygons: Sequence[tuple[int, shapely.Geometry]], tolerance: float
+                      ) -> list[tuple[int, shapely.Polygon]]:
+    """Each prompt's polygons (pixel coordinates) simplified together as one coverage, ``tolerance`` in pixels.
+
+    Polygons of one prompt stay a valid coverage (no overlaps; shared corners kept), and none is
+    reduced below a triangle, so the count does not change.
+
+    Raises:
+        GeosegError: the installed shapely / GEOS cannot simplify a coverage (shapely >= 2.1, GEOS >= 3.12).
+    """
+    if tolerance <= 0 or not polygons:
+        return list(polygons)
+    if not hasattr(shapely, "coverage_simplify") or shapely.geos_version < (3, 12, 0):
+        raise GeosegError(f"--simplify needs shapely >= 2.1 with GEOS >= 3.12 (found shapely {shapely.__version__}, "
+                          f"GEOS {'.'.join(map(str, shapely.geos_version))})",
+                          "upgrade it: pip install -U 'shapely>=2.1'")
+    labels = np.array([lab for lab, _ in polygons], dtype=np.int64)
+    geoms = np.array([g for _, g in polygons], dtype=object)
+    out = geoms.copy()
+    for lab in np.unique(labels):
+        mine = labels == lab
+        out[mine] = shapely.coverage_simplify(geoms[mine], tolerance)
+    index, parts = _polygonal_parts(out)
+    if len(index) != len(out) or len(set(index)) != len(out):
+        log.info("simplification: %d polygon(s) in, %d out (empty ones dropped, invalid ones repaired)",
+                 len(out), len(parts))
+    return [(int(labels[i]), p) for i, p in zip(index, parts)]
+
+
+def drop_small(polygons: Sequence[tuple[int, shapely.Geometry]], min_area: float, src
+               ) -> list[tuple[int, shapely.Polygon]]:
+    """Fill the holes under ``min_area``, then drop the polygons under it (the ``area`` field's unit).
+
+    Holes are filled first, so a ring-shaped field whose small hole is filled counts whole. A
+    polygon of the same prompt inside a filled hole is smaller than that hole, so it is dropped
+    too: the prompt's polygons still do not overlap.
+    """
+    if min_area <= 0 or not polygons:
+        return list(polygons)
+    labels = [lab for lab, _ in polygons]
+    geoms = [g for _, g in polygons]
+    holes = [(i, k, shapely.Polygon(ring)) for i, g in enumerate(geoms) for k, ring in enumerate(g.interiors)]
+    filled: dict[int, set[int]] = defaultdict(set)
+    if holes:
+        hole_areas, _ = layer_areas(np.array([h for _, _, h in holes], dtype=object), src)
+        for (i, k, _), area in zip(holes, hole_areas):
+            if area < min_area:
+                filled[i].add(k)
+    for i, ks in filled.items():
+        geoms[i] = shapely.Polygon(geoms[i].exterior, [r for k, r in enumerate(geoms[i].interiors) if k not in ks])
+    area, _ = layer_areas(np.array(geoms, dtype=object), src)
+    keep = [i for i in range(len(geoms)) if area[i] >= min_area]
+    log.info("--min-area %g: %d hole(s) filled, %d of %d polygon(s) dropped", min_area,
+             sum(len(ks) for ks in filled.values()), len(geoms) - len(keep), len(geoms))
+    return [(labels[i], geoms[i]) for i in keep]
+
+
+def finish_polygons(polygons: Sequence[tuple[int, shapely.Geometry]], src, simplify: float = 0.0,
+                    min_area: float = 0.0) -> list[tuple[int, shapely.Polygon]]:
+    """The polygons as they are written: simplified (``simplify`` pixels), then small holes and pieces removed."""
+    return drop_small(simplify_polygons(polygons, simplify), min_area, src)
+
+
 def reproject_geoms(geoms: np.ndarray, src_crs, dst_crs) -> np.ndarray:
     """Geometries from ``src_crs`` to ``dst_crs`` (x = easting/longitude first)."""
     from pyproj import Transformer
@@ -164,12 +301,14 @@ def _to_4326(geoms: np.ndarray, crs) -> np.ndarray:
 
 
 def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: str, final_path: str, src,
-                  prompts: Sequence[Prompt], scores: Sequence[float | None], provenance: dict) -> int:
+                  prompts: Sequence[Prompt], scores: Sequence[float | None], provenance: dict,
+                  simplify: float = 0.0, min_area: float = 0.0) -> int:
     """Write ``polygons`` (pixel coordinates, label = prompt index + 1) to ``tmp_path``.
 
     The driver and CRS follow ``final_path``'s extension: GPKG, FlatGeobuf and Shapefile
     keep the source CRS (none for a non-georeferenced image: pixel coordinates), GeoJSON
-    is EPSG:4326. Move the result into place with :func:`replace_vector`.
+    is EPSG:4326. ``simplify`` and ``min_area`` shape the polygons first (:func:`finish_polygons`).
+    Move the result into place with :func:`replace_vector`.
 
     Returns:
         The number of features written.
@@ -177,13 +316,10 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     import pyogrio.raw
 
     driver = vector_driver(final_path)
-    t = src.transform
+    polygons = finish_polygons(polygons, src, simplify, min_area)
     labels = np.array([lab for lab, _ in polygons], dtype=np.int64)
     pix = np.array([g for _, g in polygons], dtype=object)
-    if src.crs is not None or not t.is_identity:
-        geoms = pixel_to_map(pix, t)
-    else:
-        geoms = pix
+    geoms = scene_to_map(pix, src)
     area, unit = polygon_areas(geoms, pix, src)
     crs = src.crs.to_wkt() if src.crs is not None else None
     layer_options: dict = {}

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from geoseg.prompt_layer import PromptLayer
 from geoseg.prompts import Prompt
+from geoseg.vector import check_vector_options
 
 OnError = Literal["skip", "fail"]
 
@@ -42,10 +43,18 @@ class BatchOptions:
     score_raster: bool = False
     backend_options: dict[str, Any] = field(default_factory=dict)
     prompt_layer: PromptLayer | None = None  # --prompt-file: its features that fall on each scene
+    simplify: float = 0.0  # --simplify: polygon tolerance in pixels
+    min_area: float = 0.0  # --min-area: in the layer's area unit
+
+    def __post_init__(self) -> None:
+        check_vector_options(self.simplify, self.min_area, self.vector)
 
     def key(self, prompts: Sequence[Prompt]) -> dict:
         layer = self.prompt_layer
         d = asdict(replace(self, prompt_layer=None))
+        for name in ("simplify", "min_area"):  # at their defaults they stay out: earlier runs' keys still match
+            if not d[name]:
+                del d[name]
         d["prompt_layer"] = layer.provenance() if layer is not None else None
         d["bands"] = list(self.bands) if self.bands else None
         # secrets never reach the resume key, which is written into every scene's marker file

@@ -51,6 +51,8 @@ def run_batch(
     overlap: int = 128,
     prompt_crs: str | None = None,
     vector: Literal["gpkg", "geojson", "fgb", "shp"] | None = None,
+    simplify: float = 0.0,
+    min_area: float = 0.0,
     score_raster: bool = False,
     merged_vector: str | os.PathLike | None = None,
     workers: int = 0,
@@ -77,6 +79,9 @@ def run_batch(
         bands, tile_size, overlap, prompt_crs: as for :func:`geoseg.pipeline.segment`.
         vector: per-scene vector format (``gpkg``, ``geojson``, ``fgb`` or ``shp``); ``merged_vector``
             implies ``gpkg`` when not given.
+        simplify, min_area: shape every scene's polygons as :func:`geoseg.pipeline.segment` does
+            (tolerance in pixels; area in the layer's ``area`` unit); they need ``vector`` or
+            ``merged_vector`` and are part of the resume key.
         score_raster: also write a float32 score raster per scene.
         merged_vector: one ``.gpkg``/``.geojson``/``.fgb``/``.shp`` with every scene's polygons in EPSG:4326
             and a ``scene`` field.
@@ -135,7 +140,8 @@ def run_batch(
     opts = BatchOptions(backend=backend, checkpoint=checkpoint, device=device,
                         bands=tuple(bands) if bands else None, tile_size=tile_size, overlap=overlap,
                         prompt_crs=prompt_crs, vector=vector, score_raster=score_raster,
-                        backend_options=dict(backend_options or {}), prompt_layer=layer)
+                        backend_options=dict(backend_options or {}), prompt_layer=layer,
+                        simplify=simplify, min_area=min_area)
     _check_no_overwrite(scenes, out_dir, opts, merged_vector)
     job_key = opts.key(prompts)
     from geoseg.batch.earlier import SetAside, settle_leftover

@@ -37,6 +37,7 @@ class _SceneRun:
         self.scene = scene
         self.t0 = time.perf_counter()
         self.outputs = _scene_outputs(scene, out_dir, opts)
+        self.simplify, self.min_area = opts.simplify, opts.min_area  # how the writer shapes the polygons
         self.source = open_source(str(scene), opts.bands)
         try:
             if opts.vector == "geojson" and self.source.crs is None:
@@ -70,7 +71,8 @@ class _SceneRun:
 
             self.writer = SceneWriter(self.source, self.outputs["mask"], self.prompts, self.provenance,
                                       score_raster=self.outputs.get("score_raster"),
-                                      vector=self.outputs.get("vector"))
+                                      vector=self.outputs.get("vector"), simplify=self.simplify,
+                                      min_area=self.min_area)
             self.writer.open()
         painted = 0
         while self.next in self.waiting:

@@ -55,6 +55,7 @@ def _vector_format(value: str | None) -> str | None:
 
 def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative_points, boxes, prompt_crs,
                       prompt_file: str | None, output: str, vector, score_raster, bands, tile_size, overlap, backend, checkpoint, device,
+                      simplify: float = 0.0, min_area: float = 0.0,
                       as_json: bool, workers: int, scheduler: str | None, on_error: str,
                       merged_vector: str | None, no_resume: bool, overwrite: bool = False,
                       backend_options: dict | None = None) -> None:
@@ -84,7 +85,8 @@ def run_batch_command(ctx: click.Context, image: str, *, texts, points, negative
     summary = run_batch(
         image, output, prompts, backend=backend, checkpoint=checkpoint, device=device,
         bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
-        vector=_vector_format(vector), score_raster=bool(score_raster), merged_vector=merged_vector,
+        vector=_vector_format(vector), simplify=simplify, min_area=min_area, score_raster=bool(score_raster),
+        merged_vector=merged_vector,
         workers=workers, scheduler=scheduler, on_error=on_error, resume=not no_resume, overwrite=overwrite,
         backend_options=backend_options, prompt_file=prompt_file,
     )

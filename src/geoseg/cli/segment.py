@@ -64,6 +64,14 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
               help="Mask GeoTIFF to write (uint8: 1 target, 0 background, 255 nodata); batch: output folder.")
 @click.option("--vector", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Polygons: .gpkg, .fgb or .shp (source CRS) or .geojson (EPSG:4326); batch: the format.")
+@click.option("--simplify", default=0.0, show_default=True, type=float, metavar="TOL",
+              help="Simplify the polygons, tolerance in pixels (the same in any CRS): 1 removes the pixel "
+                   "staircases, 0 keeps the exact pixel outlines. Each prompt's polygons stay valid and do not "
+                   "overlap. Vectors only: the mask raster is not changed. Needs --vector.")
+@click.option("--min-area", default=0.0, show_default=True, type=float, metavar="A",
+              help="Drop polygons and fill holes smaller than A, in the layer's area unit (m² for a "
+                   "georeferenced scene, pixels otherwise). Vectors only: the mask raster is not changed. "
+                   "Needs --vector.")
 @click.option("--score-raster", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Optional float32 score GeoTIFF.")
 @click.option("--bands", default=None, metavar="B,G,R", help="1-based bands to read as RGB, e.g. 4,3,2 (or one band).")
@@ -89,7 +97,8 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
 def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tuple[str, ...],
             negative_points: tuple[str, ...], boxes: tuple[str, ...], prompt_crs: str | None,
             prompt_file: str | None, output: str,
-            vector: str | None, score_raster: str | None, bands: str | None, tile_size: int, overlap: int,
+            vector: str | None, simplify: float, min_area: float, score_raster: str | None, bands: str | None,
+            tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
             no_refine: bool, no_object_region: bool, no_zoom: bool, no_scene_presence: bool, as_json: bool,
             **batch) -> None:
@@ -101,6 +110,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
       geoseg segment scene.tif --point 120,80 --negative-point 140,90 -o mask.tif
       geoseg segment scene.tif --box 9.51,55.70,9.52,55.71 --prompt-crs EPSG:4326 -o m.tif
       geoseg segment scene.tif --prompt-file parcels.gpkg -o m.tif --vector fields.gpkg
+      geoseg segment scene.tif --text "buildings" -o m.tif --vector b.gpkg --simplify 1 --min-area 20
       geoseg segment scene.tif --text "the largest building" --checkpoint model.pt -o m.tif
       geoseg segment 'scenes/*.tif' --text "buildings" -o out/ --vector gpkg --workers 4
       geoseg segment scene.tif --backend trainfree --vlm-url http://127.0.0.1:8000/v1 --text "the pier" -o m.tif
@@ -108,7 +118,11 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     IMAGE may also be a folder, a glob pattern or a list file (batch mode, see docs/batch.md).
     """
     from geoseg.batch import is_batch_input
+    from geoseg.vector import check_vector_options
 
+    many = is_batch_input(image)
+    # before anything is read: --merged-vector alone asks for vectors in batch mode (it implies --vector gpkg)
+    check_vector_options(simplify, min_area, vector or (batch.get("merged_vector") if many else None))
     vlm = {k: batch.pop(k) for k in list(batch) if k.startswith("vlm_")}
     options = vlm_kwargs(vlm) if backend == "trainfree" else {}
     if mask_threshold is not None:
@@ -116,12 +130,12 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
     if no_scene_presence:
         options["scene_presence"] = None
-    if is_batch_input(image):
+    if many:
         from geoseg.cli.batch import run_batch_command
 
         return run_batch_command(ctx, image, texts=texts, points=points, negative_points=negative_points,
                                  boxes=boxes, prompt_crs=prompt_crs, prompt_file=prompt_file,
-                                 output=output, vector=vector,
+                                 output=output, vector=vector, simplify=simplify, min_area=min_area,
                                  score_raster=score_raster, bands=bands, tile_size=tile_size, overlap=overlap,
                                  backend=backend, checkpoint=checkpoint, device=device, as_json=as_json,
                                  backend_options=options, **batch)
@@ -133,6 +147,7 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         boxes=[parse_box(b) for b in boxes], text=list(texts), backend=backend, checkpoint=checkpoint,
         device=device, bands=bands, tile_size=tile_size, overlap=overlap, prompt_crs=prompt_crs,
         vector=vector, score_raster=score_raster, backend_options=options, prompt_file=prompt_file,
+        simplify=simplify, min_area=min_area,
     )
     quiet = bool((ctx.obj or {}).get("quiet"))
     if as_json:

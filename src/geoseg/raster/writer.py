@@ -13,7 +13,9 @@ final outputs:
 * the mask GeoTIFF: uint8, 1 = target, 0 = background, 255 = nodata (where the source
   is nodata), tiled, deflate, CRS and transform of the source, provenance tags;
 * the optional float32 score raster (nodata -1);
-* the optional vectors (see :mod:`geoseg.vector`): every prompt's polygons, nodata left out.
+* the optional vectors (see :mod:`geoseg.vector`): every prompt's polygons, nodata left out,
+  simplified and cleared of small pieces and holes when asked (``simplify``, ``min_area``: the
+  vectors only, the mask is never changed; both recorded in the provenance under ``vector``).
 
 Every output is written to a temporary file in its destination folder and moved
 into place with :func:`os.replace` only when everything succeeded; on error all
@@ -46,7 +48,14 @@ from geoseg.prompts import Prompt
 from geoseg.raster.areas import MaskArea
 from geoseg.raster.io import GDAL_ENV, RasterSource
 from geoseg.raster.tiling import intersect, iter_blocks
-from geoseg.vector import PolygonCollector, replace_vector, vector_files, write_vectors
+from geoseg.vector import (
+    PolygonCollector,
+    check_vector_options,
+    replace_vector,
+    vector_files,
+    vector_provenance,
+    write_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +159,14 @@ class SceneWriter:
         provenance: model/version facts written into tags and vector metadata.
         score_raster: optional path of the float32 score raster.
         vector: optional ``.gpkg``, ``.fgb`` or ``.shp`` (source CRS) or ``.geojson`` (EPSG:4326) path.
+        simplify: simplify each prompt's polygons as a coverage, tolerance in pixels (0: exact outlines).
+        min_area: fill holes and drop polygons under this area, in the layer's ``area`` unit (0: keep all).
     """
 
     def __init__(self, source: RasterSource, output: str, prompts: Sequence[Prompt], provenance: dict,
-                 score_raster: str | None = None, vector: str | None = None, block: int = BLOCK) -> None:
+                 score_raster: str | None = None, vector: str | None = None, block: int = BLOCK,
+                 simplify: float = 0.0, min_area: float = 0.0) -> None:
+        check_vector_options(simplify, min_area, vector)
         self.source = source
         self.output = os.fspath(output)
         self.prompts = list(prompts)
@@ -162,6 +175,7 @@ class SceneWriter:
         self._scene_rule = self.provenance.pop("scene_presence", None)
         self.score_raster = os.fspath(score_raster) if score_raster else None
         self.vector = os.fspath(vector) if vector else None
+        self.simplify, self.min_area = float(simplify), float(min_area)
         self.block = block
         self._label_dtype = np.uint16 if len(self.prompts) < 65535 else np.int32
         self._union_path: str | None = None
@@ -364,6 +378,8 @@ class SceneWriter:
             tmp_score = temp_path_for(self.score_raster)
             self._temps.append(tmp_score)
         mask_px, area = 0, MaskArea(src)
+        if self.vector:  # the mask's tags say how its polygons were shaped too
+            self.provenance["vector"] = vector_provenance(self.simplify, self.min_area, area.unit)
         tags = self._tags()
         dst_s = None
         with _open(tmp_mask, "w", dtype="uint8", nodata=MASK_NODATA, predictor=2, **prof) as dst:
@@ -398,7 +414,7 @@ class SceneWriter:
             tmp_vec = temp_path_for(self.vector)
             self._temps.extend(vector_files(tmp_vec))
             n_polygons = write_vectors(self._collector.polygons(), tmp_vec, self.vector, src, self.prompts, scores,
-                                       self.provenance)
+                                       self.provenance, simplify=self.simplify, min_area=self.min_area)
         # everything succeeded: move into place
         os.replace(tmp_mask, self.output)
         if tmp_score and self.score_raster:
