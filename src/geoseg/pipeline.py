@@ -137,12 +137,19 @@ def prepare_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs:
     """Prompts in scene pixels, checked to lie on the image, boxes clipped to it.
 
     Raises:
-        PromptError / InputError: a prompt outside the image or a CRS that cannot be used.
+        PromptError / InputError: a prompt outside the image or a CRS that cannot be used; map
+        coordinates on a scene without CRS (the error says why it has none:
+        :func:`geoseg.georef.no_crs_error`).
     """
     from dataclasses import replace
 
     from geoseg.georef import prompt_to_pixels
 
+    if prompt_crs and source.crs is None and any(p.points or p.box is not None for p in prompts):
+        from geoseg.georef import no_crs_error
+
+        raise no_crs_error(source, f"--prompt-crs {prompt_crs} coordinates cannot be placed on it",
+                           "give pixel coordinates (drop --prompt-crs)")
     out = []
     for p in prompts:
         if not prompt_crs:
@@ -196,6 +203,11 @@ def layer_prompts(layer: PromptLayer, source: RasterSource, others: Sequence[Pro
         PromptError: none does and ``others`` is empty, so the scene has nothing to answer.
     """
     name = os.path.basename(source.path)
+    if layer.crs is not None and source.crs is None:
+        from geoseg.georef import no_crs_error
+
+        raise no_crs_error(source, f"the features of {layer.path} cannot be placed on it",
+                           "give a prompt file in pixel coordinates without a CRS")
     out = layer.on_scene(source.crs, source.transform, source.width, source.height, name)
     if not out and not others:
         raise PromptError(f"none of the {len(layer)} feature(s) of {layer.path} fall on {name}",
@@ -261,30 +273,6 @@ def band_choice_note(source: RasterSource) -> str | None:
              f"{','.join(map(str, named))}" if named is not None
              else "give --bands R,G,B to choose (e.g. --bands 3,2,1 for a Blue, Green, Red, ... stack)")
     return f"{read}, as it declares no colour interpretation; {which}"
-
-
-def check_map_prompts(source: RasterSource, prompts: Sequence[Prompt], prompt_crs: str | None,
-                      layer: PromptLayer | None = None) -> None:
-    """Refuse prompts in map coordinates on a scene without CRS, saying why it has none.
-
-    :func:`prepare_prompts` and :meth:`PromptLayer.on_scene` refuse them too, but know only that
-    the CRS is missing; a scene placed by ground control points or RPCs alone looks placed in a
-    GIS, so the error names that and the ``gdalwarp`` that georeferences it
-    (:func:`geoseg.georef.no_crs_error`).
-
-    Raises:
-        InputError: ``prompt_crs`` with point/box prompts, or a ``layer`` in map coordinates, on such a scene.
-    """
-    if source.crs is not None:
-        return
-    from geoseg.georef import no_crs_error
-
-    if prompt_crs and any(p.points or p.box is not None for p in prompts):
-        raise no_crs_error(source, f"--prompt-crs {prompt_crs} coordinates cannot be placed on it",
-                           "give pixel coordinates (drop --prompt-crs)")
-    if layer is not None and layer.crs is not None:
-        raise no_crs_error(source, f"the features of {layer.path} cannot be placed on it",
-                           "give a prompt file in pixel coordinates without a CRS")
 
 
 def prompt_on_nodata(source: RasterSource, prompt: Prompt) -> bool:
@@ -392,9 +380,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
     src = open_source(image, bands, stretch=stretch)
     try:
         if vector:
-            check_vector_crs(vector, src.crs)
+            check_vector_crs(vector, src)
         given = [p.to_dict() for p in plist]
-        check_map_prompts(src, plist, prompt_crs, layer)
         plist = prepare_prompts(src, plist, prompt_crs)
         if layer is not None:
             plist += layer_prompts(layer, src, plist)

@@ -72,11 +72,17 @@ def vector_driver(path: str) -> str:
     return VECTOR_DRIVERS[ext]
 
 
-def check_vector_crs(path: str, crs) -> None:
-    """Raise a :class:`GeosegError` when ``path`` is GeoJSON (EPSG:4326 by RFC 7946) and the image has no ``crs``."""
-    if crs is None and vector_driver(path) == "GeoJSON":
-        raise GeosegError("GeoJSON output needs a georeferenced image (RFC 7946 is EPSG:4326)",
-                          "write a .gpkg, .fgb or .shp instead (pixel coordinates) or georeference the image")
+def check_vector_crs(path: str, source) -> None:
+    """Raise a :class:`GeosegError` when ``path`` is GeoJSON (EPSG:4326 by RFC 7946) and ``source`` has no CRS.
+
+    The error says why the scene has none (:func:`geoseg.georef.no_crs_error`: plain image, or
+    placed only by GCPs / RPCs, with the ``gdalwarp`` that georeferences it).
+    """
+    if source.crs is None and vector_driver(path) == "GeoJSON":
+        from geoseg.georef import no_crs_error
+
+        raise no_crs_error(source, "its polygons cannot be written as GeoJSON (RFC 7946 is EPSG:4326)",
+                           "write .gpkg, .fgb or .shp instead (pixel coordinates)")
 
 
 def vector_files(path: str) -> list[str]:
@@ -323,7 +329,7 @@ def write_vectors(polygons: Sequence[tuple[int, shapely.Geometry]], tmp_path: st
     area, unit = polygon_areas(geoms, pix, src)
     crs = src.crs.to_wkt() if src.crs is not None else None
     layer_options: dict = {}
-    check_vector_crs(final_path, src.crs)
+    check_vector_crs(final_path, src)
     if driver == "GeoJSON":
         if len(geoms):
             geoms = _to_4326(geoms, src.crs)

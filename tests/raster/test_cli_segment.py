@@ -65,7 +65,7 @@ def _bad_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("all nodata", [str(nodata), "--box", "1,1,20,20"], "no valid pixels"),
         ("text classical", [str(scene), "--text", "the largest building"], "cannot use text"),
         ("bad vector", [str(scene), *box, "--vector", str(tmp / "out" / "v.kml")], "unsupported vector output"),
-        ("geojson no crs", [str(plain), *box, "--vector", str(tmp / "out" / "v.geojson")], "needs a georeferenced"),
+        ("geojson no crs", [str(plain), *box, "--vector", str(tmp / "out" / "v.geojson")], "cannot be written as GeoJSON"),
         ("bad box", [str(scene), "--box", "1,2,3"], "cannot read box"),
         ("tile size", [str(scene), *box, "--tile-size", "32"], "too small"),
     ]

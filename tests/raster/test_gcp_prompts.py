@@ -111,3 +111,33 @@ def test_why_no_crs_for_the_other_kinds_of_scene(tmp_path: Path) -> None:
                                    "crs_only.tif")
     with open_source(tmp_path / "plain.tif") as src:
         assert why_no_crs(src) == ("plain.tif has no CRS", "georeference it first")
+
+
+def test_geojson_output_predictor_and_batch_name_the_gcps_too(tmp_path: Path, capsys) -> None:
+    """The .geojson output, SegmentPredictor and batch mode give the same reason as geoseg segment's prompts."""
+    import geoseg
+    from geoseg.batch import run_batch
+    from geoseg.errors import InputError
+
+    scene = gcp_scene(tmp_path / "gcp.tif")
+    code, err = run_main(["-q", "segment", str(scene), "--box", ",".join(map(str, roof_box())), "--backend",
+                          "classical", "-o", str(tmp_path / "m.tif"), "--vector", str(tmp_path / "v.geojson")], capsys)
+    assert code == 2 and err.startswith("error: gcp.tif is placed on the ground only by 4 ground control points")
+    assert "cannot be written as GeoJSON" in err and "gdalwarp -tps" in err
+    assert not (tmp_path / "m.tif").exists() and not (tmp_path / "v.geojson").exists()
+
+    pred = geoseg.SegmentPredictor("classical")
+    pred.set_image(scene)
+    with pytest.raises(InputError, match="only by 4 ground control points.*--prompt-crs EPSG:4326"):
+        pred.predict(points=[(9.52, 55.71)], prompt_crs="EPSG:4326")
+
+    out = tmp_path / "batch"
+    summary = run_batch([scene], out, [geoseg.Prompt(points=((9.52, 55.71),), labels=(1,))], backend="classical",
+                        prompt_crs="EPSG:4326")
+    (outcome,) = summary.scenes
+    assert outcome.status == "failed" and "only by 4 ground control points" in outcome.error
+    summary = run_batch([scene], tmp_path / "batch_geojson", [geoseg.Prompt(box=roof_box())], backend="classical",
+                        vector="geojson")
+    (outcome,) = summary.scenes
+    assert outcome.status == "failed" and "cannot be written as GeoJSON" in outcome.error
+    assert "gdalwarp -tps" in outcome.error

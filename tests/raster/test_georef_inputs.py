@@ -87,7 +87,7 @@ def test_crs_without_geotransform_is_segmented_in_pixel_space(tmp_path: Path, ca
 def test_crs_without_geotransform_refuses_map_outputs_and_prompts(tmp_path: Path) -> None:
     """GeoJSON (lon/lat) and --prompt-crs need a place on the ground: one-line errors, not a polygon at 4.5° E 0° N."""
     path = _crs_only(tmp_path / "crs_only.tif")
-    with pytest.raises(GeosegError, match="GeoJSON output needs a georeferenced image"):
+    with pytest.raises(GeosegError, match="cannot be written as GeoJSON"):
         geoseg.segment(path, output=tmp_path / "m.tif", boxes=[roof_box()], backend="classical",
                        vector=tmp_path / "v.geojson")
     with pytest.raises(GeosegError, match="no CRS"):

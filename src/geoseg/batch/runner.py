@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from geoseg.batch.earlier import earlier_option_sets
+from geoseg.batch.earlier import SetAside, earlier_option_sets, settle_leftover
 from geoseg.batch.folders import (
     _check_no_overwrite,
     _drop_previous_outputs,
@@ -144,8 +144,6 @@ def run_batch(
                         simplify=simplify, min_area=min_area)
     _check_no_overwrite(scenes, out_dir, opts, merged_vector)
     job_key = opts.key(prompts)
-    from geoseg.batch.earlier import SetAside, settle_leftover
-
     settle_leftover(out_dir)  # an --overwrite run killed before its end: put back or removed, as it would have
     earlier = earlier_option_sets(out_dir, job_key)
     if earlier and not overwrite:

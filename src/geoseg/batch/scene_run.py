@@ -9,7 +9,6 @@ from pathlib import Path
 from geoseg.batch.jobs import BatchOptions
 from geoseg.batch.markers import _scene_outputs
 from geoseg.batch.outcomes import SceneOutcome
-from geoseg.errors import GeosegError
 from geoseg.prompts import Prompt
 
 
@@ -33,6 +32,7 @@ class _SceneRun:
         )
         from geoseg.raster.io import open_source
         from geoseg.segmenters import shares_windows
+        from geoseg.vector import check_vector_crs
 
         self.scene = scene
         self.t0 = time.perf_counter()
@@ -40,9 +40,8 @@ class _SceneRun:
         self.simplify, self.min_area = opts.simplify, opts.min_area  # how the writer shapes the polygons
         self.source = open_source(str(scene), opts.bands)
         try:
-            if opts.vector == "geojson" and self.source.crs is None:
-                raise GeosegError(f"{scene.name} has no georeference, so it cannot be written as GeoJSON",
-                                  "use --vector gpkg (pixel coordinates) or georeference the scene")
+            if "vector" in self.outputs:
+                check_vector_crs(self.outputs["vector"], self.source)
             self.prompts = prepare_prompts(self.source, list(prompts), opts.prompt_crs)
             if opts.prompt_layer is not None:
                 self.prompts += layer_prompts(opts.prompt_layer, self.source, self.prompts)
