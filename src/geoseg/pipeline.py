@@ -392,8 +392,11 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             for p in plist:
                 segmenter.check_prompt(p)
         band_note = band_choice_note(src) if bands is None else None
-        if band_note is not None:
-            log.warning(band_note)
+        if band_note is not None:  # a warning when a guess was made; the names chose right: for information
+            from geoseg.raster.io import named_rgb
+
+            log.log(logging.INFO if named_rgb(src.dataset.descriptions) == tuple(src.bands) else logging.WARNING,
+                    band_note)
             notes.append(band_note)
         t_open = time.perf_counter() - t0
         tasks = plan_windows(src.width, src.height, plist, tile_size, overlap, shared=segmenter.shares_windows)

@@ -115,3 +115,18 @@ def test_the_cli_reads_a_named_stack_by_its_names_and_bands_still_win(tmp_path: 
     assert res.exit_code == 0, res.output
     assert not any("as R,G,B" in n for n in json.loads(res.stdout)["notes"])
     assert _input_bands(tmp_path / "given.tif") == [1, 2, 3]
+
+
+def test_the_note_warns_only_when_the_bands_were_a_guess(tmp_path: Path, caplog) -> None:
+    """Bands chosen by their names are right: the note is for information; 1,2,3 of an unnamed stack is a guess."""
+    import logging
+
+    named = named_stack(tmp_path / "named.tif")
+    unnamed = named_stack(tmp_path / "unnamed.tif", names=("", "", "", "", "", ""))
+    levels = {}
+    for path in (named, unnamed):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="geoseg.pipeline"):
+            geoseg.segment(path, output=tmp_path / f"{path.stem}_m.tif", boxes=[roof_box()], segmenter=RedSegmenter())
+        levels[path.stem] = [r.levelno for r in caplog.records if "as R,G,B" in r.getMessage()]
+    assert levels == {"named": [logging.INFO], "unnamed": [logging.WARNING]}
