@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoseg.batch.markers import MARKER_DIR, _job_hash, _marker_outputs
+from geoseg.batch.markers import MARKER_DIR, _job_hash, _marker_outputs, _output_files
 from geoseg.errors import GeosegError, reason
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,9 @@ class EarlierOutputs:
         Until the run has done a scene they are only out of the way; :meth:`SetAside.end` then
         removes them or puts them back.
         """
-        from geoseg.vector import vector_files
-
         keep = {os.path.abspath(s) for s in scenes}
         folder = os.path.abspath(out_dir) + os.sep
-        files = [f for out in self.outputs for f in vector_files(out) + [out + ".aux.xml"]]
+        files = _output_files(self.outputs)
         paths = dict.fromkeys(os.path.abspath(f) for f in [*files, *map(str, self.markers)])
         aside = SetAside(out_dir, self.describe(), [os.path.relpath(f, out_dir) for f in paths
                                                     if f.startswith(folder) and f not in keep and os.path.isfile(f)],

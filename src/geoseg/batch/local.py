@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from geoseg.batch.markers import _write_marker
+from geoseg.batch.markers import _mark_done
 from geoseg.batch.outcomes import SceneOutcome, _bars, _failed
 from geoseg.batch.scene_run import _SceneRun
 from geoseg.batch.worker import process_group, resolve_backend
@@ -38,7 +38,7 @@ def _run_local(todo: list[Path], out_dir: Path, prompts, opts, spec, job_key, on
                     run.add(i, process_group(run.source, group, spec))
                     tile_bar.update(run.paint_ready())
                 outcome = run.finish()
-                _write_marker(scene, out_dir, job_key, outcome)
+                _mark_done(scene, out_dir, job_key, outcome)  # or removes the outputs and raises
             except BaseException as exc:  # noqa: BLE001 - a scene's failure is reported, not fatal (on_error=skip)
                 if run is not None and not run.failed:
                     run.abort()  # also on Ctrl-C: no temporary file stays behind

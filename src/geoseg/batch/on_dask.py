@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from geoseg.batch.markers import _write_marker
+from geoseg.batch.markers import _mark_done
 from geoseg.batch.outcomes import SceneOutcome, _bars, _failed
 from geoseg.batch.scene_run import _SceneRun
 from geoseg.batch.worker import process_group, resolve_backend
@@ -127,7 +127,7 @@ def _run_dask(client, todo: list[Path], out_dir: Path, prompts, opts, spec, job_
                 if not run.complete:
                     return
                 outcome = run.finish()
-                _write_marker(run.scene, out_dir, job_key, outcome)
+                _mark_done(run.scene, out_dir, job_key, outcome)  # or removes the outputs and raises
             except Exception as exc:  # noqa: BLE001
                 fail(run, exc)
                 continue
