@@ -2,13 +2,15 @@
 
 Points are transformed exactly; a box is transformed with densified edges
 (:func:`rasterio.warp.transform_bounds`) so a box drawn in EPSG:4326 covers the same
-ground in a projected scene, then mapped to the pixel bounding box.
+ground in a projected scene, then mapped to the pixel bounding box (:func:`box_to_pixels`,
+which ``geoseg serve`` uses for its lon/lat boxes too).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,8 @@ from geoseg.errors import InputError, PromptError, reason
 from geoseg.prompts import Prompt
 
 if TYPE_CHECKING:
+    from affine import Affine
+
     from geoseg.raster.io import RasterSource
 
 
@@ -79,6 +83,36 @@ def _check_finite(values: list[float], what: str, crs: CRS) -> None:
         )
 
 
+#: points per box edge transformed besides its corners: the curve a straight edge becomes in another CRS
+BOX_DENSIFY_PTS = 21
+
+
+def box_to_pixels(box: Sequence[float], box_crs: str | CRS, src_crs: str | CRS, transform: Affine
+                  ) -> tuple[float, float, float, float]:
+    """The pixel bounding box ``(x0, y0, x1, y1)`` of the ground ``box`` covers in a scene.
+
+    ``box`` (``x0, y0, x1, y1`` in ``box_crs``, ``x`` = easting or longitude) is transformed with
+    :data:`BOX_DENSIFY_PTS` points on each edge (:func:`rasterio.warp.transform_bounds`): an edge
+    straight in lon/lat is a curve in a projected scene, and its four corners alone can miss
+    where it bulges out (many pixels in a polar or a wide scene). The bounds in the scene's CRS
+    (``src_crs``, pixel→map ``transform``) are then mapped to pixels. Shared by ``--prompt-crs``
+    (:func:`prompt_to_pixels`) and ``geoseg serve``'s lon/lat boxes, so both cover the same ground.
+
+    The result may hold non-finite numbers where PROJ gives them; callers check it and word the error
+    for their users, as they do for the errors rasterio and PROJ raise here (``CRSError``,
+    ``RasterioError``, ``CPLE_BaseError``, ``ValueError``), which pass through.
+    """
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(box_crs, src_crs, box[0], box[1], box[2], box[3],
+                                                densify_pts=BOX_DENSIFY_PTS)
+    inv = ~transform
+    corners = [inv @ (x, y) for x in (left, right) for y in (bottom, top)]
+    cols = [c[0] for c in corners]
+    rows = [c[1] for c in corners]
+    return min(cols), min(rows), max(cols), max(rows)
+
+
 def prompt_to_pixels(prompt: Prompt, prompt_crs: str | CRS | None, src_crs: CRS | None, transform) -> Prompt:
     """Return ``prompt`` in the scene's pixel coordinates.
 
@@ -102,7 +136,6 @@ def prompt_to_pixels(prompt: Prompt, prompt_crs: str | CRS | None, src_crs: CRS 
         )
     from rasterio.errors import RasterioError
     from rasterio.warp import transform as warp_transform
-    from rasterio.warp import transform_bounds
 
     inv = ~transform
     points = prompt.points
@@ -114,12 +147,8 @@ def prompt_to_pixels(prompt: Prompt, prompt_crs: str | CRS | None, src_crs: CRS 
                 points = tuple(tuple(float(v) for v in inv @ (x, y)) for x, y in zip(xs, ys))
             box = prompt.box
             if box is not None:
-                left, bottom, right, top = transform_bounds(crs, src_crs, box[0], box[1], box[2], box[3], densify_pts=21)
-                _check_finite([left, bottom, right, top], "the box", crs)
-                corners = [inv @ (x, y) for x in (left, right) for y in (bottom, top)]
-                cols = [c[0] for c in corners]
-                rows = [c[1] for c in corners]
-                box = (min(cols), min(rows), max(cols), max(rows))
+                box = box_to_pixels(box, crs, src_crs, transform)
+                _check_finite(list(box), "the box", crs)
     except (CRSError, RasterioError, CPLE_BaseError, ValueError) as exc:
         raise PromptError(
             f"the prompt cannot be transformed from {crs.to_string()} to the image CRS ({reason(exc)})",

@@ -40,7 +40,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from geoseg.backends import (
     DEFAULT_BACKEND,
@@ -275,7 +275,13 @@ def band_choice_note(source: RasterSource) -> str | None:
     return f"{read}, as it declares no colour interpretation; {which}"
 
 
-def prompt_on_nodata(source: RasterSource, prompt: Prompt) -> bool:
+class ValidityMap(Protocol):
+    """What :func:`prompt_on_nodata` asks of a scene: a :class:`RasterSource`, or the server's open image."""
+
+    def any_valid(self, window: Any) -> bool: ...
+
+
+def prompt_on_nodata(source: ValidityMap, prompt: Prompt) -> bool:
     """Whether every pixel a point or box prompt marks is nodata (``False`` for a text-only prompt).
 
     The box's pixels, or the pixel under each positive point, are read through ``source``'s
@@ -297,6 +303,15 @@ NODATA_PROMPT_HINT = ("it lies on nodata pixels only; move it onto the image's v
                       "(check --prompt-crs if map coordinates were meant)")
 
 
+def empty_answer_advice(segmenter: Segmenter, prompt: Prompt, source: ValidityMap | None = None,
+                        nodata_hint: str = NODATA_PROMPT_HINT) -> str | None:
+    """The advice for one prompt that found nothing: ``nodata_hint`` when it lies on ``source``'s nodata only
+    (:func:`prompt_on_nodata`; the server passes its open image and its own wording), else the backend's."""
+    if source is not None and prompt_on_nodata(source, prompt):
+        return nodata_hint
+    return segmenter.empty_answer_hint(prompt)
+
+
 def empty_answer_hints(segmenter: Segmenter, prompts: Sequence[Prompt], scores: Sequence[float | None],
                        source: RasterSource | None = None) -> list[str]:
     """One line per prompt that found nothing in the scene (``scores`` entry ``None``), with advice.
@@ -309,8 +324,7 @@ def empty_answer_hints(segmenter: Segmenter, prompts: Sequence[Prompt], scores: 
     hints = []
     for prompt, score in zip(prompts, scores):
         if score is None:
-            on_nodata = source is not None and prompt_on_nodata(source, prompt)
-            advice = NODATA_PROMPT_HINT if on_nodata else segmenter.empty_answer_hint(prompt)
+            advice = empty_answer_advice(segmenter, prompt, source)
             hints.append(f"nothing found for {prompt.describe()!r}" + (f": {advice}" if advice else ""))
     return hints
 

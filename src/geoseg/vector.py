@@ -107,20 +107,25 @@ def replace_vector(tmp: str, final: str) -> None:
             os.unlink(dst)
 
 
-def check_vector_options(simplify: float = 0.0, min_area: float = 0.0, vector: str | None = None) -> None:
+def check_vector_options(simplify: float = 0.0, min_area: float = 0.0, vector: str | None = None,
+                         names: tuple[str, str] = ("--simplify", "--min-area")) -> None:
     """Raise a :class:`GeosegError` for a negative or non-finite ``simplify`` / ``min_area``, or either one
-    without a ``vector`` output to shape (checked before any work, so nothing is written)."""
-    hints = {"--simplify": "give a tolerance in pixels: 1 removes the staircases, 0 keeps the exact pixel outlines",
-             "--min-area": "give an area in the layer's area unit, m² for a georeferenced scene and pixels "
-                           "otherwise; 0 keeps every polygon"}
-    for name, value in (("--simplify", simplify), ("--min-area", min_area)):
+    without a ``vector`` output to shape (checked before any work, so nothing is written).
+
+    ``names``: how the two are called where they were given (the CLI's options; the server's query parameters).
+    """
+    simplify_name, min_area_name = names
+    hints = {simplify_name: "give a tolerance in pixels: 1 removes the staircases, 0 keeps the exact pixel outlines",
+             min_area_name: "give an area in the layer's area unit, m² for a georeferenced scene and pixels "
+                            "otherwise; 0 keeps every polygon"}
+    for name, value in ((simplify_name, simplify), (min_area_name, min_area)):
         try:
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
         if not math.isfinite(number) or number < 0:
             raise GeosegError(f"{name} {value!r} is not a number >= 0", hints[name])
-    given = [name for name, value in (("--simplify", simplify), ("--min-area", min_area)) if value]
+    given = [name for name, value in ((simplify_name, simplify), (min_area_name, min_area)) if value]
     if given and not vector:
         raise GeosegError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the polygons, and no "
                           "vector output was asked for",

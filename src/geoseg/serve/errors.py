@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geoseg.errors import GeosegError, MissingExtraError, PromptError, reason
+from geoseg.serve.exports import ExportOptionError
 from geoseg.serve.images import ImageTooLargeError
 from geoseg.serve.limits import BodyTooLargeError
 from geoseg.serve.sessions import DroppedMaskError, UnknownImageError, UnknownMaskError
@@ -31,7 +32,7 @@ def status_for(exc: GeosegError) -> int:
         return 404
     if isinstance(exc, ImageTooLargeError):
         return 413
-    if isinstance(exc, PromptError):
+    if isinstance(exc, (PromptError, ExportOptionError)):
         return 422
     if isinstance(exc, PermissionError):
         return 403

@@ -17,12 +17,16 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geoseg.digest import sha256_file
 from geoseg.errors import InputError, reason
 from geoseg.raster.io import default_bands, palette_lut
+
+if TYPE_CHECKING:
+    from rasterio.windows import Window
 
 # rasterio's Affine coefficients (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f
 AffineTuple = tuple[float, float, float, float, float, float]
@@ -85,6 +89,20 @@ class ImageRecord:
         from geoseg.raster.io import fill_invalid
 
         return fill_invalid(self.rgb.copy(), self.valid)
+
+    def any_valid(self, window: Window) -> bool:
+        """Whether ``window`` (cut to the image) holds a pixel with data, as
+        :meth:`geoseg.raster.io.RasterSource.any_valid` answers for a scene on disk.
+
+        So :func:`geoseg.pipeline.prompt_on_nodata` can ask it of an open image (held in memory
+        with its validity, ``valid``) to tell a client whose point or box lies on nodata only.
+        """
+        c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
+        c1 = min(self.width, int(window.col_off + window.width))
+        r1 = min(self.height, int(window.row_off + window.height))
+        if c1 <= c0 or r1 <= r0:
+            return False
+        return self.valid is None or bool(self.valid[r0:r1, c0:c1].any())
 
     @property
     def height(self) -> int:

@@ -52,26 +52,43 @@ def preview_jpeg(record: ImageRecord, max_side: int = 2048) -> bytes:
     return buf.tobytes()
 
 
-def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: float) -> list[dict]:
-    """Polygons of the mask's connected regions as GeoJSON features (see the module docstring)."""
-    import rasterio.features
+def area_unit(record: ImageRecord) -> str:
+    """The unit of the features' ``area`` (and of ``min_area``): ``m2`` for a georeferenced image, else ``pixel``."""
+    return "m2" if record.geo else "pixel"
+
+
+def mask_features(mask: np.ndarray, record: ImageRecord, prompt: str, score: float, *, simplify: float = 0.0,
+                  min_area: float = 0.0) -> list[dict]:
+    """Polygons of the mask's connected regions as GeoJSON features (see the module docstring).
+
+    The polygons are the ones ``geoseg segment --vector`` writes for the same mask: traced with
+    4-connectivity (:func:`geoseg.vector.polygonize_mask`; regions touching at a corner only are
+    two valid polygons, not one whose outline touches itself), then shaped by
+    :func:`geoseg.vector.finish_polygons`: ``simplify`` (pixels) simplifies them as one coverage,
+    ``min_area`` (the ``area`` unit, :func:`area_unit`) fills smaller holes and drops smaller
+    polygons. ``area`` is measured on the polygons as they are returned.
+    """
+    from rasterio.crs import CRS
     from rasterio.transform import Affine
-    from shapely.geometry import mapping, shape
+    from rasterio.windows import Window
+    from shapely.geometry import mapping
+
+    from geoseg.raster.areas import polygon_areas, scene_grid
+    from geoseg.vector import finish_polygons, pixel_to_map, polygonize_mask, reproject_geoms
 
     if not mask.any():
         return []
     geo = record.geo
+    h, w = mask.shape
+    crs = CRS.from_user_input(geo.crs) if geo else None
     transform = Affine(*geo.transform) if geo else Affine.identity()
-    pix = [shape(g) for g, v in rasterio.features.shapes(mask.astype(np.uint8), mask=mask, connectivity=8) if v == 1]
+    scene = scene_grid(crs, transform, w, h)
+    traced = [(1, g) for g in polygonize_mask(mask, Window(0, 0, w, h), w, h)]
+    pix = [g for _, g in finish_polygons(traced, scene, simplify, min_area)]
+    if not pix:
+        return []
     if geo is not None:
-        from rasterio.crs import CRS
-
-        from geoseg.raster.areas import polygon_areas, scene_grid
-        from geoseg.vector import pixel_to_map, reproject_geoms
-
-        crs = CRS.from_user_input(geo.crs)
         geoms = pixel_to_map(pix, transform)
-        scene = scene_grid(crs, transform, mask.shape[1], mask.shape[0])
         areas = list(polygon_areas(geoms, np.asarray(pix, dtype=object), scene)[0])  # as geoseg segment's layers
         out_geoms = list(reproject_geoms(geoms, crs, "EPSG:4326"))
     else:
@@ -92,7 +109,7 @@ def feature_collection(features: list[dict], record: ImageRecord, provenance: di
     """Wrap features in a FeatureCollection that says how its coordinates are meant."""
     fc: dict = {"type": "FeatureCollection", "features": features}
     fc["geoseg:coordinates"] = "lonlat" if record.geo else "pixel"
-    fc["geoseg:area_unit"] = "m2" if record.geo else "pixel"
+    fc["geoseg:area_unit"] = area_unit(record)
     fc["geoseg:provenance"] = provenance
     return fc
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+
+from rasterio._err import CPLE_BaseError  # PROJ's errors (rasterio exports no public name)
+from rasterio.errors import RasterioError
 
 from geoseg.errors import PromptError, reason
 from geoseg.prompts import Prompt
+from geoseg.segmenters import Segmenter
 from geoseg.serve.images import ImageRecord
 from geoseg.serve.schemas import PredictRequest
 from geoseg.serve.sessions import Session
@@ -39,29 +44,59 @@ def prompt_from_request(req: PredictRequest, sess: Session) -> Prompt:
     return prompt
 
 
+#: :data:`geoseg.pipeline.NODATA_PROMPT_HINT` worded for an API client (the command's names --prompt-crs)
+NODATA_PROMPT_HINT = ("it lies on nodata pixels only; move it onto the image's valid data (check coords if "
+                      "lon/lat were meant: coords='lonlat' takes [lon, lat] in degrees, coords='pixel' image pixels)")
+
+
+def empty_answer_hint(segmenter: Segmenter, record: ImageRecord, prompt: Prompt) -> str | None:
+    """The advice a client gets with an empty mask, as ``geoseg segment`` gives it (:func:`geoseg.pipeline.empty_answer_hints`).
+
+    A point or box on the image's nodata pixels only (a rotated scene's collar, its nodata value)
+    is told so (:func:`geoseg.pipeline.prompt_on_nodata`, asked of the open image): no backend can
+    answer there, since answers never include nodata, so the backend's advice (another class,
+    other words) would mislead. Any other prompt gets the backend's advice, or ``None``.
+    """
+    from geoseg.pipeline import empty_answer_advice
+
+    return empty_answer_advice(segmenter, prompt, record, NODATA_PROMPT_HINT)
+
+
 LONLAT_FIX = "send [lon, lat] in degrees of EPSG:4326, longitude first, or pixel coordinates with coords='pixel'"
+
+
+#: what rasterio raises when PROJ cannot transform coordinates
+PROJ_ERRORS = (CPLE_BaseError, RasterioError, ValueError)
+
+
+def _check_lonlat(lonlat: Sequence[XY]) -> None:
+    """A :class:`PromptError` for numbers that are no longitude, latitude (before PROJ is asked)."""
+    for lon, lat in lonlat:
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise PromptError(f"({lon:g}, {lat:g}) is not a longitude, latitude: longitude runs from -180 to 180, "
+                              "latitude from -90 to 90", LONLAT_FIX)
+
+
+def _unplaceable(rec: ImageRecord, lonlat: Sequence[XY], why: str) -> PromptError:
+    """The error for lon/lat that PROJ cannot place in the image's CRS, in the client's numbers."""
+    return PromptError(f"lon/lat {', '.join(f'({x:g}, {y:g})' for x, y in lonlat[:4])} cannot be placed in "
+                       f"the image's CRS {rec.geo.crs}: {why}",
+                       "send lon/lat inside the image, or pixel coordinates with coords='pixel'")
 
 
 def _to_pixel(rec: ImageRecord, lonlat: Sequence[XY]) -> list[XY]:
     """Exact lon/lat -> source CRS -> pixel; a :class:`PromptError` for numbers that are no lon/lat or cannot be projected."""
-    from rasterio._err import CPLE_BaseError  # PROJ's errors (rasterio exports no public name)
-    from rasterio.errors import RasterioError
     from rasterio.transform import Affine
     from rasterio.warp import transform as warp_transform
 
     if not lonlat:
         return []
-    for lon, lat in lonlat:
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise PromptError(f"({lon:g}, {lat:g}) is not a longitude, latitude: longitude runs from -180 to 180, "
-                              "latitude from -90 to 90", LONLAT_FIX)
+    _check_lonlat(lonlat)
     inv = ~Affine(*rec.geo.transform)
     try:
         xs, ys = warp_transform("EPSG:4326", rec.geo.crs, [p[0] for p in lonlat], [p[1] for p in lonlat])
-    except (CPLE_BaseError, RasterioError, ValueError) as exc:  # PROJ refuses points its projection does not cover
-        raise PromptError(f"lon/lat {', '.join(f'({x:g}, {y:g})' for x, y in lonlat[:4])} cannot be placed in "
-                          f"the image's CRS {rec.geo.crs}: {reason(exc)}",
-                          "send lon/lat inside the image, or pixel coordinates with coords='pixel'") from None
+    except PROJ_ERRORS as exc:  # PROJ refuses points its projection does not cover
+        raise _unplaceable(rec, lonlat, reason(exc)) from None
     return [tuple(inv @ (x, y)) for x, y in zip(xs, ys)]
 
 
@@ -74,13 +109,24 @@ def _fits_swapped(check: Callable[[], bool]) -> bool:
 
 
 def _box_to_pixel(rec: ImageRecord, box: Box | None) -> Box | None:
-    """A lon/lat box in pixels: the bounds of its four corners."""
+    """A lon/lat box in pixels: the bounding box of the ground it covers, its edges densified as
+    ``geoseg segment --prompt-crs EPSG:4326`` does (:func:`geoseg.georef.box_to_pixels`), so a box
+    covers the same pixels through the API as through the command."""
+    from rasterio.transform import Affine
+
+    from geoseg.georef import box_to_pixels
+
     if box is None:
         return None
-    corners = _to_pixel(rec, [(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])])
-    cx = [c[0] for c in corners]
-    cy = [c[1] for c in corners]
-    return min(cx), min(cy), max(cx), max(cy)
+    corners = [(box[0], box[1]), (box[2], box[3])]
+    _check_lonlat(corners)
+    try:
+        px = box_to_pixels(box, "EPSG:4326", rec.geo.crs, Affine(*rec.geo.transform))
+    except PROJ_ERRORS as exc:
+        raise _unplaceable(rec, corners, reason(exc)) from None
+    if not all(math.isfinite(v) for v in px):
+        raise _unplaceable(rec, corners, "its projection does not cover them")
+    return px
 
 
 def _inside(rec: ImageRecord, xy: XY) -> bool:

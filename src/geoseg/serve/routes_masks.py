@@ -11,9 +11,14 @@ from fastapi.responses import Response
 
 from geoseg.serve import outputs
 from geoseg.serve.context import ServerContext
-from geoseg.serve.exports import downloads, filenames, mask_file, mask_geojson
-from geoseg.serve.prompting import prompt_from_request
+from geoseg.serve.exports import check_export_options, downloads, filenames, mask_file, mask_geojson
+from geoseg.serve.prompting import empty_answer_hint, prompt_from_request
 from geoseg.serve.schemas import MASK_FILES, PredictRequest, PredictResponse, error_responses
+
+SIMPLIFY_HELP = ("GeoJSON only: simplify the polygons together as one coverage (valid, no overlaps), tolerance "
+                 "in pixels: 1 removes the pixel staircases, 0 (default) keeps the exact pixel outlines")
+MIN_AREA_HELP = ("GeoJSON only: fill holes and drop polygons smaller than this, in the `area` unit (m² for a "
+                 "georeferenced image, pixels otherwise), measured after `simplify`; 0 (default) keeps all")
 
 
 def mask_routes(ctx: ServerContext) -> APIRouter:
@@ -48,7 +53,7 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
             "image_id": image_id, "mask_id": stored.mask_id, "score": stored.score, "area_px": area, "bbox": bbox,
             "prompt": prompt.describe(), "embedding_cached": cached, "provenance": stored.provenance,
             "downloads": downloads(image_id, stored.mask_id), "filenames": filenames(sess.record.name, stored.mask_id),
-            "hint": None if area else (sess.segmenter or store.prototype).empty_answer_hint(prompt),
+            "hint": None if area else empty_answer_hint(sess.segmenter or store.prototype, sess.record, prompt),
         }
         if "rle" in req.include:
             resp["rle"] = outputs.rle_json(mask)
@@ -63,13 +68,18 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
     @router.get("/api/images/{image_id}/masks/{mask_id}.{fmt}", response_class=Response,
              responses={200: {"content": MASK_FILES, "description": "the mask as PNG, GeoJSON or GeoTIFF"},
                         **error_responses(404, 410, 422, 500)})
-    def download(image_id: str, mask_id: str, fmt: Literal["png", "geojson", "tif"]) -> Response:
+    def download(image_id: str, mask_id: str, fmt: Literal["png", "geojson", "tif"],
+                 simplify: float = Query(0.0, description=SIMPLIFY_HELP),
+                 min_area: float = Query(0.0, description=MIN_AREA_HELP)) -> Response:
         """A predicted mask as PNG (0/255), GeoJSON polygons or a GeoTIFF with the image's georeference.
 
-        Each image keeps its last masks only (16): an older one is answered 410 with ``code``
-        ``mask_dropped`` and the prompt to predict it again.
+        ``simplify`` and ``min_area`` shape the GeoJSON's polygons as ``geoseg segment --simplify``
+        / ``--min-area`` do; a negative or non-finite value, or either one on a .png / .tif, is
+        answered 422. Each image keeps its last masks only (16): an older one is answered 410 with
+        ``code`` ``mask_dropped`` and the prompt to predict it again.
         """
+        check_export_options(fmt, simplify, min_area)
         sess = store.get(image_id)
-        return mask_file(sess, store.get_mask(sess, mask_id), fmt)
+        return mask_file(sess, store.get_mask(sess, mask_id), fmt, simplify, min_area)
 
     return router

@@ -75,7 +75,8 @@ class PredictResponse(BaseModel):
     downloads: dict[str, str]
     filenames: dict[str, str] = Field(..., description="per format: the file name its download is saved under "
                                       "(`<image name stem>_<mask_id>.<format>`, as in Content-Disposition)")
-    hint: str | None = Field(None, description="when the mask is empty: the backend's advice (what it can find)")
+    hint: str | None = Field(None, description="when the mask is empty: why, when the point or box lies on the "
+                             "image's nodata pixels only, else the backend's advice (what it can find)")
 
 
 class ErrorResponse(BaseModel):
