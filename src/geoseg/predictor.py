@@ -25,7 +25,7 @@ large for any tile gets its own context window. The other backends (``unified``,
 ``classical``, ``trainfree``) answer each point/box prompt on its own context window around
 it, as :func:`geoseg.segment` does (for the unified model that answers clicks better: 4-5
 gIoU points on the Dubai regions, ``benchmarks/small_boxes.py``; its encoder is cheap);
-the same prompt asked again reuses its window. A text prompt runs on every tile and its tile cores are stitched (a tile whose presence fell in
+the same prompt asked again reuses its window. A text prompt runs on every tile and the tiles' answers are united (a tile whose presence fell in
 the grey band of the unified backend's scene presence rule counts when another tile found the
 target, as in :func:`geoseg.segment`). The last
 ``max_windows`` embedded windows are kept (by default every grid tile plus four
@@ -397,10 +397,10 @@ class SegmentPredictor:
             r0, c0 = int(r.window.row_off), int(r.window.col_off)
             h, w = int(r.window.height), int(r.window.width)
             m = resample_part(r.held if present and r.held is not None else r.mask, r.window, r.window)
-            mask[r0:r0 + h, c0:c0 + w] = m
+            mask[r0:r0 + h, c0:c0 + w] |= m  # overlapping tiles' answers are united, as the writer does
             if prob is not None:
                 p = resample_part(r.prob, r.window, r.window) if r.prob is not None else m * np.float32(r.score)
-                prob[r0:r0 + h, c0:c0 + w] = p
+                np.maximum(prob[r0:r0 + h, c0:c0 + w], p, out=prob[r0:r0 + h, c0:c0 + w])
             n = int(m.sum())
             weighted += float(r.score) * n
             pixels += n

@@ -39,7 +39,7 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import shapely
@@ -151,10 +151,16 @@ def _dbf_text(values: np.ndarray) -> np.ndarray:
 
 
 class PolygonCollector:
-    """Collect per-prompt polygons (in scene pixel coordinates) from label blocks."""
+    """Collect per-prompt polygons (in scene pixel coordinates) from label blocks.
 
-    def __init__(self, width: int, height: int) -> None:
+    ``overlapping``: labels whose blocks may be painted more than once (the overlapping tiles of a
+    text prompt, whose answers are united): all their pieces are unioned, so an object two tiles
+    both marked comes out once.
+    """
+
+    def __init__(self, width: int, height: int, overlapping: Iterable[int] = ()) -> None:
         self.width, self.height = width, height
+        self.overlapping = frozenset(int(v) for v in overlapping)
         self._done: list[tuple[int, shapely.Geometry]] = []
         self._edge: dict[int, list[shapely.Geometry]] = defaultdict(list)
 
@@ -170,7 +176,7 @@ class PolygonCollector:
             minx, miny, maxx, maxy = poly.bounds
             on_edge = (minx <= c0 and c0 > 0) or (miny <= r0 and r0 > 0) or \
                       (maxx >= c1 and c1 < self.width) or (maxy >= r1 and r1 < self.height)
-            if on_edge:
+            if on_edge or int(value) in self.overlapping:
                 self._edge[int(value)].append(poly)
             else:
                 self._done.append((int(value), poly))

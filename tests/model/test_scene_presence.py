@@ -62,8 +62,9 @@ def test_a_grey_band_window_is_painted_when_the_scene_holds_the_target(tmp_path,
     # the window whose presence fell in the grey band: a mostly-water core with no answer per window
     with Image.open(image) as im:
         tiles = plan_tiles(*im.size, 512, 128)
-    holes = [t.core for t in tiles if not out["window"][_rows_cols(t.core)].any()
-             and water[_rows_cols(t.core)].mean() > 0.5]
+    # (the neighbouring tiles' answers reach into its core where tiles overlap: they are united)
+    holes = [t.core for t in tiles if water[_rows_cols(t.core)].mean() > 0.5
+             and (out["window"] & water)[_rows_cols(t.core)].sum() < 0.5 * water[_rows_cols(t.core)].sum()]
     assert holes, "the per-window rule no longer leaves a hole here: the test needs another grey-band window"
     for core in holes:  # most of the hole's water is marked now
         hit = out["scene"][_rows_cols(core)] & water[_rows_cols(core)]

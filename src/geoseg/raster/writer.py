@@ -234,7 +234,9 @@ class SceneWriter:
         self._union_path = temp_path_for(self.output)
         self._temps.append(self._union_path)
         self._union = _open(self._union_path, "w+", dtype="uint8", **base)
-        self._collector = PolygonCollector(src.width, src.height) if self.vector else None
+        # a text prompt's tiles overlap and their answers are united (geoseg.windows.STITCHING)
+        text_labels = [i + 1 for i, p in enumerate(self.prompts) if not p.points and p.box is None]
+        self._collector = PolygonCollector(src.width, src.height, text_labels) if self.vector else None
         if self.score_raster:
             self._scores_path = temp_path_for(self.score_raster)
             self._temps.append(self._scores_path)
