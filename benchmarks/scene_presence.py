@@ -176,20 +176,22 @@ def report(tile: int, data: dict, result: dict) -> None:
               f"  {f'{n} win {px} px':>19s}  +{up} -{down}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options this script shares with ``tile_stitching.py``: data, region, tiles, mosaics, cache."""
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dubai"))
     ap.add_argument("--region", default="tile_6")
     ap.add_argument("--tile-size", type=int, action="append")
-    ap.add_argument("--factor", type=float, action="append")
     ap.add_argument("--mosaic", action="store_true", help="also 2x2 mosaics of the region's images")
     ap.add_argument("--images", type=int, default=9)
-    ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache", default=None, help="pickle of the recorded windows (reused when it exists)")
-    args = ap.parse_args(argv)
-    tiles = args.tile_size or [256, 512, 1024]
-    factors = args.factor or [0.3, 0.5, 0.7]
+
+
+def recordings(args: argparse.Namespace, tiles: list[int], record_fn, key_extra: tuple = ()):
+    """Per tile size, ``(tile, data)``: ``record_fn(scenes, tile)`` on the region's images (and mosaics), cached.
+
+    Mosaic masks live in a temporary folder made here; the recorded paths are pointed at it.
+    """
     folder = Path(args.data) / args.region
     images = sorted((folder / "images").glob("*.jpg"))[: args.images]
     cache = Path(args.cache) if args.cache else None
@@ -199,16 +201,29 @@ def main(argv: list[str] | None = None) -> None:
         if args.mosaic:
             scenes += mosaics(images, Path(tmp))
         for tile in tiles:
-            key = (args.region, tile, args.mosaic, len(images), args.checkpoint)
+            key = (args.region, tile, args.mosaic, len(images), *key_extra)
             if key not in recorded:
-                recorded[key] = record(scenes, tile, args.checkpoint, args.threads)
+                recorded[key] = record_fn(scenes, tile)
                 if cache is not None:
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     cache.write_bytes(pickle.dumps(recorded))
-            for data in [recorded[key]]:
-                for s in data["scenes"].values():  # mosaic masks live in the temp folder: rebuild paths
-                    s["mask"] = str(Path(tmp) / Path(s["mask"]).name) if "mosaic" in s["mask"] else s["mask"]
-                report(tile, data, simulate(data, factors))
+            data = recorded[key]
+            for s in data["scenes"].values():  # mosaic masks live in the temp folder: rebuild paths
+                s["mask"] = str(Path(tmp) / Path(s["mask"]).name) if "mosaic" in s["mask"] else s["mask"]
+            yield tile, data
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_arguments(ap)
+    ap.add_argument("--factor", type=float, action="append")
+    ap.add_argument("--checkpoint", default=None)
+    args = ap.parse_args(argv)
+    factors = args.factor or [0.3, 0.5, 0.7]
+    for tile, data in recordings(args, args.tile_size or [256, 512, 1024],
+                                 lambda scenes, tile: record(scenes, tile, args.checkpoint, args.threads),
+                                 (args.checkpoint,)):
+        report(tile, data, simulate(data, factors))
 
 
 if __name__ == "__main__":

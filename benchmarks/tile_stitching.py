@@ -24,9 +24,7 @@ pixels left out) and the mean of the five classes. Class texts as in ``scene_pre
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scene_presence import ROOT, TEXTS, labels_of, mosaics  # noqa: E402
+from scene_presence import TEXTS, common_arguments, labels_of, recordings  # noqa: E402
 
 RULES = ("core", "union", "vote", "object")
 
@@ -180,33 +178,10 @@ def report(tile: int, result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dubai"))
-    ap.add_argument("--region", default="tile_6")
-    ap.add_argument("--tile-size", type=int, action="append")
-    ap.add_argument("--mosaic", action="store_true", help="also 2x2 mosaics of the region's images")
-    ap.add_argument("--images", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--cache", default=None, help="pickle of the recorded windows (reused when it exists)")
+    common_arguments(ap)
     args = ap.parse_args(argv)
-    folder = Path(args.data) / args.region
-    images = sorted((folder / "images").glob("*.jpg"))[: args.images]
-    cache = Path(args.cache) if args.cache else None
-    recorded = pickle.loads(cache.read_bytes()) if cache is not None and cache.is_file() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        scenes = [(p, folder / "masks" / (p.stem + ".png")) for p in images]
-        if args.mosaic:
-            scenes += mosaics(images, Path(tmp))
-        for tile in args.tile_size or [512]:
-            key = (args.region, tile, args.mosaic, len(images))
-            if key not in recorded:
-                recorded[key] = record(scenes, tile, args.threads)
-                if cache is not None:
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    cache.write_bytes(pickle.dumps(recorded))
-            data = recorded[key]
-            for s in data["scenes"].values():
-                s["mask"] = str(Path(tmp) / Path(s["mask"]).name) if "mosaic" in s["mask"] else s["mask"]
-            report(tile, simulate(data))
+    for tile, data in recordings(args, args.tile_size or [512], lambda scenes, tile: record(scenes, tile, args.threads)):
+        report(tile, simulate(data))
 
 
 if __name__ == "__main__":
