@@ -198,3 +198,26 @@ def test_a_lonlat_box_covers_the_pixels_the_command_gives_it(client, make_geotif
     r = client.post(f"/api/images/{iid}/predict", json={"box": [10, 60, 20, 62], "coords": "lonlat"})
     assert r.status_code == 422 and r.json()["problem"].startswith("box (lon 10 to 20, lat 60 to 62) does not overlap")
     assert all(math.isfinite(v) for v in served)
+
+
+def test_nan_pixels_are_nodata_for_the_server_as_for_the_command(client, brightness_client, tmp_path):
+    """A float image without a nodata value whose collar is NaN: the command never marks NaN pixels and
+    tells a prompt there that it lies on nodata; the server counted them as data."""
+    import geoseg
+
+    img = np.full((3, 120, 160), 200.0, np.float32)
+    img[:, :, :60] = np.nan
+    img[:, 20:40, 80:100] = 50.0
+    path = _write(tmp_path / "nan.tif", img, "EPSG:32640", (300000.0, 2800000.0), 0.5)
+    iid = _upload(brightness_client, path)
+    r = brightness_client.post(f"/api/images/{iid}/predict", json={"text": "bright", "include": ["rle"]})
+    assert r.status_code == 200, r.text
+    res = geoseg.segment(path, output=tmp_path / "m.tif", text="bright", segmenter=Brightness())
+    import rasterio
+
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        command = ds.read(1) == 1
+    assert r.json()["area_px"] == res.mask_pixels == int(command.sum())
+    assert not command[:, :60].any()
+    box = client.post(f"/api/images/{_upload(client, path)}/predict", json={"box": [5, 5, 50, 100]}).json()
+    assert box["area_px"] == 0 and (box["hint"] or "").startswith("it lies on nodata pixels only")

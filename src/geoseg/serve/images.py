@@ -336,6 +336,10 @@ def open_image(path: str | Path, name: str | None = None, bands: tuple[int, ...]
                 valid = None
                 if src.nodata is not None or any(f.name != "all_valid" for f in src.mask_flag_enums[0]):
                     valid = src.dataset_mask() > 0
+                if np.issubdtype(data.dtype, np.floating):  # NaN is no data, as RasterSource.read_valid says
+                    finite = np.any(np.isfinite(data), axis=0)
+                    if not finite.all():
+                        valid = finite if valid is None else valid & finite
             except (RasterioError, CPLE_BaseError) as exc:  # a truncated or corrupt file opens but cannot be read
                 raise InputError(f"cannot read the pixels of {shown}, the file is truncated or corrupt "
                                  f"({hide(reason(exc))})", "send the complete GeoTIFF, JPEG or PNG file") from exc
