@@ -57,6 +57,7 @@ from geoseg.raster.io import RasterSource, open_source
 from geoseg.raster.tiling import check_tiling
 from geoseg.raster.writer import SceneWriter, check_output_paths
 from geoseg.segmenters import Segmenter
+from geoseg.unified.instruction_check import check_instructions
 from geoseg.vector import check_vector_crs, check_vector_options, vector_driver
 from geoseg.windows import (
     WindowTask,
@@ -405,6 +406,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         else:
             for p in plist:
                 segmenter.check_prompt(p)
+        checked = check_instructions(segmenter, plist)  # text unlike the model's training instructions
+        notes += checked.notes
         band_note = band_choice_note(src) if bands is None else None
         if band_note is not None:  # a warning when a guess was made; the names chose right: for information
             from geoseg.raster.io import named_rgb
@@ -421,6 +424,8 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
             provenance["prompt_crs"], provenance["prompts_given"] = str(prompt_crs), given
         if layer is not None:
             provenance["prompt_file"] = layer.provenance()
+        if checked.record is not None:  # the measure of every text prompt
+            provenance["instruction_check"] = checked.record
         t_read = t_pred = 0.0
         with SceneWriter(src, output, plist, provenance, score_raster=score_raster, vector=vector,
                          simplify=simplify, min_area=min_area) as writer:

@@ -22,7 +22,7 @@ def _run_local(todo: list[Path], out_dir: Path, prompts, opts, spec, job_key, on
     if not todo:
         start()
         return spec.backend or "unified", [], outcomes
-    name, provenance, notes = resolve_backend(spec)
+    name, provenance, notes = resolve_backend(spec, prompts)
     start()
     scene_bar, tile_bar = _bars(len(todo) + n_skipped)
     scene_bar.update(n_skipped)

@@ -70,7 +70,7 @@ def _run_dask(client, todo: list[Path], out_dir: Path, prompts, opts, spec, job_
     if not todo:
         start()
         return spec.backend or "unified", [], outcomes
-    name, provenance, notes = client.submit(resolve_backend, spec, pure=False).result()
+    name, provenance, notes = client.submit(resolve_backend, spec, prompts, pure=False).result()
     start()
     scene_bar, tile_bar = _bars(len(todo) + n_skipped)
     scene_bar.update(n_skipped)

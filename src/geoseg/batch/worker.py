@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,10 +81,17 @@ def _notes_held_back() -> Iterator[_HeldBack]:
         logger.removeFilter(held)
 
 
-def resolve_backend(spec: BackendSpec) -> tuple[str, dict, list[str]]:
-    """Build (or reuse) the segmenter and return its name, provenance and fallback notes."""
+def resolve_backend(spec: BackendSpec, prompts: Sequence[Prompt] = ()) -> tuple[str, dict, list[str]]:
+    """Build (or reuse) the segmenter and return its name, provenance and notes: fallbacks, and text prompts
+    unlike the model's training instructions (measured once for the batch, as ``geoseg segment`` does)."""
+    from geoseg.unified.instruction_check import check_instructions
+
     seg, notes = get_segmenter(spec)
-    return seg.name, {**seg.provenance(), "backend": seg.name}, list(notes)
+    checked = check_instructions(seg, prompts)
+    provenance = {**seg.provenance(), "backend": seg.name}
+    if checked.record is not None:
+        provenance["instruction_check"] = checked.record
+    return seg.name, provenance, [*notes, *checked.notes]
 
 
 def _seed_everything(seed: int = 0) -> None:

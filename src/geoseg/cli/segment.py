@@ -164,6 +164,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
         click.echo(f"wrote {result.outputs['vector']}: {result.n_objects} polygon(s)")
     if "score_raster" in result.outputs:
         click.echo(f"wrote {result.outputs['score_raster']}")
+    for note in result.notes:  # what was done for the user (bands read, a fallback, an unfamiliar instruction)
+        click.echo(f"note: {note}")
     for hint in result.hints[:MAX_HINTS]:
         click.echo(f"note: {hint}")
     if len(result.hints) > MAX_HINTS:

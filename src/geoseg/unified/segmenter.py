@@ -34,6 +34,7 @@ from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
 from geoseg.unified.decision import Decision, ScenePresence
+from geoseg.unified.instruction_check import reference_for
 from geoseg.unified.object_region import ClassMap, ObjectRegionConfig, keep_object_region
 from geoseg.unified.refine import RefineConfig, refine_mask
 from geoseg.unified.select_fit import TEXT_TASKS, load_selector, score_components, sentence_vector
@@ -336,6 +337,21 @@ class UnifiedSegmenter(Segmenter):
             return (f"this model knows {classes} only as they look in its training imagery (see its model card); "
                     f"in other imagery {others}")
         return f"this model was trained to find {classes}; name one of those, {others}"
+
+    def instruction_distance(self, prompt: Prompt) -> tuple[float, str] | None:
+        """How far the prompt's text is from the instructions this checkpoint was trained on, and the nearest one.
+
+        ``1 - max cosine`` of the text's MiniLM sentence embedding to reference instructions written
+        with the data engine's wording for ``cfg.classes`` (:mod:`geoseg.unified.instruction_check`,
+        which flags distances above its calibrated threshold): a French or a nonsense instruction still
+        gets an answer, and this says how little it may follow the text. The embedding is the one the
+        model reads, cached since :meth:`check_prompt`, so no second encoder pass. ``None`` without text.
+        """
+        if prompt.text is None or not prompt.text.strip():
+            return None
+        has_geom = bool(prompt.points) or prompt.box is not None
+        tokens = self.text.encode([canonical_instruction(prompt.text, has_geom)])[0]
+        return reference_for(self.text, self.cfg.classes).distance(tokens)
 
     def provenance(self) -> dict:
         prov = super().provenance()
