@@ -166,3 +166,16 @@ def test_batch_mode_notes_it_once_and_records_it_in_every_scene(tmp_path):
         with rasterio.open(tmp_path / "out" / f"{name}.tif") as m:
             (record,) = json.loads(m.tags()["provenance_json"])["instruction_check"]["prompts"]
         assert record["unfamiliar"] and record["distance"] > 0.5
+
+
+def test_building_the_reference_set_leaves_the_models_text_cache_alone(shipped):
+    """A reference encoded in a padded batch differs from the text encoded alone in its last bits: cached, it made
+    the answer to an instruction that is also a reference ("the water") depend on whether the check had run first."""
+    from geoseg.unified.instruction_check import _REFERENCES, reference_for
+
+    fresh = copy.copy(shipped.text)
+    fresh._cache = type(shipped.text._cache)()
+    _REFERENCES.clear()
+    reference_for(fresh, shipped.cfg.classes)
+    assert "the water" in reference_instructions(shipped.cfg.classes)
+    assert len(fresh._cache) == 0

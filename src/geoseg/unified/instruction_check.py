@@ -170,7 +170,7 @@ class InstructionReference:
         t0 = time.perf_counter()
         texts = reference_instructions(classes)
         order = sorted(texts, key=len)  # batches of similar length: less padding
-        vectors = sentence_vectors(encoder.encode(order))
+        vectors = sentence_vectors(encoder.encode_apart(order))  # the model's own cache stays as it was
         ref = cls(tuple(classes), order, vectors, round(time.perf_counter() - t0, 3))
         log.debug("instruction reference: %d instructions about %s in %.2fs", len(order), ", ".join(classes),
                   ref.seconds)

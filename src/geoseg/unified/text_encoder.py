@@ -161,6 +161,19 @@ class TextEncoder:
         lens = batch["attention_mask"].sum(1).tolist()
         return [hidden[i, : int(n)].float().cpu() for i, n in enumerate(lens)]
 
+    def encode_apart(self, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
+        """Token embeddings of ``texts``, encoded in padded batches WITHOUT entering the cache.
+
+        For texts that are not instructions to answer (the instruction check's reference set): a
+        text encoded in a padded batch differs from the same text encoded alone in the last float
+        bits, so caching them would make the answer to an instruction that happens to be a
+        reference depend on whether the reference set was built first.
+        """
+        out: list[torch.Tensor] = []
+        for i in range(0, len(texts), batch_size):
+            out += self._encode_uncached(list(texts[i: i + batch_size]))
+        return out
+
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
         """Token embeddings (``L_i×dim`` float32 tensors) of each text, from the cache when possible."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
