@@ -81,7 +81,8 @@ def record(scenes: list[tuple[Path, Path]], tile: int, checkpoint: str | None, t
     from geoseg.raster.io import open_source
     from geoseg.unified.segmenter import UnifiedSegmenter
 
-    seg = UnifiedSegmenter(checkpoint, device="cpu", threads=threads, scene_presence=0.0)
+    seg = UnifiedSegmenter(checkpoint, device="cpu", threads=threads, scene_presence=0.0,
+                           class_question=False)  # the class texts as written, as when the figures were taken
     prompts = [Prompt(text=t) for t in TEXTS]
     out = {"threshold": seg.decision.presence_threshold, "scenes": {}}
     for image, mask in scenes:

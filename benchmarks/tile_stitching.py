@@ -44,7 +44,8 @@ def record(scenes: list[tuple[Path, Path]], tile: int, threads: int | None) -> d
     from geoseg.raster.tiling import plan_tiles
     from geoseg.unified.segmenter import UnifiedSegmenter
 
-    seg = UnifiedSegmenter(device="cpu", threads=threads, scene_presence=0.0)
+    seg = UnifiedSegmenter(device="cpu", threads=threads, scene_presence=0.0,
+                           class_question=False)  # the class texts as written, as when the figures were taken
     out = {"threshold": seg.decision.presence_threshold, "low": seg.decision.presence_threshold * 0.3,
            "scenes": {}}
     for image, mask in scenes:

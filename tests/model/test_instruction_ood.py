@@ -99,7 +99,7 @@ def test_a_checkpoint_on_other_classes_is_measured_against_its_own(shipped):
     checked = check_instructions(other, [Prompt(text="the farm field"), Prompt(text="Segment the body of water.")])
     assert [p["unfamiliar"] for p in checked.record["prompts"]] == [False, True]
     assert len(checked.notes) == 1 and "(English instructions about farmland, cloud)" in checked.notes[0]
-    assert "'the farm field'" in checked.notes[0]
+    assert "'the largest farm field'" in checked.notes[0]  # its own wording
 
 
 def _scene(path: Path) -> Path:

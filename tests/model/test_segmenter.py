@@ -35,7 +35,7 @@ def test_registry_builds_the_unified_backend(segmenter):
 
 
 @pytest.mark.parametrize("prompt, task", [
-    (Prompt(text="the buildings"), "referring"),
+    (Prompt(text="the largest building"), "referring"),
     (Prompt(text="Where could a boat sail?"), "reasoning"),
     (Prompt(points=((200.0, 300.0), (50.0, 60.0)), labels=(1, 0)), "interactive"),
     (Prompt(box=(100.0, 120.0, 300.0, 400.0)), "interactive"),
@@ -77,14 +77,14 @@ def test_set_image_caches_features_and_predict_is_cheap(segmenter, dubai_image):
     calls = []
     hook = segmenter.model.backbone.register_forward_hook(lambda *a: calls.append(1))
     try:
-        segmenter.predict(Prompt(text="the water"))
+        segmenter.predict(Prompt(text="the leftmost body of water"))
         segmenter.predict(Prompt(box=(10.0, 10.0, 200.0, 200.0)))
         assert calls == []
         segmenter.set_image(dubai_image)
         assert calls == [1]
     finally:
         hook.remove()
-    assert "the water" in segmenter.text._cache
+    assert "the leftmost body of water" in segmenter.text._cache
 
 
 def test_geometry_changes_the_answer(segmenter):

@@ -90,6 +90,9 @@ def answer_step_kwargs(no_selector: bool, no_refine: bool, no_object_region: boo
               help="unified backend, text over several windows: decide per window whether the target is there "
                    "(a window just under the presence threshold drops its answer) instead of holding such "
                    "answers until another window of the scene finds the target.")
+@click.option("--literal-text", is_flag=True,
+              help="unified backend: ask a --text that only names a class ('buildings', 'the water') as written, "
+                   "not as the model's question for the whole class.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @vlm_options  # --backend trainfree: the multimodal LLM that grounds --text
 @batch_options
@@ -100,7 +103,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
             vector: str | None, simplify: float, min_area: float, score_raster: str | None, bands: str | None,
             tile_size: int, overlap: int,
             backend: str | None, checkpoint: str | None, device: str, mask_threshold: float | None, no_selector: bool,
-            no_refine: bool, no_object_region: bool, no_zoom: bool, no_scene_presence: bool, as_json: bool,
+            no_refine: bool, no_object_region: bool, no_zoom: bool, no_scene_presence: bool, literal_text: bool,
+            as_json: bool,
             **batch) -> None:
     """Segment IMAGE from --point/--box/--text prompts and write a georeferenced mask (and polygons).
 
@@ -130,6 +134,8 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     options.update(answer_step_kwargs(no_selector, no_refine, no_object_region, no_zoom))
     if no_scene_presence:
         options["scene_presence"] = None
+    if literal_text:
+        options["class_question"] = False
     if many:
         from geoseg.cli.batch import run_batch_command
 

@@ -198,17 +198,16 @@ def reference_for(encoder: TextEncoder, classes: Sequence[str]) -> InstructionRe
 def unfamiliar_note(text: str, classes: Sequence[str]) -> str:
     """The one line a user reads when ``text`` is unlike the instructions the model was trained on.
 
-    It names the classes and, as examples to rephrase with, their wording in the training
-    instructions: a bare class name is not always enough (on the validation images "vegetation"
-    alone finds little of what "the patch of vegetation" finds).
+    It names the classes and the two ways to ask that work: a class name alone for the whole
+    class (asked as the class's question, :mod:`geoseg.unified.class_questions`), or a referring
+    expression in the training instructions' wording for one instance.
     """
     from geoseg.data.instructions.knowledge import load_kb
 
-    kb = load_kb()
-    trained = ", ".join(f"'the {kb.wording(c)}'" for c in classes)
+    example = f"'the largest {load_kb().wording(classes[0])}'" if classes else "'the largest one'"
     return (f"the instruction {text!r} is unlike what this model was trained on (English instructions about "
-            f"{', '.join(classes)}), so its answer may not follow it; rephrase it in English naming one of those "
-            f"as trained ({trained}), {_ROUTES}")
+            f"{', '.join(classes)}), so its answer may not follow it; rephrase it in English: a class name alone "
+            f"for the whole class, or an expression such as {example} for one, {_ROUTES}")
 
 
 @dataclass
@@ -230,10 +229,17 @@ def check_instructions(segmenter: Any, prompts: Sequence[Prompt]) -> Instruction
                                               "engine's instructions about the model's classes",
                                    "threshold": UNFAMILIAR_DISTANCE, "prompts": []})
     classes = tuple(segmenter.cfg.classes)
+    read_as = getattr(segmenter, "read_as", None)
     for i, p in texts:
         distance, nearest = measure(p)
         flagged = distance > UNFAMILIAR_DISTANCE
-        out.record["prompts"].append({"prompt": i, "distance": distance, "nearest": nearest, "unfamiliar": flagged})
+        entry = {"prompt": i, "distance": distance, "nearest": nearest, "unfamiliar": flagged}
+        asked = read_as(p).text if read_as is not None else p.text
+        if asked != p.text:  # a bare class name, asked as the class's question (geoseg.unified.class_questions)
+            entry["read_as"] = asked
+            out.notes.append(f"read {p.text!r} as this model's question for the whole class, {asked!r}: it was "
+                             "trained to answer a whole class in that form (--literal-text asks the text as written)")
+        out.record["prompts"].append(entry)
         if flagged:
             note = unfamiliar_note(p.text, classes)
             log.warning(note)

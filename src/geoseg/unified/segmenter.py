@@ -33,6 +33,7 @@ from geoseg.models import TASK_IDS
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
 from geoseg.unified.checkpoint import load_model
+from geoseg.unified.class_questions import as_class_question
 from geoseg.unified.decision import Decision, ScenePresence
 from geoseg.unified.instruction_check import reference_for
 from geoseg.unified.object_region import ClassMap, ObjectRegionConfig, keep_object_region
@@ -105,6 +106,10 @@ class UnifiedSegmenter(Segmenter):
             of the scene-level presence rule as a fraction of the presence threshold
             (:class:`~geoseg.unified.decision.ScenePresence`): a window whose presence falls in the
             band keeps its answer aside for the scene writer; None decides every window alone.
+        class_question: read a text prompt that only names one of the checkpoint's classes
+            ("buildings", "the water") and has no explicit task as that class's class-level
+            question, the form the model was trained to answer a whole class in
+            (:mod:`geoseg.unified.class_questions`); False reads every text as written.
     """
 
     name: ClassVar[str] = "unified"
@@ -115,7 +120,7 @@ class UnifiedSegmenter(Segmenter):
                  presence_threshold: float | None = None, mask_threshold: float | None = None,
                  use_selector: bool = True, refine: bool = True, object_region: bool = True,
                  zoom: bool = True, scene_presence: float | None = SCENE_PRESENCE_FACTOR,
-                 **_: object) -> None:
+                 class_question: bool = True, **_: object) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(int(threads))
@@ -147,6 +152,7 @@ class UnifiedSegmenter(Segmenter):
         self.object_region = ObjectRegionConfig() if object_region else None
         self.zoom = ZoomConfig() if zoom else None
         self.scene_presence = ScenePresence(float(scene_presence)) if scene_presence is not None else None
+        self.class_question = bool(class_question)
         self._pyramid: list[torch.Tensor] | None = None
         self._semantic: np.ndarray | None = None
         self._classes: ClassMap | None = None
@@ -181,9 +187,14 @@ class UnifiedSegmenter(Segmenter):
         output, not after the model has run on the first tile of the scene.
         """
         super().check_prompt(prompt)
+        prompt = self.read_as(prompt)
         if prompt.text is not None and prompt.text.strip():
             has_geom = bool(prompt.points) or prompt.box is not None
             self.text.encode([canonical_instruction(prompt.text, has_geom)])
+
+    def read_as(self, prompt: Prompt) -> Prompt:
+        """The prompt the network is asked: a bare class name as the class's question (``class_question``)."""
+        return as_class_question(prompt, self.cfg.classes) if self.class_question else prompt
 
     def task_of(self, prompt: Prompt) -> str:
         """Geometry makes a prompt interactive unless a task is given explicitly."""
@@ -238,6 +249,7 @@ class UnifiedSegmenter(Segmenter):
         return out, task, text, win
 
     def _predict(self, prompt: Prompt) -> Prediction:
+        prompt = self.read_as(prompt)
         h, w = self.image_shape
         zoomed = self._zoomed(prompt)
         if zoomed is None:
@@ -349,6 +361,7 @@ class UnifiedSegmenter(Segmenter):
         """
         if prompt.text is None or not prompt.text.strip():
             return None
+        prompt = self.read_as(prompt)
         has_geom = bool(prompt.points) or prompt.box is not None
         tokens = self.text.encode([canonical_instruction(prompt.text, has_geom)])[0]
         return reference_for(self.text, self.cfg.classes).distance(tokens)
@@ -366,6 +379,7 @@ class UnifiedSegmenter(Segmenter):
                      "object_region": (self.object_region.to_dict() if self.object_region is not None
                                        else None),
                      "small_box_zoom": self.zoom.to_dict() if self.zoom is not None else None,
+                     "class_questions": self.class_question,
                      # taken out by the scene writer, which records it where it could act (SceneWriter)
                      "scene_presence": (self.scene_presence.to_dict(self.decision.presence_threshold)
                                         if self.scene_presence is not None else None)})
