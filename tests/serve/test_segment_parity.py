@@ -221,3 +221,23 @@ def test_nan_pixels_are_nodata_for_the_server_as_for_the_command(client, brightn
     assert not command[:, :60].any()
     box = client.post(f"/api/images/{_upload(client, path)}/predict", json={"box": [5, 5, 50, 100]}).json()
     assert box["area_px"] == 0 and (box["hint"] or "").startswith("it lies on nodata pixels only")
+
+
+def test_a_bare_class_name_says_what_the_model_was_asked(tmp_path):
+    """The unified backend asks "vegetation" as the class's question (geoseg.unified.class_questions); the server's
+    answer says so in its provenance, as geoseg segment's mask does."""
+    from geoseg.data.instructions.knowledge import load_kb
+    from geoseg.unified.segmenter import UnifiedSegmenter, default_checkpoint_path
+
+    if not default_checkpoint_path().is_file():
+        pytest.skip("the default unified checkpoint is not installed in this build")
+    app = create_app(segmenter_factory=lambda: UnifiedSegmenter(device="cpu"), upload_dir=tmp_path / "up",
+                     max_upload_mb=2)
+    img = (60 + np.random.default_rng(1).integers(0, 60, (3, 96, 128))).astype(np.uint8)
+    path = _write(tmp_path / "s.tif", img, "EPSG:32640", (300000.0, 2800000.0), 0.5)
+    with TestClient(app) as c:
+        iid = _upload(c, path)
+        asked = c.post(f"/api/images/{iid}/predict", json={"text": "vegetation"}).json()["provenance"]
+        literal = c.post(f"/api/images/{iid}/predict", json={"text": "the largest patch of vegetation"}).json()
+    assert asked["read_as"] == load_kb().uses("vegetation")[0].query and asked["class_questions"] is True
+    assert "read_as" not in literal["provenance"]

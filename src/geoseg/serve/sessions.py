@@ -288,9 +288,13 @@ class SessionStore:
             sess.predict_count += 1
             valid = sess.record.valid
             mask = pred.mask if valid is None else pred.mask & valid  # nodata is never part of an answer
+            provenance = {**sess.segmenter.provenance(), "prompt": prompt.to_dict()}
+            read_as = getattr(sess.segmenter, "read_as", None)  # a bare class name asked as the class's question
+            if read_as is not None and read_as(prompt).text != prompt.text:
+                provenance["read_as"] = read_as(prompt).text
             stored = StoredMask(
                 mask_id=uuid.uuid4().hex[:12], mask=mask, score=float(pred.score), prompt=prompt,
-                provenance={**sess.segmenter.provenance(), "prompt": prompt.to_dict()},
+                provenance=provenance,
             )
             sess.masks[stored.mask_id] = stored
             while len(sess.masks) > self.max_masks:
