@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
@@ -405,6 +406,9 @@ class SceneWriter:
                         sc = self._scores.read(1, window=win)
                         sc[~valid] = SCORE_NODATA
                         dst_s.write(sc, 1, window=win)
+                add_overviews(dst, Resampling.mode)
+                if dst_s is not None:
+                    add_overviews(dst_s, Resampling.average)
             finally:
                 if dst_s is not None:
                     dst_s.close()
@@ -427,6 +431,29 @@ class SceneWriter:
             outputs["vector"] = self.vector
         return WriteSummary(outputs=outputs, mask_pixels=mask_px, mask_area=area.total, area_unit=area.unit,
                             n_polygons=n_polygons, prompt_scores=scores)
+
+
+#: outputs larger than this (pixels on a side) get internal overviews, down to about this size
+OVERVIEW_MIN = 512
+
+
+def overview_factors(width: int, height: int, smallest: int = OVERVIEW_MIN) -> list[int]:
+    """Powers of two that shrink a ``width`` x ``height`` raster step by step to about ``smallest`` px on a side."""
+    factors, f = [], 2
+    while max(width, height) / f >= smallest / 2 and max(width, height) > smallest:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def add_overviews(dst, resampling: Resampling) -> None:
+    """Internal overviews for a written output, so QGIS shows a large mask at any zoom without first
+    building pyramids (``gdaladdo``). The mask uses ``mode`` (a class map: no blended values), the
+    score raster ``average``; nodata pixels are left out of both. Small outputs get none."""
+    factors = overview_factors(dst.width, dst.height)
+    if factors:
+        dst.build_overviews(factors, resampling)
+        dst.update_tags(ns="rio_overview", resampling=resampling.name)
 
 
 def check_output_paths(output: str, score_raster: str | None = None, vector: str | None = None,
