@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from geoseg.errors import GeosegError
 
 if TYPE_CHECKING:
@@ -42,3 +44,15 @@ def check_device(device: str | None) -> None:
     if device in (None, "auto", "cpu"):
         return
     resolve_device(device)
+
+
+def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An ``H x W x 3`` image as a ``1 x 3 x H x W`` float tensor on ``device`` (values kept, 0-255).
+
+    A read-only array (a window of a memory-mapped or cached read) is copied first: torch cannot
+    share memory it may not write, and warned about it on every SAM run.
+    """
+    import torch
+
+    pixels = np.require(image, requirements=("C_CONTIGUOUS", "WRITEABLE"))
+    return torch.from_numpy(pixels).to(device).permute(2, 0, 1)[None].float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,7 +155,7 @@ def test_spatial_prior_starts_at_zero_and_can_point_at_a_corner():
     assert torch.equal(prior(q, 16, 16), torch.zeros(3, 1, 16, 16))
     with torch.no_grad():  # weight only the top-left bump (row 0, column 0 of the 5×5 grid)
         prior.mlp[-1].bias[0] = 4.0
-    m = prior(q, 40, 40)[0, 0]
+    m = prior(q, 40, 40)[0, 0].detach()
     assert m.shape == (40, 40)
     y, x = divmod(int(m.argmax()), 40)
     assert y < 8 and x < 8 and float(m[-1, -1]) < 0.01 * float(m.max())
@@ -206,3 +207,17 @@ def test_relation_anchor_starts_as_the_plain_network():
     with torch.no_grad():
         a, b = plain(**_inputs()), with_anchor(**_inputs())
     assert torch.allclose(a["logits"], b["logits"]) and b["anchor"].shape[1] == 1
+
+
+def test_image_tensor_takes_read_only_arrays_without_a_warning():
+    import warnings
+
+    from geoseg.device import image_tensor
+
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    image.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on a non-writable array it would share
+        x = image_tensor(image, torch.device("cpu"))
+    assert x.shape == (1, 3, 2, 3) and x.dtype == torch.float32
+    assert torch.equal(x[0].permute(1, 2, 0), torch.from_numpy(image.copy()).float())

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from geoseg.device import resolve_device
+from geoseg.device import image_tensor, resolve_device
 from geoseg.errors import GeosegError, InputError, MissingExtraError, reason
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
@@ -390,7 +390,7 @@ class SamSegmenter(Segmenter):
         size = self.model.image_encoder.img_size
         nh, nw = longest_side_shape(h, w, size)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+            x = image_tensor(image, self.device)
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
             x = x.round().clamp(0, 255)  # the reference predictor feeds uint8 pixels
             self._features = self.model.image_encoder(self.model.preprocess(x))

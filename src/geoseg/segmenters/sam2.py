@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from geoseg.device import resolve_device
+from geoseg.device import image_tensor, resolve_device
 from geoseg.errors import GeosegError, MissingExtraError, reason
 from geoseg.prompts import Prompt
 from geoseg.segmenters.base import Prediction, Segmenter
@@ -169,7 +169,7 @@ class Sam2Segmenter(Segmenter):
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            x = image_tensor(image, self.device) / 255.0
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             backbone = self.model.forward_image((x - mean) / std)
             _, feats, _, sizes = self.model._prepare_backbone_features(backbone)

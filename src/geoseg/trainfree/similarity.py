@@ -114,9 +114,11 @@ class ClipSimilarity:
         import torch
         import torch.nn.functional as F
 
+        from geoseg.device import image_tensor
+
         m = self.model
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            x = image_tensor(image, self.device) / 255.0
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
             tokens = m.vision_model(pixel_values=(x - self._mean) / self._std).last_hidden_state[:, 1:]
             patches = F.normalize(m.visual_projection(m.vision_model.post_layernorm(tokens)), dim=-1)[0]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geoseg.device import resolve_device
+from geoseg.device import image_tensor, resolve_device
 from geoseg.digest import sha256_file
 from geoseg.errors import GeosegError, PromptError
 from geoseg.models import TASK_IDS
@@ -207,7 +207,7 @@ class UnifiedSegmenter(Segmenter):
     @torch.no_grad()
     def _encode(self, image: np.ndarray, size: tuple[int, int]) -> list[torch.Tensor]:
         """The network's feature pyramid of ``image`` (H×W×3) resized to ``size`` network pixels."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        x = image_tensor(image, self.device)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.model.encode_image((x - self._mean) / self._std)
 
