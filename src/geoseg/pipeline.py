@@ -50,6 +50,7 @@ from geoseg.backends import (
     check_backend_args,
 )
 from geoseg.errors import PromptError
+from geoseg.notes import note
 from geoseg.progress import progress
 from geoseg.prompt_layer import PromptLayer, read_prompt_layer
 from geoseg.prompts import Prompt, as_boxes, as_points
@@ -412,8 +413,7 @@ def segment(image: str | os.PathLike, prompts: PromptLike | Iterable[PromptLike]
         if band_note is not None:  # a warning when a guess was made; the names chose right: for information
             from geoseg.raster.io import named_rgb
 
-            log.log(logging.INFO if named_rgb(src.dataset.descriptions) == tuple(src.bands) else logging.WARNING,
-                    band_note)
+            note(band_note, logging.INFO if named_rgb(src.dataset.descriptions) == tuple(src.bands) else logging.WARNING)
             notes.append(band_note)
         t_open = time.perf_counter() - t0
         tasks = plan_windows(src.width, src.height, plist, tile_size, overlap, shared=segmenter.shares_windows)

@@ -135,7 +135,15 @@ def test_segment_notes_an_unfamiliar_instruction_and_records_every_distance(tmp_
                                "(English instructions about land, water, building, vegetation, road), so its "
                                "answer may not follow it; rephrase it in English")
     assert "point or a box" in notes[0] and "trainfree backend" in notes[0]
-    assert any(r.levelname == "WARNING" and "'das Wasser' is unlike" in r.getMessage() for r in caplog.records)
+    # printed once: the command quiets the notes logger while it shows the notes itself
+    assert not any("'das Wasser' is unlike" in r.getMessage() for r in caplog.records)
+    import geoseg  # the library logs it (a Python user's channel) and returns it
+
+    caplog.clear()
+    res = geoseg.segment(scene, text="das Wasser", output=tmp_path / "lib.tif")
+    assert any("'das Wasser' is unlike" in n for n in res.notes)
+    assert any(r.levelname == "WARNING" and r.name == "geoseg.notes" and "'das Wasser' is unlike" in r.getMessage()
+               for r in caplog.records)
     with rasterio.open(tmp_path / "m.tif") as m:
         record = json.loads(m.tags()["provenance_json"])["instruction_check"]
     assert record["threshold"] == UNFAMILIAR_DISTANCE

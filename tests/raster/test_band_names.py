@@ -126,7 +126,7 @@ def test_the_note_warns_only_when_the_bands_were_a_guess(tmp_path: Path, caplog)
     levels = {}
     for path in (named, unnamed):
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="geoseg.pipeline"):
+        with caplog.at_level(logging.INFO, logger="geoseg.notes"):
             geoseg.segment(path, output=tmp_path / f"{path.stem}_m.tif", boxes=[roof_box()], segmenter=RedSegmenter())
         levels[path.stem] = [r.levelno for r in caplog.records if "as R,G,B" in r.getMessage()]
     assert levels == {"named": [logging.INFO], "unnamed": [logging.WARNING]}

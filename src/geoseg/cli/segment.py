@@ -122,7 +122,11 @@ def segment(ctx: click.Context, image: str, texts: tuple[str, ...], points: tupl
     IMAGE may also be a folder, a glob pattern or a list file (batch mode, see docs/batch.md).
     """
     from geoseg.batch import is_batch_input
+    from geoseg.notes import notes_shown_elsewhere
     from geoseg.vector import check_vector_options
+
+    if not (ctx.obj or {}).get("verbose"):  # printed as note: lines (or in the batch report, --json), not twice
+        ctx.with_resource(notes_shown_elsewhere())
 
     many = is_batch_input(image)
     # before anything is read: --merged-vector alone asks for vectors in batch mode (it implies --vector gpkg)

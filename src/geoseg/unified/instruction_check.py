@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geoseg.notes import note
+
 if TYPE_CHECKING:
     import torch
 
@@ -237,11 +239,10 @@ def check_instructions(segmenter: Any, prompts: Sequence[Prompt]) -> Instruction
         asked = read_as(p).text if read_as is not None else p.text
         if asked != p.text:  # a bare class name, asked as the class's question (geoseg.unified.class_questions)
             entry["read_as"] = asked
-            out.notes.append(f"read {p.text!r} as this model's question for the whole class, {asked!r}: it was "
-                             "trained to answer a whole class in that form (--literal-text asks the text as written)")
+            out.notes.append(note(f"read {p.text!r} as this model's question for the whole class, {asked!r}: it "
+                                  "was trained to answer a whole class in that form (--literal-text asks the text "
+                                  "as written)", logging.INFO))
         out.record["prompts"].append(entry)
         if flagged:
-            note = unfamiliar_note(p.text, classes)
-            log.warning(note)
-            out.notes.append(note)
+            out.notes.append(note(unfamiliar_note(p.text, classes)))
     return out
