@@ -60,6 +60,7 @@ from geoseg.raster.io import RasterSource, open_source, parse_bands
 from geoseg.raster.tiling import Tile, check_tiling, plan_tiles
 from geoseg.raster.writer import WindowResult, WriteSummary, resample_part
 from geoseg.segmenters import Segmenter
+from geoseg.unified.instruction_check import check_instructions
 from geoseg.windows import (
     WindowTask,
     group_tasks,
@@ -366,6 +367,7 @@ class SegmentPredictor:
         plist = prepare_prompts(src, plist, crs)
         for p in plist:
             self.segmenter.check_prompt(p)
+        check_instructions(self.segmenter, plist)  # logs a text unlike the model's training instructions
         per_prompt: dict[int, list[WindowResult]] = {i: [] for i in range(len(plist))}
         groups = group_tasks(self._plan(plist))
         for group in progress(groups, desc="predict", total=len(groups), unit="window"):

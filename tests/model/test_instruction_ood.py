@@ -187,3 +187,13 @@ def test_building_the_reference_set_leaves_the_models_text_cache_alone(shipped):
     reference_for(fresh, shipped.cfg.classes)
     assert "the water" in reference_instructions(shipped.cfg.classes)
     assert len(fresh._cache) == 0
+
+
+def test_the_predictor_logs_an_unfamiliar_instruction(tmp_path, caplog):
+    import geoseg
+
+    pred = geoseg.SegmentPredictor("unified", device="cpu")
+    pred.set_image(_scene(tmp_path / "scene.tif"))
+    with caplog.at_level("WARNING", logger="geoseg.notes"):
+        pred.predict(text="das Wasser")
+    assert any("'das Wasser' is unlike" in r.getMessage() for r in caplog.records)

@@ -14,6 +14,7 @@ from geoseg.serve.context import ServerContext
 from geoseg.serve.exports import check_export_options, downloads, filenames, mask_file, mask_geojson
 from geoseg.serve.prompting import empty_answer_hint, prompt_from_request
 from geoseg.serve.schemas import MASK_FILES, PredictRequest, PredictResponse, error_responses
+from geoseg.unified.instruction_check import check_instructions
 
 SIMPLIFY_HELP = ("GeoJSON only: simplify the polygons together as one coverage (valid, no overlaps), tolerance "
                  "in pixels: 1 removes the pixel staircases, 0 (default) keeps the exact pixel outlines")
@@ -54,6 +55,8 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
             "prompt": prompt.describe(), "embedding_cached": cached, "provenance": stored.provenance,
             "downloads": downloads(image_id, stored.mask_id), "filenames": filenames(sess.record.name, stored.mask_id),
             "hint": None if area else empty_answer_hint(sess.segmenter or store.prototype, sess.record, prompt),
+            # a text unlike the model's training instructions: said, as geoseg segment says it
+            "notes": check_instructions(sess.segmenter or store.prototype, [prompt]).unfamiliar,
         }
         if "rle" in req.include:
             resp["rle"] = outputs.rle_json(mask)

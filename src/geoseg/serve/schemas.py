@@ -77,6 +77,8 @@ class PredictResponse(BaseModel):
                                       "(`<image name stem>_<mask_id>.<format>`, as in Content-Disposition)")
     hint: str | None = Field(None, description="when the mask is empty: why, when the point or box lies on the "
                              "image's nodata pixels only, else the backend's advice (what it can find)")
+    notes: list[str] = Field(default_factory=list, description="unified backend: a text instruction unlike the "
+                             "model's training instructions, whose answer may not follow it, and what to do")
 
 
 class ErrorResponse(BaseModel):

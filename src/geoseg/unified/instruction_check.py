@@ -214,10 +214,13 @@ def unfamiliar_note(text: str, classes: Sequence[str]) -> str:
 
 @dataclass
 class InstructionCheck:
-    """What :func:`check_instructions` found: a note per unfamiliar instruction and the provenance record."""
+    """What :func:`check_instructions` found: the notes (an instruction asked as the class's question, an
+    unfamiliar one), the unfamiliar ones alone (for the server, whose clients have no --literal-text), and
+    the provenance record."""
 
     notes: list[str] = field(default_factory=list)
     record: dict | None = None
+    unfamiliar: list[str] = field(default_factory=list)
 
 
 def check_instructions(segmenter: Any, prompts: Sequence[Prompt]) -> InstructionCheck:
@@ -244,5 +247,6 @@ def check_instructions(segmenter: Any, prompts: Sequence[Prompt]) -> Instruction
                                   "as written)", logging.INFO))
         out.record["prompts"].append(entry)
         if flagged:
-            out.notes.append(note(unfamiliar_note(p.text, classes)))
+            out.unfamiliar.append(note(unfamiliar_note(p.text, classes)))
+            out.notes.append(out.unfamiliar[-1])
     return out
