@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -381,3 +382,35 @@ def test_band_change_closes_the_old_view_and_a_dropped_mask_is_explained(browser
         assert page.is_hidden("#message")
         assert not errors, errors
         page.close()
+
+
+class _MeasuredBrightness(Brightness):
+    """:class:`Brightness` with the unified backend's instruction measure: "xyzzy" is unlike its instructions."""
+
+    cfg = SimpleNamespace(classes=("bright roof",))
+
+    def instruction_distance(self, prompt):
+        return (0.9, "the bright roof") if prompt.text == "xyzzy" else (0.0, prompt.text)
+
+
+@pytest.fixture(scope="module")
+def measured_server(tmp_path_factory):
+    from geoseg.serve import create_app
+
+    app = create_app(segmenter_factory=_MeasuredBrightness, upload_dir=tmp_path_factory.mktemp("up"), max_upload_mb=5)
+    with LiveServer(app) as srv:
+        yield srv
+
+
+def test_an_unfamiliar_instruction_shows_its_note(browser, measured_server, make_geotiff):
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.goto(measured_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#file-input", str(make_geotiff()))
+    page.wait_for_selector("#map[data-image]", timeout=20_000)
+    page.fill("#instruction", "xyzzy")  # marks the bright roofs (a mask) and is noted
+    page.press("#instruction", "Enter")
+    page.wait_for_selector("#message:not([hidden])", timeout=20_000)
+    assert page.evaluate("window.geosegMap.result()")["area_px"] > 0
+    assert page.inner_text("#message").startswith("the instruction 'xyzzy' is unlike what this model was trained on")
+    page.close()

@@ -533,7 +533,9 @@
       `${ms} ms (model ${Math.round(data.timing_ms.predict)} ms)`,
     );
     canvas.dataset.latencyMs = String(ms);
-    if (!data.area_px) showMessage(`nothing found${data.hint ? ": " + data.hint : ""}`, "info");
+    const notes = (data.notes || []).join(" "); // e.g. an instruction unlike the model's training ones
+    if (!data.area_px) showMessage(`nothing found${data.hint ? ": " + data.hint : ""}${notes ? " " + notes : ""}`, "info");
+    else if (notes) showMessage(notes, "info");
     draw();
   }
 
