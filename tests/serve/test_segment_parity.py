@@ -241,3 +241,21 @@ def test_a_bare_class_name_says_what_the_model_was_asked(tmp_path):
         literal = c.post(f"/api/images/{iid}/predict", json={"text": "the largest patch of vegetation"}).json()
     assert asked["read_as"] == load_kb().uses("vegetation")[0].query and asked["class_questions"] is True
     assert "read_as" not in literal["provenance"]
+
+
+def test_the_predict_answer_shapes_its_geojson_as_the_download_does(brightness_client, tmp_path):
+    path = _blob_scene(tmp_path)
+    iid = _upload(brightness_client, path)
+    body = {"text": "bright", "include": ["geojson"], "simplify": 1, "min_area": 5}
+    answer = brightness_client.post(f"/api/images/{iid}/predict", json=body).json()
+    download = json.loads(brightness_client.get(answer["downloads"]["geojson"],
+                                                params={"simplify": 1, "min_area": 5}).content)
+    assert [f["geometry"] for f in answer["geojson"]["features"]] == [f["geometry"] for f in download["features"]]
+    assert len(answer["geojson"]["features"]) == 4  # the speck dropped
+    as_file = brightness_client.post(f"/api/images/{iid}/predict", params={"format": "geojson"}, json=body)
+    assert [f["geometry"] for f in json.loads(as_file.content)["features"]] == \
+        [f["geometry"] for f in download["features"]]
+    # refused before the model runs: nothing to shape, or a value the command refuses
+    for bad in ({"text": "bright", "include": ["rle"], "simplify": 1}, {"text": "bright", "simplify": -1}):
+        r = brightness_client.post(f"/api/images/{iid}/predict", json=bad)
+        assert r.status_code == 422 and len(r.json()["problem"].splitlines()) == 1, r.text

@@ -63,6 +63,11 @@ def check_export_options(fmt: str, simplify: float = 0.0, min_area: float = 0.0)
     except GeosegError as exc:
         raise ExportOptionError(exc.problem, exc.fix) from None
     given = [name for name, value in (("simplify", simplify), ("min_area", min_area)) if value]
+    if given and fmt == "json":  # a predict answer without its GeoJSON
+        raise ExportOptionError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the GeoJSON "
+                                "polygons, and this answer carries none",
+                                "add \"geojson\" to include (or ask ?format=geojson), or leave "
+                                f"{'it' if len(given) == 1 else 'them'} out")
     if given and fmt != "geojson":
         raise ExportOptionError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the GeoJSON "
                                 f"polygons, and the .{fmt} download is the mask raster",

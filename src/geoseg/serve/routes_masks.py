@@ -37,9 +37,11 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
         t0 = time.perf_counter()
         sess = store.get(image_id)
         prompt = prompt_from_request(req, sess)
+        shaped = format if format != "json" else ("geojson" if "geojson" in req.include else "json")
+        check_export_options(shaped, req.simplify, req.min_area)  # before the model runs
         stored, cached, predict_ms = store.predict(sess, prompt)
         if format != "json":
-            return mask_file(sess, stored, format)
+            return mask_file(sess, stored, format, req.simplify, req.min_area)
         mask = stored.mask
         area = int(mask.sum())
         bbox = None
@@ -61,7 +63,7 @@ def mask_routes(ctx: ServerContext) -> APIRouter:
         if "rle" in req.include:
             resp["rle"] = outputs.rle_json(mask)
         if "geojson" in req.include:
-            resp["geojson"] = mask_geojson(sess, stored)
+            resp["geojson"] = mask_geojson(sess, stored, req.simplify, req.min_area)
         if "overlay" in req.include:
             resp["overlay_png"] = "data:image/png;base64," + base64.b64encode(outputs.overlay_png(mask)).decode()
         resp["timing_ms"] = {"predict": round(predict_ms, 2), "total": round((time.perf_counter() - t0) * 1000, 2),

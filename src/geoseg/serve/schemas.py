@@ -24,6 +24,11 @@ class PredictRequest(BaseModel):
     coords: Literal["pixel", "lonlat"] = "pixel"
     include: list[Literal["rle", "geojson", "overlay"]] = Field(
         default_factory=lambda: ["rle", "geojson"], description="what the JSON answer carries")
+    simplify: float = Field(0.0, description="the answer's GeoJSON polygons (`include` geojson or "
+                            "?format=geojson): simplify them as one coverage, tolerance in pixels (1 removes the "
+                            "pixel staircases; 0 keeps the exact outlines), as the download's `simplify`")
+    min_area: float = Field(0.0, description="the answer's GeoJSON polygons: fill holes and drop polygons "
+                            "smaller than this, in the `area` unit, as the download's `min_area`")
 
 
 class ReferenceRequest(BaseModel):
