@@ -36,3 +36,18 @@ def dk_fields_dir() -> Path:
 @pytest.fixture(scope="session")
 def ukis_dir() -> Path:
     return _need("ukis_tiles")
+
+
+@pytest.fixture()
+def run_geoseg(capsys):
+    """Run the real ``geoseg`` entry point (``main``) on ``args``: ``(exit code, stdout, stderr)``."""
+    from geoseg.cli import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    return run

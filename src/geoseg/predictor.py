@@ -417,15 +417,15 @@ class SegmentPredictor:
 
         Each result is one prompt (its ``prompt`` fills the vector ``prompt`` field);
         outputs appear only when everything succeeded. ``simplify`` (pixels) and ``min_area``
-        (the layer's area unit) shape the polygons as :func:`geoseg.segment` does.
+        (the layer's area unit) shape the polygons as :func:`geoseg.segment` does (checked by
+        :class:`SceneWriter` before anything is written).
         """
         from geoseg.raster.writer import SceneWriter, check_output_paths
-        from geoseg.vector import check_vector_options, vector_driver
+        from geoseg.vector import vector_driver
 
         src = self._require_source()
         if not results:
             raise PromptError("no result to write", "predict() first and pass its results")
-        check_vector_options(simplify, min_area, vector)
         for r in results:
             if not isinstance(r, PredictorResult):
                 raise GeosegError(f"cannot write a {type(r).__name__} as a result",

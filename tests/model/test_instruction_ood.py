@@ -19,7 +19,6 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from geoseg.cli import main
 from geoseg.prompts import Prompt
 from geoseg.segmenters import build_segmenter
 from geoseg.unified.instruction_check import UNFAMILIAR_DISTANCE, check_instructions, reference_instructions
@@ -117,17 +116,10 @@ def _scene(path: Path) -> Path:
     return path
 
 
-def _run(args: list[str], capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    return int(exc.value.code or 0), capsys.readouterr().out
-
-
-def test_segment_notes_an_unfamiliar_instruction_and_records_every_distance(tmp_path, capsys, caplog):
+def test_segment_notes_an_unfamiliar_instruction_and_records_every_distance(tmp_path, run_geoseg, caplog):
     scene = _scene(tmp_path / "scene.tif")
-    code, out = _run(["segment", str(scene), "--text", "das Wasser", "--text", "the body of water",
-                      "-o", str(tmp_path / "m.tif")], capsys)
+    code, out = run_geoseg(["segment", str(scene), "--text", "das Wasser", "--text", "the body of water",
+                      "-o", str(tmp_path / "m.tif")])[:2]
     assert code == 0
     notes = [line for line in out.splitlines() if line.startswith("note: the instruction")]
     assert len(notes) == 1, out
@@ -151,13 +143,13 @@ def test_segment_notes_an_unfamiliar_instruction_and_records_every_distance(tmp_
     assert german["prompt"] == 0 and german["unfamiliar"] and german["distance"] > 0.5
     assert english["prompt"] == 1 and not english["unfamiliar"] and english["distance"] < 0.05
     # --json lists the note; an English instruction alone gets none; a backend without text gets no record
-    code, out = _run(["segment", str(scene), "--text", "the body of water", "-o", str(tmp_path / "e.tif"),
-                      "--json"], capsys)
+    code, out = run_geoseg(["segment", str(scene), "--text", "the body of water", "-o", str(tmp_path / "e.tif"),
+                      "--json"])[:2]
     assert code == 0 and not any("unlike what" in n for n in json.loads(out)["notes"])
-    code, out = _run(["segment", str(scene), "--text", "xyzzy", "-o", str(tmp_path / "x.tif"), "--json"], capsys)
+    code, out = run_geoseg(["segment", str(scene), "--text", "xyzzy", "-o", str(tmp_path / "x.tif"), "--json"])[:2]
     assert code == 0 and any("'xyzzy' is unlike what" in n for n in json.loads(out)["notes"])
-    code, _ = _run(["segment", str(scene), "--box", "10,10,60,60", "--backend", "classical",
-                    "-o", str(tmp_path / "c.tif")], capsys)
+    code, _ = run_geoseg(["segment", str(scene), "--box", "10,10,60,60", "--backend", "classical",
+                    "-o", str(tmp_path / "c.tif")])[:2]
     with rasterio.open(tmp_path / "c.tif") as m:
         assert code == 0 and "instruction_check" not in json.loads(m.tags()["provenance_json"])
 

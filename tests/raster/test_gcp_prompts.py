@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.rpc import RPC
 
-from geoseg.cli import cli, main
+from geoseg.cli import cli
 
 from .conftest import roof_box, scene_array
 
@@ -47,24 +47,16 @@ def rpc_scene(path: Path) -> Path:
     return path
 
 
-def run_main(args: list[str], capsys) -> tuple[int, str]:
-    """``geoseg`` through its real entry point: exit code and stderr (where the one-line error goes)."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    return int(exc.value.code or 0), capsys.readouterr().err
-
-
 @pytest.mark.parametrize(("make", "why", "fix"), [
     (gcp_scene, "gcp.tif is placed on the ground only by 4 ground control points (no CRS or geotransform)",
      "georeference it first, e.g. gdalwarp -tps -t_srs EPSG:XXXX gcp.tif gcp_warped.tif"),
     (rpc_scene, "rpc.tif is placed on the ground only by RPCs (no CRS or geotransform)",
      "orthorectify it first, e.g. gdalwarp -rpc -to RPC_DEM=dem.tif -t_srs EPSG:XXXX rpc.tif rpc_ortho.tif"),
 ])
-def test_prompt_crs_on_a_gcp_or_rpc_scene_names_them_and_the_fix(tmp_path: Path, capsys, make, why, fix) -> None:
+def test_prompt_crs_on_a_gcp_or_rpc_scene_names_them_and_the_fix(tmp_path: Path, run_geoseg, make, why, fix) -> None:
     scene = make(tmp_path / f"{make.__name__[:3]}.tif")
-    code, err = run_main(["-q", "segment", str(scene), "--point", "9.52,55.71", "--prompt-crs", "EPSG:4326",
-                          "--backend", "classical", "-o", str(tmp_path / "m.tif")], capsys)
+    code, err = run_geoseg(["-q", "segment", str(scene), "--point", "9.52,55.71", "--prompt-crs", "EPSG:4326",
+                          "--backend", "classical", "-o", str(tmp_path / "m.tif")])[::2]
     assert code == 2
     assert err.strip() == (f"error: {why}, so --prompt-crs EPSG:4326 coordinates cannot be placed on it "
                            f"({fix}, or give pixel coordinates (drop --prompt-crs))")
@@ -77,13 +69,13 @@ def test_prompt_crs_on_a_gcp_or_rpc_scene_names_them_and_the_fix(tmp_path: Path,
         assert (m.read(1) == 1).sum() > 0
 
 
-def test_a_map_prompt_file_on_a_gcp_scene_names_them(tmp_path: Path, capsys) -> None:
+def test_a_map_prompt_file_on_a_gcp_scene_names_them(tmp_path: Path, run_geoseg) -> None:
     scene = gcp_scene(tmp_path / "gcp.tif")
     layer = tmp_path / "points.gpkg"
     pyogrio.raw.write(layer, shapely.to_wkb(np.array([shapely.Point(9.52, 55.71)], dtype=object)), [], [],
                       geometry_type="Point", crs="EPSG:4326")
-    code, err = run_main(["-q", "segment", str(scene), "--prompt-file", str(layer), "--backend", "classical",
-                          "-o", str(tmp_path / "m.tif")], capsys)
+    code, err = run_geoseg(["-q", "segment", str(scene), "--prompt-file", str(layer), "--backend", "classical",
+                          "-o", str(tmp_path / "m.tif")])[::2]
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: gcp.tif is placed on the ground only by 4 ground control points (no CRS or "
                           f"geotransform), so the features of {layer} cannot be placed on it (georeference it first, "
@@ -113,15 +105,15 @@ def test_why_no_crs_for_the_other_kinds_of_scene(tmp_path: Path) -> None:
         assert why_no_crs(src) == ("plain.tif has no CRS", "georeference it first")
 
 
-def test_geojson_output_predictor_and_batch_name_the_gcps_too(tmp_path: Path, capsys) -> None:
+def test_geojson_output_predictor_and_batch_name_the_gcps_too(tmp_path: Path, run_geoseg) -> None:
     """The .geojson output, SegmentPredictor and batch mode give the same reason as geoseg segment's prompts."""
     import geoseg
     from geoseg.batch import run_batch
     from geoseg.errors import InputError
 
     scene = gcp_scene(tmp_path / "gcp.tif")
-    code, err = run_main(["-q", "segment", str(scene), "--box", ",".join(map(str, roof_box())), "--backend",
-                          "classical", "-o", str(tmp_path / "m.tif"), "--vector", str(tmp_path / "v.geojson")], capsys)
+    code, err = run_geoseg(["-q", "segment", str(scene), "--box", ",".join(map(str, roof_box())), "--backend",
+                          "classical", "-o", str(tmp_path / "m.tif"), "--vector", str(tmp_path / "v.geojson")])[::2]
     assert code == 2 and err.startswith("error: gcp.tif is placed on the ground only by 4 ground control points")
     assert "cannot be written as GeoJSON" in err and "gdalwarp -tps" in err
     assert not (tmp_path / "m.tif").exists() and not (tmp_path / "v.geojson").exists()

@@ -338,19 +338,15 @@ class RasterSource:
         Read in ``chunk``-pixel squares that stop at the first valid pixel, so memory stays flat
         whatever the window's size: a decimated read could miss a small valid area.
         """
-        c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
-        c1 = min(self.width, int(window.col_off + window.width))
-        r1 = min(self.height, int(window.row_off + window.height))
-        if c1 <= c0 or r1 <= r0:
+        from geoseg.raster.tiling import intersect, iter_blocks
+
+        win = intersect(window, Window(0, 0, self.width, self.height))
+        if win is None:
             return False
         if not self.has_mask:
             return True
-        for row in range(r0, r1, chunk):
-            for col in range(c0, c1, chunk):
-                part = Window(col, row, min(chunk, c1 - col), min(chunk, r1 - row))
-                if self.read_valid(part).any():
-                    return True
-        return False
+        return any(self.read_valid(Window(win.col_off + b.col_off, win.row_off + b.row_off, b.width, b.height)).any()
+                   for b in iter_blocks(int(win.width), int(win.height), chunk))
 
     def read_rgb(self, window: Window | None = None, out_shape: tuple[int, int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -97,12 +97,14 @@ class ImageRecord:
         So :func:`geoseg.pipeline.prompt_on_nodata` can ask it of an open image (held in memory
         with its validity, ``valid``) to tell a client whose point or box lies on nodata only.
         """
-        c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
-        c1 = min(self.width, int(window.col_off + window.width))
-        r1 = min(self.height, int(window.row_off + window.height))
-        if c1 <= c0 or r1 <= r0:
+        from rasterio.windows import Window
+
+        from geoseg.raster.tiling import intersect
+
+        win = intersect(window, Window(0, 0, self.width, self.height))
+        if win is None:
             return False
-        return self.valid is None or bool(self.valid[r0:r1, c0:c1].any())
+        return self.valid is None or bool(self.valid[win.toslices()].any())
 
     @property
     def height(self) -> int:

@@ -290,8 +290,9 @@ class SessionStore:
             mask = pred.mask if valid is None else pred.mask & valid  # nodata is never part of an answer
             provenance = {**sess.segmenter.provenance(), "prompt": prompt.to_dict()}
             read_as = getattr(sess.segmenter, "read_as", None)  # a bare class name asked as the class's question
-            if read_as is not None and read_as(prompt).text != prompt.text:
-                provenance["read_as"] = read_as(prompt).text
+            asked = read_as(prompt).text if read_as is not None else prompt.text
+            if asked != prompt.text:
+                provenance["read_as"] = asked
             stored = StoredMask(
                 mask_id=uuid.uuid4().hex[:12], mask=mask, score=float(pred.score), prompt=prompt,
                 provenance=provenance,
